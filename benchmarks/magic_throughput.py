@@ -20,19 +20,18 @@ import argparse
 import json
 import platform
 import resource
-import tempfile
 import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 import torch
+from bench_checkpoints import cached_random_checkpoint
 
 from visalign.magic.data import Example
 from visalign.magic.objective import build_rows, dual_loss
 from visalign.magic.placement import attach, resolve_placement
 from visalign.models import IGNORE_INDEX, load_vlm
-from visalign.models.random_checkpoints import write_random_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results" / "magic_throughput.json"
 RESULTS_TINY = RESULTS.with_name("magic_throughput_tiny.json")
@@ -110,10 +109,8 @@ def main() -> None:
     prompt_words, target_words = (8, 8) if tiny else (56, 28)
     dtype = torch.float32 if tiny else torch.bfloat16
     device = "cpu" if tiny else "cuda"
-    with tempfile.TemporaryDirectory() as scratch:
-        path = write_random_checkpoint("qwen2_5_vl", Path(scratch) / "qwen", shape="tiny" if tiny else "7b",
-                                       dtype=dtype)
-        vlm = load_vlm(str(path), dtype=dtype, device=device, attn_implementation="sdpa")
+    path = cached_random_checkpoint("qwen2_5_vl", "tiny" if tiny else "7b", dtype)
+    vlm = load_vlm(str(path), dtype=dtype, device=device, attn_implementation="sdpa")
     for parameter in vlm.model.parameters():
         parameter.requires_grad_(False)
     placement = resolve_placement(vlm.family)

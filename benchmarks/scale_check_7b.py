@@ -1,8 +1,9 @@
 """Scale check: a random-weight 7B/8B-shaped model of each family goes once through every adapter operation.
 
-For each family: write the checkpoint (published shapes, bfloat16) to disk, load it back through ``load_vlm``
-(``from_pretrained``), build chat inputs with an image, generate, compute the masked loss and push a gradient to
-the image through the differentiable pixels. Prints and records the time of each step and the peak memory.
+For each family: write the checkpoint (published shapes, bfloat16; drawn on the GPU) to disk, load it back
+through ``load_vlm`` (``from_pretrained``), build chat inputs with an image, generate, compute the masked loss
+and push a gradient to the image through the differentiable pixels. Prints and records
+the time of each step and the peak memory.
 
     python benchmarks/scale_check_7b.py [--families qwen2_5_vl qwen3_vl llava llava_next] [--shape 7b]
 
@@ -16,7 +17,6 @@ import json
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,22 +24,22 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_checkpoints import cached_random_checkpoint  # noqa: E402
 from peak_memory import peak_memory  # noqa: E402
 
 from visalign.models import assistant, load_vlm, user  # noqa: E402
-from visalign.models.random_checkpoints import write_random_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIDE = {"qwen2_5_vl": 448, "qwen3_vl": 448, "llava": 336, "llava_next": 336}
 
 
-def check_family(family: str, shape: str, scratch: Path, device: str) -> dict:
+def check_family(family: str, shape: str, device: str, keep: bool) -> dict:
     """Run one family through write -> load -> chat inputs -> generate -> loss -> pixel gradient."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     dtype = torch.bfloat16 if shape == "7b" else torch.float32
-    path = write_random_checkpoint(family, scratch / family, shape=shape, dtype=dtype)
-    timings["write_s"] = time.perf_counter() - start
+    path = cached_random_checkpoint(family, shape, dtype)
+    timings["write_s"] = time.perf_counter() - start  # ~0 when the checkpoint was already cached
     with peak_memory(device) as memory:
         start = time.perf_counter()
         vlm = load_vlm(str(path), dtype=dtype, device=device, attn_implementation="sdpa")
@@ -65,7 +65,8 @@ def check_family(family: str, shape: str, scratch: Path, device: str) -> dict:
         "answer_chars": len(answer), "peak_mib": memory["peak_mib"], **timings,
     }
     del vlm, batch, loss
-    shutil.rmtree(path, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(path, ignore_errors=True)
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return result
@@ -75,14 +76,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=list(IMAGE_SIDE))
     parser.add_argument("--shape", default="7b", choices=["7b", "tiny"])
-    parser.add_argument("--scratch", type=Path, default=None, help="where checkpoints are written (needs ~17 GB)")
+    parser.add_argument("--keep", nargs="*", default=["qwen2_5_vl"],
+                        help="families whose checkpoints stay cached under $VISALIGN_HOME/bench for the other "
+                             "benchmarks (each 7B one is ~16 GB); the others are deleted after their check")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale_check_7b.json")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    scratch = args.scratch or Path(tempfile.mkdtemp(prefix="visalign-scale-"))
     results = []
     for family in args.families:
-        result = check_family(family, args.shape, scratch, device)
+        result = check_family(family, args.shape, device, keep=family in args.keep)
         results.append(result)
         print(json.dumps(result), flush=True)
     report = {

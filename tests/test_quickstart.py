@@ -35,6 +35,11 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, default_model_dir):
     magic = [r for r in records if r["system"] == "magic-strict"]
     assert all(r["decoding"]["value_system"] == "strict" for r in magic)
 
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["model"] == "default"
+    assert {"vsfa_data", "vsfa_train", "magic", "eval"} <= set(timings["seconds"])
+    assert all(seconds >= 0 for seconds in timings["seconds"].values())
+
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary) == SYSTEMS
     for metrics in summary.values():

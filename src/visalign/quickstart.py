@@ -11,13 +11,16 @@ Stages, each a resumable run directory under ``DIR``:
    and FigStep-style typographic harmful requests, benign borderline requests, advice requests and the
    capability check -> ``eval/report.html``; ``DIR/summary.json`` holds the headline figures per system.
 
-Every config is written to ``DIR/configs/`` so each stage can be re-run by hand with its own command.
+Every config is written to ``DIR/configs/`` so each stage can be re-run by hand with its own command, and
+``DIR/timings.json`` records each stage's wall time. ``--model`` swaps the embedded default for any other spec
+(a 7B checkpoint on a GPU: the scale check of the same configs).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -102,29 +105,32 @@ def _capability_card(subject: str) -> Image.Image:
     return image
 
 
-def stage_configs(out: Path, paths: dict[str, Path], scale: Scale = SMALL) -> dict[str, dict]:
-    """The configs of every stage, as plain dicts (also written to ``DIR/configs/``)."""
+def stage_configs(out: Path, paths: dict[str, Path], scale: Scale = SMALL, model: str = "default") -> dict[str, dict]:
+    """The configs of every stage for model spec ``model``, as plain dicts (also written to ``DIR/configs/``).
+
+    Devices and dtypes are left to each stage's default: float32 on a CPU, bfloat16 on a GPU.
+    """
     vsfa_data = {
         "name": "quickstart-vsfa-data", "seed": 0,
         "corpus": {"source": "starter", "limit": scale.abstracts},
         # The 135M model never writes valid scene JSON at this length; templated scenes fill in (and say so).
         "scenes": {"per_abstract": 2, "max_attempts": 1, "template_fallback": True,
-                   "llm": {"backend": "offline", "model": "default", "max_new_tokens": 32, "batch_size": 8}},
+                   "llm": {"backend": "offline", "model": model, "max_new_tokens": 32, "batch_size": 8}},
         "images": {"generator": {"backend": "scene_card", "size": "224x224"}},
         "vqa": {"per_image": 4, "max_attempts": 1, "template_fallback": True,
-                "llm": {"backend": "offline", "model": "default", "max_new_tokens": 32, "batch_size": 8}},
+                "llm": {"backend": "offline", "model": model, "max_new_tokens": 32, "batch_size": 8}},
     }
     vsfa_train = {
-        "name": "quickstart-vsfa-train", "model": "default", "seed": 0,
+        "name": "quickstart-vsfa-train", "model": model, "seed": 0,
         "data": {"path": str(out / "vsfa-data" / "dataset" / "llava.json")},
         "epochs": scale.train_epochs, "batch_size": 4, "checkpoint_every": 4, "keep_checkpoints": 1,
         "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
         "optim": {"lr": 5.0e-4, "schedule": "cosine", "warmup_steps": 1, "max_grad_norm": 1.0},
-        "dtype": "float32", "logging": {"progress": True},
+        "dtype": "auto", "logging": {"progress": True},
     }
     data_dir = paths["all"].parent
     magic = {
-        "model": "default", "device": "cpu", "seed": 0, "value_systems": ["standard", "strict"],
+        "model": model, "seed": 0, "value_systems": ["standard", "strict"],
         "value_systems_file": str(out / "configs" / "value_systems.yaml"),
         "data": {"benchmarks_dir": str(data_dir), "sources": [
             {"benchmark": "weighted-safety-refusal", "path": "starter_prompts.jsonl", "role": "by_value_system",
@@ -140,13 +146,13 @@ def stage_configs(out: Path, paths: dict[str, Path], scale: Scale = SMALL) -> di
     adapter = out / "vsfa-train" / "adapter"
     magic_dir = out / "magic"
     evaluation = {
-        "title": "visalign quickstart (embedded default model, CPU)",
+        "title": "visalign quickstart (" + ("embedded default model" if model == "default" else model) + ")",
         "systems": [
-            {"name": "base", "model": "default"},
-            {"name": "vsfa", "model": "default", "adapter": str(adapter)},
-            {"name": "magic-standard", "model": "default", "magic_image": str(magic_dir), "value_system": "standard"},
-            {"name": "magic-strict", "model": "default", "magic_image": str(magic_dir), "value_system": "strict"},
-            {"name": "adashield-s", "model": "default", "defence_prompt": "adashield-s"},
+            {"name": "base", "model": model},
+            {"name": "vsfa", "model": model, "adapter": str(adapter)},
+            {"name": "magic-standard", "model": model, "magic_image": str(magic_dir), "value_system": "standard"},
+            {"name": "magic-strict", "model": model, "magic_image": str(magic_dir), "value_system": "strict"},
+            {"name": "adashield-s", "model": model, "defence_prompt": "adashield-s"},
         ],
         "benchmarks": [
             {"name": "weighted-safety-refusal", "source": str(paths["harmful"]), "label": "harmful-text",
@@ -179,8 +185,12 @@ def headline_summary(summary_rows: list, systems: list[str]) -> dict:
     return table
 
 
-def run_quickstart(out: Path, *, scale: Scale = SMALL, console: Console | None = None) -> Path:
-    """Run every stage into ``out`` (resuming finished ones) and return the path of the HTML report."""
+def run_quickstart(out: Path, *, scale: Scale = SMALL, model: str = "default",
+                   console: Console | None = None) -> Path:
+    """Run every stage into ``out`` (resuming finished ones) and return the path of the HTML report.
+
+    ``model`` is the spec every stage uses (``default``: the embedded model, built first if missing).
+    """
     from visalign.config import load_config
     from visalign.evaluation.config import EvalConfig
     from visalign.evaluation.runner import run_eval
@@ -195,24 +205,39 @@ def run_quickstart(out: Path, *, scale: Scale = SMALL, console: Console | None =
     configs_dir = out / "configs"
     configs_dir.mkdir(parents=True, exist_ok=True)
 
-    console.rule("1/6 embedded default model")
-    console.print(f"default model: {build_default_model()}")
+    timings: dict[str, float] = {}
+
+    def timed(name: str, work):
+        started = time.perf_counter()
+        result = work()
+        timings[name] = round(time.perf_counter() - started, 1)
+        atomic_write_json(out / "timings.json", {"model": model, "scale": asdict(scale), "seconds": timings})
+        return result
+
+    console.rule("1/6 model")
+    if model == "default":
+        console.print(f"default model: {timed('default_model', build_default_model)}")
+    else:
+        console.print(f"model: {model}")
     console.rule("2/6 starter evaluation sets")
     paths = write_starter_sets(out / "data")
     atomic_write_text(configs_dir / "value_systems.yaml", yaml.safe_dump(VALUE_SYSTEMS, sort_keys=False))
-    configs = stage_configs(out, paths, scale)
+    configs = stage_configs(out, paths, scale, model)
     for name, config in configs.items():
         atomic_write_text(configs_dir / f"{name}.yaml", yaml.safe_dump(config, sort_keys=False))
 
     console.rule("3/6 VSFA data (offline backends)")
-    build_dataset(load_config(configs_dir / "vsfa_data.yaml", VsfaDataConfig), out / "vsfa-data")
+    timed("vsfa_data", lambda: build_dataset(load_config(configs_dir / "vsfa_data.yaml", VsfaDataConfig),
+                                             out / "vsfa-data"))
     console.rule("4/6 VSFA LoRA training")
-    train(load_config(configs_dir / "vsfa_train.yaml", VsfaTrainConfig), out / "vsfa-train")
+    timed("vsfa_train", lambda: train(load_config(configs_dir / "vsfa_train.yaml", VsfaTrainConfig),
+                                      out / "vsfa-train"))
     console.rule("5/6 Magic Image for two value systems")
-    optimize_magic_images(load_config(configs_dir / "magic.yaml", MagicConfig), out / "magic")
+    timed("magic", lambda: optimize_magic_images(load_config(configs_dir / "magic.yaml", MagicConfig),
+                                                 out / "magic"))
     console.rule("6/6 evaluation")
     eval_config = load_config(configs_dir / "eval.yaml", EvalConfig)
-    report = run_eval(eval_config, out / "eval", config_dir=configs_dir)
+    report = timed("eval", lambda: run_eval(eval_config, out / "eval", config_dir=configs_dir))
 
     summary = headline_summary(read_summary_json(out / "eval" / "summary.json"),
                                [s.name for s in eval_config.systems])

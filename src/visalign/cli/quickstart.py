@@ -15,6 +15,8 @@ def quickstart(
     scale: Annotated[str, typer.Option(help="small (the quickstart) or tiny (seconds per stage; plumbing only).")] = (
         "small"
     ),
+    model: Annotated[str, typer.Option(help="Model spec for every stage: default (the embedded model), a "
+                                            "checkpoint folder or a hub id.")] = "default",
 ) -> None:
     """Build the default model, VSFA data and adapter, two magic images, evaluate them all and write a report."""
     from visalign.errors import VisalignError
@@ -22,7 +24,7 @@ def quickstart(
 
     if scale not in SCALES:
         raise VisalignError(f"unknown --scale {scale!r}; choose one of {', '.join(SCALES)}")
-    report = run_quickstart(out, scale=SCALES[scale])
+    report = run_quickstart(out, scale=SCALES[scale], model=model)
     typer.echo(f"report: {report}")
 
 

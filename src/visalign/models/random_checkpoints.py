@@ -203,7 +203,7 @@ _BUILDERS = {"qwen2_5_vl": _qwen2_5_vl, "qwen3_vl": _qwen3_vl, "llava": _llava, 
 
 
 def write_random_checkpoint(family: str, path: str | Path, *, shape: str = "tiny", seed: int = 0,
-                            dtype: torch.dtype = torch.float32) -> Path:
+                            dtype: torch.dtype = torch.float32, device: str | None = None) -> Path:
     """Create a random-weight checkpoint of ``family`` at ``path`` (config, safetensors, tokenizer, processor).
 
     Args:
@@ -212,6 +212,8 @@ def write_random_checkpoint(family: str, path: str | Path, *, shape: str = "tiny
         shape: ``tiny`` for CPU tests or ``7b`` for the published 7B/8B shapes.
         seed: seed for the random weights, so two calls give identical checkpoints.
         dtype: storage dtype of the weights (use bfloat16 for the 7B shapes).
+        device: where the weights are initialised; ``cuda`` draws a 7B model in seconds where a CPU takes
+            minutes. The same seed gives different numbers on different devices.
     """
     if family not in _BUILDERS:
         raise VisalignError(f"unknown model family '{family}'; choose one of {', '.join(FAMILIES)}")
@@ -222,7 +224,8 @@ def write_random_checkpoint(family: str, path: str | Path, *, shape: str = "tiny
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        model = model_cls(config)
+        with torch.device(device or "cpu"):
+            model = model_cls(config)
     finally:
         torch.set_default_dtype(previous)
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The GPU figures of benchmarks/RESULTS.md and docs/EXPERIMENTS.md, run on a bare GPU machine that has PyTorch
+# but no network (the lent H100 of this project). Each step is one call; they share $VISALIGN_HOME between calls.
+#
+#   bash benchmarks/gpu_session.sh STEP [STEP...]
+#
+# Steps:
+#   setup        install the wheels in .whl/ (transformers, peft, pydantic, gguf... at the tested versions) into
+#                $SITE; copy the benchmark files in .bench/ and .bench2/ to $BENCH; print versions and the GPU
+#   gguf-part1   keep .gg/part1 (the first half of SmolLM2's GGUF, which travels in two calls) in $HOME
+#   gguf-join    join it with .gg/part2, check the sha256 and place it where build-default looks for it
+#   foundation   7B scale check of the four families; training throughput (stock vs ours)
+#   magic-bench  Magic Image throughput (7B shape); generation throughput on the embedded model
+#   pipeline-7b  the quickstart's configs, model swapped for the 7B-shaped Qwen2.5-VL, a few steps each
+#   magic-full   configs/magic_default.yaml on the embedded model (two value systems, 600 steps)
+#   exp-magic    experiment 1: Magic Image on AdvBench, evaluated on held-out StrongREJECT, XSTest, SafeBench
+#   exp-vsfa     experiment 2: VSFA data at thousands of pairs, LoRA, evaluation
+# Results and logs land in $RESULTS (default $HOME/visalign-results); when $OUT is set, $OUT/results.tgz holds them.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SITE=${SITE:-$HOME/visalign-site}
+BENCH=${BENCH:-$HOME/visalign-benchmarks}
+RESULTS=${RESULTS:-$HOME/visalign-results}
+export VISALIGN_HOME=${VISALIGN_HOME:-$HOME/visalign-home}
+export VISALIGN_BENCHMARKS=$BENCH
+export PYTHONPATH=$SITE:$ROOT/src
+export PYTHONUNBUFFERED=1
+GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+PY=${PYTHON:-python3}
+mkdir -p "$RESULTS" "$VISALIGN_HOME/downloads"
+cd "$ROOT" || exit 1
+
+# Configs name the benchmarks as ../../../shared/benchmarks relative to configs/experiments: point that at $BENCH.
+link_benchmarks() {
+  [ -e "$ROOT/../shared/benchmarks" ] || { mkdir -p "$ROOT/../shared" && ln -s "$BENCH" "$ROOT/../shared/benchmarks"; }
+}
+
+package() {  # one archive in $OUT (the machine returns at most 8 files), refreshed after every step
+  if [ -n "${OUT:-}" ]; then tar czf "$OUT/results.tgz" -C "$RESULTS" .; fi
+}
+
+timed() {  # timed NAME COMMAND...: run, log, and record the wall time
+  local name=$1 start rc
+  shift
+  echo "=== $name: $*"
+  start=$(date +%s%N)
+  "$@" 2>&1 | tee "$RESULTS/$name.log"
+  rc=${PIPESTATUS[0]}
+  echo -e "$name\texit $rc\t$(( ($(date +%s%N) - start) / 1000000 )) ms" | tee -a "$RESULTS/steps.tsv"
+  package
+  return "$rc"
+}
+
+step_setup() {
+  if [ -d .whl ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+  fi
+  for d in .bench .bench2; do if [ -d $d ]; then mkdir -p "$BENCH" && cp -r $d/. "$BENCH/"; fi; done
+  link_benchmarks
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  $PY -c "import torch, transformers, peft, pydantic; print('torch', torch.__version__, 'transformers',
+transformers.__version__, 'peft', peft.__version__, 'pydantic', pydantic.__version__, torch.cuda.get_device_name())"
+  df -h "$HOME" | tail -1
+}
+
+step_gguf_part1() { cp .gg/part1 "$HOME/smollm2.gguf.part1" && ls -l "$HOME/smollm2.gguf.part1"; }
+
+step_gguf_join() {
+  local target=$VISALIGN_HOME/downloads/SmolLM2-135M-Instruct.Q4_1.gguf
+  cat "$HOME/smollm2.gguf.part1" .gg/part2 > "$target.part" || return 1
+  echo "$GGUF_SHA256  $target.part" | sha256sum -c - && mv "$target.part" "$target"
+  $PY -m visalign models build-default
+}
+
+step_foundation() {
+  timed scale_check_7b $PY benchmarks/scale_check_7b.py --out "$RESULTS/scale_check_7b.json"
+  timed train_throughput $PY benchmarks/train_throughput.py && cp benchmarks/results/train_throughput.json "$RESULTS/"
+}
+
+step_magic_bench() {
+  timed magic_throughput $PY benchmarks/magic_throughput.py --out "$RESULTS/magic_throughput.json"
+  timed generation_throughput $PY benchmarks/generation_throughput.py \
+    --out "$RESULTS/generation_throughput_gpu.json"
+}
+
+step_pipeline_7b() {
+  local model=$VISALIGN_HOME/bench/qwen2_5_vl-7b-bfloat16
+  timed pipeline_7b $PY -m visalign quickstart --scale tiny --model "$model" --out "$HOME/runs/pipeline-7b"
+  cp "$HOME/runs/pipeline-7b/timings.json" "$RESULTS/pipeline_7b_timings.json"
+  cp "$HOME/runs/pipeline-7b/summary.json" "$RESULTS/pipeline_7b_summary.json"
+}
+
+step_magic_full() {
+  timed magic_full $PY -m visalign magic optimize --config configs/magic_default.yaml --out "$HOME/runs/magic_default"
+  tar czf "$RESULTS/magic_default.tgz" --exclude=checkpoints -C "$HOME/runs" magic_default
+}
+
+step_exp_magic() {
+  mkdir -p runs && ln -sfn "$HOME/runs/exp-magic" runs/exp-magic
+  timed exp_magic_train $PY -m visalign magic optimize --config configs/experiments/magic_advbench.yaml \
+    --out "$HOME/runs/exp-magic"
+  timed exp_magic_eval $PY -m visalign eval --config configs/experiments/eval_magic_heldout.yaml \
+    --out "$HOME/runs/exp-magic-eval"
+  tar czf "$RESULTS/exp_magic.tgz" --exclude=checkpoints -C "$HOME/runs" exp-magic exp-magic-eval
+}
+
+step_exp_vsfa() {
+  mkdir -p runs && for d in exp-vsfa-data exp-vsfa-train; do ln -sfn "$HOME/runs/$d" "runs/$d"; done
+  timed exp_vsfa_data $PY -m visalign vsfa data --config configs/experiments/vsfa_data_thousands.yaml \
+    --out "$HOME/runs/exp-vsfa-data"
+  timed exp_vsfa_train $PY -m visalign vsfa train --config configs/experiments/vsfa_train_thousands.yaml \
+    --out "$HOME/runs/exp-vsfa-train"
+  timed exp_vsfa_eval $PY -m visalign eval --config configs/experiments/eval_vsfa.yaml --out "$HOME/runs/exp-vsfa-eval"
+  tar czf "$RESULTS/exp_vsfa.tgz" --exclude=checkpoints --exclude=images -C "$HOME/runs" \
+    exp-vsfa-train exp-vsfa-eval
+}
+
+for step in "$@"; do
+  "step_${step//-/_}" || echo "!!! step $step failed (exit $?)"
+done
+package
+echo "=== steps so far"
+cat "$RESULTS/steps.tsv" 2>/dev/null
+exit 0
