@@ -4,6 +4,11 @@
 #
 #   bash benchmarks/gpu_session.sh STEP [STEP...]
 #
+# Wheels for .whl/ (python 3.12, manylinux; what the CUDA image of 2026-11 lacks or has at other versions):
+#   transformers==5.23.0 peft==0.21.2 pydantic==2.14.3 pydantic_core==2.50.4 annotated-types typing-inspection
+#   gguf==0.19.0 typer==0.29.2 datasets==5.2.0 dill multiprocess
+# A call carries at most 64 MiB, so the GGUF (98 MB) travels as .gg/part1 and .gg/part2 in two back-to-back calls.
+#
 # Steps:
 #   setup        install the wheels in .whl/ (transformers, peft, pydantic, gguf... at the tested versions) into
 #                $SITE; copy the benchmark files in .bench/ and .bench2/ to $BENCH; print versions and the GPU
@@ -93,7 +98,8 @@ step_pipeline_7b() {
 
 step_magic_full() {
   timed magic_full $PY -m visalign magic optimize --config configs/magic_default.yaml --out "$HOME/runs/magic_default"
-  tar czf "$RESULTS/magic_default.tgz" --exclude=checkpoints -C "$HOME/runs" magic_default
+  # the sidecars and PNGs; work/ (checkpoints, cached targets: ~45 MB) stays on the machine
+  tar czf "$RESULTS/magic_default.tgz" --exclude=work -C "$HOME/runs" magic_default
 }
 
 step_exp_magic() {
@@ -102,7 +108,7 @@ step_exp_magic() {
     --out "$HOME/runs/exp-magic"
   timed exp_magic_eval $PY -m visalign eval --config configs/experiments/eval_magic_heldout.yaml \
     --out "$HOME/runs/exp-magic-eval"
-  tar czf "$RESULTS/exp_magic.tgz" --exclude=checkpoints -C "$HOME/runs" exp-magic exp-magic-eval
+  tar czf "$RESULTS/exp_magic.tgz" --exclude=work -C "$HOME/runs" exp-magic exp-magic-eval
 }
 
 step_exp_vsfa() {
@@ -112,7 +118,7 @@ step_exp_vsfa() {
   timed exp_vsfa_train $PY -m visalign vsfa train --config configs/experiments/vsfa_train_thousands.yaml \
     --out "$HOME/runs/exp-vsfa-train"
   timed exp_vsfa_eval $PY -m visalign eval --config configs/experiments/eval_vsfa.yaml --out "$HOME/runs/exp-vsfa-eval"
-  tar czf "$RESULTS/exp_vsfa.tgz" --exclude=checkpoints --exclude=images -C "$HOME/runs" \
+  tar czf "$RESULTS/exp_vsfa.tgz" --exclude=checkpoints --exclude=work --exclude=images -C "$HOME/runs" \
     exp-vsfa-train exp-vsfa-eval
 }
 

@@ -109,8 +109,22 @@ def stock_step(path: Path, batch: dict, target: str, dtype, device, settings: di
     return measure(step, batch, settings["warmup"], settings["steps"], device)  # model freed on return
 
 
+def profile_steps(step, steps: int, out: Path) -> None:
+    """Write the operators that take the most device (or CPU) time over ``steps`` steps to ``out``."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    sort_by = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    out.write_text(profiler.key_averages().table(sort_by=sort_by, row_limit=40) + "\n")
+
+
 def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool = False,
-             checkpointing: bool = False) -> dict:
+             checkpointing: bool = False, profile_to: Path | None = None) -> dict:
     if checkpointing:
         vlm.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     apply_lora(vlm, LoraConfig(rank=16, alpha=32, dropout=0.0))
@@ -129,7 +143,10 @@ def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool =
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    return measure(step, batch, settings["warmup"], settings["steps"], device)
+    result = measure(step, batch, settings["warmup"], settings["steps"], device)
+    if profile_to is not None:
+        profile_steps(step, 3, profile_to)
+    return result
 
 
 VARIANTS = {"plain": {}, "compile": {"compile_layers": True}, "checkpointing": {"checkpointing": True},
@@ -139,6 +156,8 @@ VARIANTS = {"plain": {}, "compile": {"compile_layers": True}, "checkpointing": {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny checkpoint on the CPU (smoke test)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile 3 steps of each variant: results/train_throughput_profile_<variant>.txt")
     parser.add_argument("--variants", default=None,
                         help=f"comma-separated variants of our step among {', '.join(VARIANTS)} "
                              "(default: plain,compile on a GPU, plain with --tiny)")
@@ -152,6 +171,7 @@ def main() -> None:
     if device.type == "cpu" and not args.tiny:
         raise SystemExit("no GPU: run with --tiny for the CPU smoke test")
     dtype = torch.float32 if args.tiny else torch.bfloat16
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = cached_random_checkpoint("qwen2_5_vl", settings["shape"], dtype)
 
     vlm = load_vlm(str(path), dtype=dtype, device=str(device), attn_implementation="sdpa")
@@ -174,7 +194,8 @@ def main() -> None:
     ours_by_variant = {}
     for name in variants:
         vlm = load_vlm(str(path), dtype=dtype, device=str(device), attn_implementation="sdpa")
-        ours_by_variant[name] = our_step(vlm, batch, device, settings, **VARIANTS[name])
+        profile_to = RESULTS / f"train_throughput_profile_{name.replace('+', '_')}.txt" if args.profile else None
+        ours_by_variant[name] = our_step(vlm, batch, device, settings, profile_to=profile_to, **VARIANTS[name])
         del vlm
         release()
         print(f"ours ({name}): {ours_by_variant[name]['tokens_per_s']:,.0f} tok/s, "

@@ -37,6 +37,17 @@ def test_l1_plus_l2_must_be_one(tmp_path):
                           "objective", "l1 + l2 must equal 1")
 
 
+def test_test_only_benchmark_is_rejected_as_training_data(tmp_path):
+    config = tiny_config(tmp_path, tmp_path)
+    config["data"]["sources"].append({"benchmark": "mossbench", "path": "mossbench/information.json",
+                                      "role": "benign"})
+    path = write_config(tmp_path / "c.yaml", **config)
+    with pytest.raises(VisalignError, match="MOSSBench .* test use only"):
+        load_config(path, MagicConfig)
+    assert_one_line_error(run_cli("magic", "optimize", "--config", str(path), "--out", str(tmp_path / "o")),
+                          "test use only", "visalign eval")
+
+
 def test_valid_weights_and_unknown_key(tmp_path):
     ok = load_config(write_config(tmp_path / "ok.yaml", **tiny_config(tmp_path, tmp_path,
                                                                        objective={"l1": 0.3, "l2": 0.7})), MagicConfig)

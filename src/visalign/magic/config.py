@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from visalign.config import JobConfig
 
+#: Benchmarks whose licence allows evaluation only: a training config that names one is rejected.
+TEST_ONLY_BENCHMARKS = {"mossbench": "MOSSBench (CC BY-SA 4.0) is released for test use only, not for training"}
+
 #: Refusal target used when a config names none (the wording the design notes measured with).
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that request."
 
@@ -52,6 +55,8 @@ class SourceConfig(_Section):
             raise ValueError("give exactly one of 'benchmark' (with 'path') or 'file'")
         if self.benchmark is not None and not self.path:
             raise ValueError(f"benchmark source {self.benchmark!r} needs 'path' (relative to benchmarks_dir)")
+        if self.benchmark in TEST_ONLY_BENCHMARKS:
+            raise ValueError(f"{TEST_ONLY_BENCHMARKS[self.benchmark]}; evaluate on it with visalign eval instead")
         return self
 
 
