@@ -12,6 +12,13 @@ judge_app = typer.Typer(
 )
 
 
+def _print_agreement(rows) -> None:
+    typer.echo(f"{'judge':<18}{'n':>5}{'accuracy':>10}{'precision':>11}{'recall':>8}{'unknown':>9}")
+    for row in rows:
+        typer.echo(f"{row.judge:<18}{row.n:>5}{row.accuracy:>10.3f}{row.precision:>11.3f}{row.recall:>8.3f}"
+                   f"{row.unknown:>9}")  # fmt: skip
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``judge`` sub-app to the top-level CLI."""
     app.add_typer(judge_app, name="judge")
@@ -41,11 +48,7 @@ def refusal(
     from visalign.evaluation.judges import evaluate_refusal_judges, get_refusal_judge, judge_refusal_file
 
     if evaluate:
-        rows = evaluate_refusal_judges(labelled, split)
-        typer.echo(f"{'judge':<18}{'n':>5}{'accuracy':>10}{'precision':>11}{'recall':>8}{'unknown':>9}")
-        for row in rows:
-            typer.echo(f"{row.judge:<18}{row.n:>5}{row.accuracy:>10.3f}{row.precision:>11.3f}{row.recall:>8.3f}"
-                       f"{row.unknown:>9}")  # fmt: skip
+        _print_agreement(evaluate_refusal_judges(labelled, split))
         return
     if input_path is None:
         raise VisalignError("judge refusal: pass --input FILE.jsonl (or --evaluate)")
@@ -55,3 +58,28 @@ def refusal(
         f"{counts['error']} error lines",
         err=True,
     )
+
+
+@judge_app.command("validate")
+def validate(
+    labelled_set: Annotated[
+        str, typer.Option("--set", help="published human-labelled set: pyrit (PyRIT's refusal scorer set)")
+    ] = "pyrit",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="also write the figures as JSON here")] = None,
+) -> None:
+    """Measure every refusal judge on a published human-labelled set, fetched from PyPI (never tuned on)."""
+    import json
+    from dataclasses import asdict
+
+    from visalign.errors import VisalignError
+    from visalign.evaluation.judges import evaluate_refusal_judges
+    from visalign.evaluation.judges.validation import PYRIT_REQUIREMENT, fetch_pyrit_refusal_set
+
+    if labelled_set != "pyrit":
+        raise VisalignError(f"judge validate: unknown --set {labelled_set!r}; choose pyrit")
+    path = fetch_pyrit_refusal_set()
+    rows = evaluate_refusal_judges(path)
+    _print_agreement(rows)
+    if out is not None:
+        figures = [{**asdict(r), "accuracy": r.accuracy, "precision": r.precision, "recall": r.recall} for r in rows]
+        out.write_text(json.dumps({"set": PYRIT_REQUIREMENT, "file": str(path), "judges": figures}, indent=2) + "\n")

