@@ -15,11 +15,17 @@
 #   gguf-part1   keep .gg/part1 (the first half of SmolLM2's GGUF, which travels in two calls) in $HOME
 #   gguf-join    join it with .gg/part2, check the sha256 and place it where build-default looks for it
 #   foundation   7B scale check of the four families; training throughput (stock vs ours)
+#   train-bench  training throughput alone, with --profile (top operators of each variant)
+#   gen-bench    generation throughput on the embedded model alone
 #   magic-bench  Magic Image throughput (7B shape); generation throughput on the embedded model
 #   pipeline-7b  the quickstart's configs, model swapped for the 7B-shaped Qwen2.5-VL, a few steps each
 #   magic-full   configs/magic_default.yaml on the embedded model (two value systems, 600 steps)
 #   exp-magic    experiment 1: Magic Image on AdvBench, evaluated on held-out StrongREJECT, XSTest, SafeBench
-#   exp-vsfa     experiment 2: VSFA data at thousands of pairs, LoRA, evaluation
+#   exp-vsfa     experiment 2: VSFA data at thousands of pairs, LoRA, evaluation (exp-vsfa-data, then
+#                exp-vsfa-rest, when one call's 10 minutes cannot hold all three)
+#
+# Measured on one H100 (2026-11-22): setup 20 s; foundation 192 s; magic-bench 110 s; pipeline-7b 160 s;
+# magic-full 424 s; exp-magic 186 s + 88 s. A call may run 10 minutes: magic-full and exp-magic do not fit in one.
 # Results and logs land in $RESULTS (default $HOME/visalign-results); when $OUT is set, $OUT/results.tgz holds them.
 set -uo pipefail
 
@@ -83,10 +89,20 @@ step_foundation() {
   timed train_throughput $PY benchmarks/train_throughput.py && cp benchmarks/results/train_throughput.json "$RESULTS/"
 }
 
-step_magic_bench() {
-  timed magic_throughput $PY benchmarks/magic_throughput.py --out "$RESULTS/magic_throughput.json"
+step_train_bench() {
+  timed train_throughput $PY benchmarks/train_throughput.py --profile
+  cp benchmarks/results/train_throughput.json benchmarks/results/train_throughput_profile_*.txt "$RESULTS/"
+  package
+}
+
+step_gen_bench() {
   timed generation_throughput $PY benchmarks/generation_throughput.py \
     --out "$RESULTS/generation_throughput_gpu.json"
+}
+
+step_magic_bench() {
+  timed magic_throughput $PY benchmarks/magic_throughput.py --out "$RESULTS/magic_throughput.json"
+  step_gen_bench
 }
 
 step_pipeline_7b() {
@@ -112,9 +128,18 @@ step_exp_magic() {
 }
 
 step_exp_vsfa() {
+  step_exp_vsfa_data
+  step_exp_vsfa_rest
+}
+
+step_exp_vsfa_data() {
   mkdir -p runs && for d in exp-vsfa-data exp-vsfa-train; do ln -sfn "$HOME/runs/$d" "runs/$d"; done
   timed exp_vsfa_data $PY -m visalign vsfa data --config configs/experiments/vsfa_data_thousands.yaml \
     --out "$HOME/runs/exp-vsfa-data"
+}
+
+step_exp_vsfa_rest() {
+  mkdir -p runs && for d in exp-vsfa-data exp-vsfa-train; do ln -sfn "$HOME/runs/$d" "runs/$d"; done
   timed exp_vsfa_train $PY -m visalign vsfa train --config configs/experiments/vsfa_train_thousands.yaml \
     --out "$HOME/runs/exp-vsfa-train"
   timed exp_vsfa_eval $PY -m visalign eval --config configs/experiments/eval_vsfa.yaml --out "$HOME/runs/exp-vsfa-eval"
