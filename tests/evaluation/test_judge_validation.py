@@ -82,3 +82,18 @@ def test_published_pyrit_set_is_fetched_and_every_judge_is_measured(tmp_path, mo
     assert {j["judge"] for j in figures["judges"]} == {"visalign-refusal", "xstest", "gcg", "gcg-eval", "vlguard"}
     assert all(j["n"] == 169 and j["gold_refusals"] == 109 for j in figures["judges"])
     assert "visalign-refusal" in result.stdout
+
+
+def test_unreachable_registry_is_one_line_exit_2(tmp_path):
+    """A registry that does not answer: the CLI says what failed and what to check, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(VISALIGN_HOME=str(tmp_path / "home"), PIP_CONFIG_FILE=os.devnull, PIP_RETRIES="0",
+               PIP_DEFAULT_TIMEOUT="2", PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_NO_CACHE_DIR="1")
+    result = subprocess.run([sys.executable, "-m", "visalign", "judge", "validate"], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "could not download pyrit==1.1.0 from the package registry" in lines[0]
+    assert "check the network" in lines[0]
+    assert not (tmp_path / "home" / "validation" / "pyrit-1.1.0-refusal.jsonl").exists()
