@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import yaml
+from config_overrides import merge_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 VALUE_SYSTEMS = ROOT / "configs" / "value_systems.yaml"
@@ -51,9 +52,4 @@ def tiny_config(tmp: Path, model: Path, **overrides) -> dict:
         "optim": {"steps": 4, "batch_size": 4, "lr": 0.05, "checkpoint_every": 2},
         "eval": {"enabled": False},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    return config
+    return merge_overrides(config, overrides)

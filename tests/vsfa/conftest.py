@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from config_overrides import merge_overrides
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -50,12 +51,7 @@ def api_config(base_url: str, corpus_path: Path, *, image_format: str = "b64_jso
         },
         "vqa": {"per_image": 3, "max_attempts": 2, "llm": dict(chat)},
     }  # fmt: skip
-    for section, values in overrides.items():
-        if isinstance(values, dict) and isinstance(config.get(section), dict):
-            config[section] = {**config[section], **values}
-        else:
-            config[section] = values
-    return config
+    return merge_overrides(config, overrides)
 
 
 def write_yaml(path: Path, config: dict) -> Path:

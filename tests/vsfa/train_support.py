@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from config_overrides import merge_overrides
 from PIL import Image
 
 from visalign.vsfa.export import llava_entry, sharegpt_entry
@@ -85,9 +86,4 @@ def train_config(model: str | Path, data: Path, **overrides) -> dict:
         "optim": {"lr": 0.02, "warmup_steps": 0, "schedule": "constant"},
         "logging": {"progress": False, "tensorboard": False},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    return config
+    return merge_overrides(config, overrides)
