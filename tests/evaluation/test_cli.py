@@ -6,19 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from cli_in_process import run_in_process as run
 from PIL import Image
-
-from visalign.cli import main
-
-
-def run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_attack_figstep_writes_official_names(bench, tmp_path, capsys):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_in_process import run_in_process as run_cli
 from train_support import QUESTIONS, noise_png, one_thread, write_dataset
 
-from visalign.cli import main
 from visalign.config import load_config
 from visalign.models import load_vlm, user
 from visalign.vsfa.training import VsfaTrainConfig, load_adapter, read_metrics
@@ -19,14 +19,6 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN_CONFIGS = sorted((REPO / "configs").glob("vsfa_train_*.yaml"))
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
