@@ -128,6 +128,56 @@ def test_template_fallback_records_its_source(server, tmp_path):
     assert stats["scenes"]["ok_template"] == 1
 
 
+def test_copied_example_shape_is_malformed_and_falls_back_to_templates(server, tmp_path):
+    """A reply that returns the prompt's own example ("title": "short name") must not become training data."""
+    corpus = write_arxiv(tmp_path / "c.jsonl", [("e1", "Echo", "ECHO-EXAMPLE a drone above a harbour.", "cs")])
+    out = tmp_path / "run"
+    stats = build(api_config(server.base_url, corpus, scenes={"template_fallback": True}), out)
+    record = JsonlStore(out / "scenes.jsonl").get("e1")
+    assert (record["status"], record["source"], record["attempts"]) == ("ok", "template", 2)
+    assert all("copies the example shape" in reason for reason in record["malformed"])
+    assert [scene["source"] for scene in record["scenes"]] == ["template", "template"]
+    assert "short name" not in json.dumps(record["scenes"])
+    assert stats["scenes"]["ok_template"] == 1 and stats["scenes"]["scenes_templated"] == 2
+
+
+def test_copied_example_pairs_are_dropped(server, tmp_path):
+    corpus = write_arxiv(tmp_path / "c.jsonl", [("p1", "Pairs", "ECHO-PAIRS a camera on a pole.", "cs")])
+    out = tmp_path / "run"
+    build(api_config(server.base_url, corpus, vqa={"template_fallback": True}), out)
+    records = list(JsonlStore(out / "vqa.jsonl").records())
+    assert len(records) == 2
+    for record in records:
+        assert (record["status"], record["source"]) == ("ok", "template")
+        assert "own question and answer" in record["malformed"][0]
+        assert [pair["answer"] for pair in record["pairs"] if pair["answer"] == "..."] == []
+
+
+def test_short_reply_is_reasked_then_topped_up_from_templates(server, tmp_path):
+    corpus = write_arxiv(
+        tmp_path / "c.jsonl",
+        [("s1", "Once", "SHORT-ONCE a robot arm in a lab.", "cs"), ("s2", "Always", "SHORT-ALWAYS a lab.", "cs")],
+    )
+    out = tmp_path / "run"
+    stats = build(api_config(server.base_url, corpus, scenes={"per_abstract": 3, "template_fallback": True}), out)
+    once, always = JsonlStore(out / "scenes.jsonl").get("s1"), JsonlStore(out / "scenes.jsonl").get("s2")
+    assert (once["source"], once["attempts"], len(once["scenes"])) == ("llm", 2, 3)
+    assert once["malformed"] == ["1 usable scene(s) of the 3 asked for"]
+    assert (always["source"], len(always["scenes"])) == ("llm+template", 3)
+    assert [scene["source"] for scene in always["scenes"]] == ["llm", "template", "template"]
+    assert [scene["index"] for scene in always["scenes"]] == [0, 1, 2]
+    assert stats["scenes"]["ok_llm_topped_up"] == 1 and stats["scenes"]["scenes_templated"] == 2
+
+
+def test_short_reply_without_fallback_keeps_the_scenes_it_got(server, tmp_path):
+    corpus = write_arxiv(tmp_path / "c.jsonl", [("s2", "Always", "SHORT-ALWAYS a lab.", "cs")])
+    out = tmp_path / "run"
+    build(api_config(server.base_url, corpus, scenes={"per_abstract": 3}), out)
+    record = JsonlStore(out / "scenes.jsonl").get("s2")
+    assert (record["status"], record["source"], len(record["scenes"])) == ("ok", "llm", 1)
+    assert len(record["malformed"]) == 2
+
+
 def test_neutrality_filter_rejects_pairs_and_reports_rate(server, tmp_path):
     corpus = write_arxiv(tmp_path / "c.jsonl", [("u1", "Words", "UNSAFE-WORDS a crowded platform at night.", "cs")])
     out = tmp_path / "run"

@@ -110,6 +110,8 @@ def compute_stats(root: Path) -> dict[str, Any]:
             "abstracts": len(scenes),
             "ok_llm": sum(r["status"] == "ok" and r["source"] == "llm" for r in scenes),
             "ok_template": sum(r["status"] == "ok" and r["source"] == "template" for r in scenes),
+            "ok_llm_topped_up": sum(r["status"] == "ok" and r["source"] == "llm+template" for r in scenes),
+            "scenes_templated": sum(scene.get("source") == "template" for r in scenes for scene in r.get("scenes", [])),
             "failed": statuses["scenes"]["failed"],
             "service_errors": statuses["scenes"]["error"],
             "scenes": scene_count,
@@ -231,7 +233,8 @@ def dataset_card(stats: dict[str, Any]) -> str:
          f"{corpus.get('skipped_no_text', 0)} without text", "-",
          f"{corpus.get('filtered_out', 0)} filtered, {corpus.get('duplicates', 0)} duplicates"),
         ("scenes", f"{scenes['abstracts']} abstracts",
-         f"{scenes['ok_llm']} LLM + {scenes['ok_template']} templated ({scenes['scenes']} scenes)",
+         f"{scenes['ok_llm']} LLM + {scenes['ok_template']} templated + {scenes.get('ok_llm_topped_up', 0)} topped up"
+         f" ({scenes['scenes']} scenes, {scenes.get('scenes_templated', 0)} templated)",
          str(scenes["failed"]), str(scenes["service_errors"]),
          f"{scenes['rejection_rate']:.1%} ({scenes['malformed_replies']} malformed replies re-asked)"),
         ("images", f"{images['scenes']} scenes", str(images["ok"]), str(images["failed"]),

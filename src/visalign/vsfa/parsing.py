@@ -52,6 +52,25 @@ def parse_reply(text: str, model: type[ModelT]) -> ModelT:
         raise MalformedOutput(f"JSON does not match the schema at '{where}': {first['msg']}") from None
 
 
+def copies_prompt_example(item: BaseModel, prompt: str, ignore: frozenset[str] = frozenset()) -> bool:
+    """True when a string field of ``item`` (outside ``ignore``) is a quoted value of ``prompt``.
+
+    Small models often return the prompt's example shape verbatim (``"title": "short name"``): schema-valid, yet it
+    describes nothing. A real answer does not reproduce a quoted string of the prompt exactly.
+    """
+
+    def strings(value: object) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list):
+            return [text for entry in value for text in strings(entry)]
+        return []
+
+    data = item.model_dump()
+    quoted = [json.dumps(text) for field in data if field not in ignore for text in strings(data[field])]
+    return any(text != '""' and text in prompt for text in quoted)
+
+
 def repair_request(reason: str) -> str:
     """The follow-up user message sent after a malformed reply (it also changes the request, so no cache hit)."""
     return (

@@ -9,7 +9,7 @@ from visalign.vsfa.config import VqaConfig
 from visalign.vsfa.fallback import grounded_pairs
 from visalign.vsfa.llm import ChatBackend, Message
 from visalign.vsfa.neutrality import NeutralityFilter
-from visalign.vsfa.parsing import MalformedOutput, parse_reply, repair_request
+from visalign.vsfa.parsing import MalformedOutput, copies_prompt_example, parse_reply, repair_request
 from visalign.vsfa.records import QABatch, QAPair, Scene, Usage
 from visalign.vsfa.templates import PromptTemplate
 
@@ -35,14 +35,17 @@ def vqa_messages(template: PromptTemplate, scene: Scene, png: bytes, config: Vqa
     return ([Message("system", system)] if system else []) + [Message("user", user, images=[png])]
 
 
-def _usable_pairs(batch: QABatch, config: VqaConfig) -> list[QAPair]:
+def _usable_pairs(batch: QABatch, config: VqaConfig, prompt: str) -> list[QAPair]:
+    """The pairs with a known question type that do not copy the prompt's example (``"..."``)."""
     pairs = []
     for pair in batch.pairs:
+        if copies_prompt_example(pair, prompt, ignore=frozenset({"type"})):
+            continue
         kind = normalise_type(pair.type)
         if kind is not None and kind in config.types:
             pairs.append(pair.model_copy(update={"type": kind}))
     if not pairs:
-        raise MalformedOutput(f"no pair has a question type among {config.types}")
+        raise MalformedOutput(f"no pair has a question type among {config.types} and its own question and answer")
     return pairs[: config.per_image]
 
 
@@ -70,13 +73,14 @@ async def generate_pairs(
     scene = Scene.model_validate(entry["scene"])
     png = (root / entry["image"]).read_bytes()
     messages = vqa_messages(template, scene, png, config)
+    prompt = "\n".join(message.text for message in messages)
     usage, reasons, pairs, source, attempts = Usage(), [], None, "llm", 0
     for attempt in range(1, config.max_attempts + 1):
         attempts = attempt
         reply = await backend.complete(messages, json_mode=True)
         usage = usage.add(reply.usage)
         try:
-            pairs = _usable_pairs(parse_reply(reply.text, QABatch), config)
+            pairs = _usable_pairs(parse_reply(reply.text, QABatch), config, prompt)
             break
         except MalformedOutput as exc:
             reasons.append(str(exc))
