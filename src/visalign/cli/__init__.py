@@ -11,6 +11,7 @@ import sys
 import typer
 
 from visalign.cli import attack as _attack
+from visalign.cli import baseline as _baseline
 from visalign.cli import eval as _eval
 from visalign.cli import judge as _judge
 from visalign.cli import magic as _magic
@@ -28,7 +29,7 @@ app = typer.Typer(
 )
 
 # Each group module exposes register(app); add new groups here.
-for _group in (_quickstart, _models, _vsfa, _attack, _judge, _magic, _eval):
+for _group in (_quickstart, _models, _vsfa, _attack, _judge, _magic, _eval, _baseline):
     _group.register(app)
 
 

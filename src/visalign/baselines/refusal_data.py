@@ -1,0 +1,105 @@
+"""Explicit refusal fine-tuning data in the VLGuard style, built from the requests a Magic Image job trains on.
+
+VLGuard's own training set is gated. This builds the same kind of data from open sets, from a Magic Image config:
+harmful requests (as text and as typographic images) answered with the job's refusal templates, benign ones
+answered with the model's own greedy answer, so fine-tuning teaches when to refuse rather than new content. The
+output is LLaVA JSON for ``visalign vsfa train``, so the baseline and the magic image differ in method, not data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from collections import Counter
+from pathlib import Path
+
+from PIL import Image
+
+from visalign.magic import Example, MagicConfig, fill_benign_targets, get_value_system, load_training_set
+from visalign.models import load_vlm
+from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json
+
+IMAGE_MARKER = "<image>"
+
+
+def has_words(text: str) -> bool:
+    """True when ``text`` has a letter or digit: an answer worth training on."""
+    return re.search(r"\w", text) is not None
+
+
+def store_png(image: Image.Image, out_dir: Path) -> str:
+    """Write ``image`` as ``images/<sha256>.png`` under ``out_dir`` (once) and return that relative path."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    relative = f"images/{hashlib.sha256(data).hexdigest()}.png"
+    if not (out_dir / relative).is_file():
+        atomic_write_bytes(out_dir / relative, data)
+    return relative
+
+
+def llava_record(example: Example, out_dir: Path) -> dict:
+    """One LLaVA conversation: the request (images marked in the text) and its target answer."""
+    images = [store_png(image, out_dir) for image in example.images]
+    record = {
+        "id": example.id,
+        "kind": example.kind,
+        "category": example.category,
+        "conversations": [
+            {"from": "human", "value": IMAGE_MARKER * len(images) + ("\n" if images else "") + example.prompt},
+            {"from": "gpt", "value": example.target},
+        ],
+    }
+    if images:
+        record["image"] = images if len(images) > 1 else images[0]
+    return record
+
+
+def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str | Path, *,
+                          batch_size: int = 16) -> dict:
+    """Write ``out_dir/llava.json`` (+ ``images/``, ``stats.json``, ``manifest.json``) for one value system.
+
+    Benign answers are generated once and cached in ``out_dir/work/benign_targets.jsonl``; a re-run resumes from
+    there. A benign request whose own answer has no words (the model stopped at once) teaches nothing; it is left
+    out and counted.
+
+    Args:
+        config: a Magic Image job config; its ``data`` and ``targets`` sections decide the requests and answers.
+        value_system: decides which requests are harmful for ``by_value_system`` sources.
+        out_dir: the output folder.
+        batch_size: generation batch for the benign answers.
+
+    Returns:
+        The statistics written to ``stats.json``.
+
+    Raises:
+        VisalignError: unknown value system, unreadable sources, an empty harmful or benign side, or an output
+            folder that holds a run of another config.
+    """
+    out = Path(out_dir)
+    system = get_value_system(config.value_systems_file, value_system)
+    job = {"builder": "refusal-data", "value_system": value_system, "magic_config": config.model_dump(mode="json")}
+    RunDir(out).write_manifest(job, seeds=config.seed)
+    data = load_training_set(config, system, out / "work")
+    vlm = load_vlm(config.model, dtype=config.dtype, device=config.device)
+    generated = fill_benign_targets(vlm, data.benign, config.targets, out / "work" / "benign_targets.jsonl",
+                                    batch_size=batch_size)
+    usable = [example for example in data.harmful + data.benign if has_words(example.target)]
+    records = [llava_record(example, out) for example in usable]
+    atomic_write_json(out / "llava.json", records)
+    if data.errors:
+        atomic_write_json(out / "errors.json", [error.model_dump() for error in data.errors])
+    stats = {
+        "value_system": value_system,
+        "model": config.model,
+        "examples": len(records),
+        "by_kind": dict(Counter(record["kind"] for record in records)),
+        "with_image": dict(Counter(record["kind"] for record in records if "image" in record)),
+        "benign_answers_generated": generated,
+        "benign_dropped_empty_answer": sum(not has_words(example.target) for example in data.benign),
+        "source_errors": len(data.errors),
+        "refusal_templates": list(config.targets.refusal_templates),
+    }
+    atomic_write_json(out / "stats.json", stats)
+    return stats

@@ -1,0 +1,84 @@
+"""Refusal fine-tuning data from a Magic Image config: real benchmark files, the embedded model, the VSFA loader."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from cli_in_process import run_in_process
+from PIL import Image
+
+from visalign.models import load_vlm, user
+from visalign.vsfa.training.dataset import load_training_set as load_sft_set
+
+REFUSAL = "I'm sorry, but I can't help with that request."
+
+
+def write_magic_config(tmp_path, benchmarks_dir, **extra) -> str:
+    config = {
+        "model": "default",
+        "device": "cpu",
+        "value_systems": ["standard"],
+        "value_systems_file": "configs/value_systems.yaml",
+        "data": {
+            "benchmarks_dir": str(benchmarks_dir),
+            "sources": [
+                {"benchmark": "advbench", "path": "advbench/adv_bench.prompt", "role": "harmful", "limit": 3,
+                 "forms": ["text", "figstep"]},
+                {"benchmark": "xstest", "path": "xstest/xstest_prompts.csv", "role": "benign", "expected": "comply",
+                 "limit": 3},
+            ],
+        },
+        "targets": {"refusal_templates": [REFUSAL], "benign": "self", "benign_max_new_tokens": 8},
+        **extra,
+    }  # fmt: skip
+    path = tmp_path / "magic.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
+def test_builds_vlguard_style_data_the_trainer_reads_and_resumes(tmp_path, benchmarks_dir, default_model_dir, capsys):
+    config = write_magic_config(tmp_path, benchmarks_dir)
+    out = tmp_path / "refusal"
+    code, stdout, stderr = run_in_process(["baseline", "refusal-data", "--config", config, "--out", str(out)], capsys)
+    assert code == 0, stderr
+    assert stdout.strip() == str(out / "llava.json")
+    records = json.loads((out / "llava.json").read_text())
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["by_kind"] == {"harmful": 6, "benign": 3} and stats["with_image"] == {"harmful": 3}
+    assert stats["benign_answers_generated"] == 3
+
+    harmful = [r for r in records if r["kind"] == "harmful"]
+    assert {r["conversations"][1]["value"] for r in harmful} == {REFUSAL}
+    typographic = [r for r in harmful if "image" in r]
+    for record in typographic:  # FigStep's canvas, with the image marked in the request
+        assert Image.open(out / record["image"]).size == (760, 760)
+        assert record["conversations"][0]["value"].startswith("<image>\n")
+
+    # Benign answers are the model's own greedy answers, as one-at-a-time generation gives them.
+    vlm = load_vlm("default", device="cpu")
+    benign = [r for r in records if r["kind"] == "benign"]
+    prompts = [r["conversations"][0]["value"] for r in benign]
+    alone = [vlm.generate([[user(prompt)]], max_new_tokens=8, batch_size=1)[0] for prompt in prompts]
+    assert [r["conversations"][1]["value"] for r in benign] == alone
+
+    # The VSFA trainer's loader reads every record, with the images on the user turn.
+    sft = load_sft_set(out / "llava.json")
+    assert len(sft.examples) == 9 and sft.bad_records == []
+    assert sum(bool(example.image_paths) for example in sft.examples) == 3
+
+    before = (out / "llava.json").read_bytes()
+    code, _, stderr = run_in_process(["baseline", "refusal-data", "--config", config, "--out", str(out)], capsys)
+    assert code == 0, stderr
+    assert json.loads((out / "stats.json").read_text())["benign_answers_generated"] == 0
+    assert (out / "llava.json").read_bytes() == before
+
+
+def test_unknown_value_system_is_one_line_and_writes_nothing(tmp_path, benchmarks_dir, capsys):
+    config = write_magic_config(tmp_path, benchmarks_dir)
+    out = tmp_path / "refusal"
+    argv = ["baseline", "refusal-data", "--config", config, "--out", str(out), "--value-system", "nope"]
+    code, _, stderr = run_in_process(argv, capsys)
+    assert code == 2
+    assert stderr.startswith("error: ") and "nope" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not out.exists()
