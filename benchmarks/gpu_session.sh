@@ -21,8 +21,8 @@
 #   pipeline-7b  the quickstart's configs, model swapped for the 7B-shaped Qwen2.5-VL, a few steps each
 #   magic-full   configs/magic_default.yaml on the embedded model (two value systems, 600 steps)
 #   exp-magic    experiment 1: Magic Image on AdvBench, evaluated on held-out StrongREJECT, XSTest, SafeBench
-#   exp-vsfa     experiment 2: VSFA data at thousands of pairs, LoRA, evaluation (exp-vsfa-data, then
-#                exp-vsfa-rest, when one call's 10 minutes cannot hold all three)
+#   exp-vsfa     experiment 2: VSFA data at thousands of pairs, LoRA, the refusal fine-tuning baseline, and
+#                their evaluation (exp-vsfa-data, then exp-vsfa-rest, when one call's 10 minutes cannot hold all)
 #
 # Measured on one H100 (2026-11-22): setup 20 s; foundation 192 s; magic-bench 110 s; pipeline-7b 160 s;
 # magic-full 424 s; exp-magic 186 s + 88 s. A call may run 10 minutes: magic-full and exp-magic do not fit in one.
@@ -139,12 +139,19 @@ step_exp_vsfa_data() {
 }
 
 step_exp_vsfa_rest() {
-  mkdir -p runs && for d in exp-vsfa-data exp-vsfa-train; do ln -sfn "$HOME/runs/$d" "runs/$d"; done
+  mkdir -p runs && for d in exp-vsfa-data exp-vsfa-train exp-refusal-data exp-refusal-train; do
+    ln -sfn "$HOME/runs/$d" "runs/$d"
+  done
   timed exp_vsfa_train $PY -m visalign vsfa train --config configs/experiments/vsfa_train_thousands.yaml \
     --out "$HOME/runs/exp-vsfa-train"
-  timed exp_vsfa_eval $PY -m visalign eval --config configs/experiments/eval_vsfa.yaml --out "$HOME/runs/exp-vsfa-eval"
+  timed exp_refusal_data $PY -m visalign baseline refusal-data \
+    --config configs/experiments/magic_advbench_typo_control.yaml --out "$HOME/runs/exp-refusal-data"
+  timed exp_refusal_train $PY -m visalign vsfa train --config configs/experiments/refusal_ft_train.yaml \
+    --out "$HOME/runs/exp-refusal-train"
+  timed exp_finetuned_eval $PY -m visalign eval --config configs/experiments/eval_finetuned.yaml \
+    --out "$HOME/runs/exp-finetuned-eval"
   tar czf "$RESULTS/exp_vsfa.tgz" --exclude=checkpoints --exclude=work --exclude=images -C "$HOME/runs" \
-    exp-vsfa-train exp-vsfa-eval
+    exp-vsfa-train exp-refusal-train exp-finetuned-eval
 }
 
 for step in "$@"; do
