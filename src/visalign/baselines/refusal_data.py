@@ -8,7 +8,6 @@ output is LLaVA JSON for ``visalign vsfa train``, so the baseline and the magic 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 from collections import Counter
@@ -18,7 +17,8 @@ from PIL import Image
 
 from visalign.magic import Example, MagicConfig, fill_benign_targets, get_value_system, load_training_set
 from visalign.models import load_vlm
-from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json
+from visalign.runs import RunDir, atomic_write_json
+from visalign.vsfa.imagegen import store_png
 
 IMAGE_MARKER = "<image>"
 
@@ -28,20 +28,16 @@ def has_words(text: str) -> bool:
     return re.search(r"\w", text) is not None
 
 
-def store_png(image: Image.Image, out_dir: Path) -> str:
-    """Write ``image`` as ``images/<sha256>.png`` under ``out_dir`` (once) and return that relative path."""
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` encoded as PNG."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    data = buffer.getvalue()
-    relative = f"images/{hashlib.sha256(data).hexdigest()}.png"
-    if not (out_dir / relative).is_file():
-        atomic_write_bytes(out_dir / relative, data)
-    return relative
+    return buffer.getvalue()
 
 
 def llava_record(example: Example, out_dir: Path) -> dict:
     """One LLaVA conversation: the request (images marked in the text) and its target answer."""
-    images = [store_png(image, out_dir) for image in example.images]
+    images = [store_png(png_bytes(image), out_dir, origin=f"request {example.id}").path for image in example.images]
     record = {
         "id": example.id,
         "kind": example.kind,
