@@ -233,8 +233,8 @@ def dataset_card(stats: dict[str, Any]) -> str:
          f"{corpus.get('skipped_no_text', 0)} without text", "-",
          f"{corpus.get('filtered_out', 0)} filtered, {corpus.get('duplicates', 0)} duplicates"),
         ("scenes", f"{scenes['abstracts']} abstracts",
-         f"{scenes['ok_llm']} LLM + {scenes['ok_template']} templated + {scenes.get('ok_llm_topped_up', 0)} topped up"
-         f" ({scenes['scenes']} scenes, {scenes.get('scenes_templated', 0)} templated)",
+         f"{scenes['ok_llm']} LLM + {scenes['ok_template']} templated + {scenes['ok_llm_topped_up']} topped up"
+         f" ({scenes['scenes']} scenes, {scenes['scenes_templated']} templated)",
          str(scenes["failed"]), str(scenes["service_errors"]),
          f"{scenes['rejection_rate']:.1%} ({scenes['malformed_replies']} malformed replies re-asked)"),
         ("images", f"{images['scenes']} scenes", str(images["ok"]), str(images["failed"]),
