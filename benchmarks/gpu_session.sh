@@ -21,6 +21,8 @@
 #   pipeline-7b  the quickstart's configs, model swapped for the 7B-shaped Qwen2.5-VL, a few steps each
 #   magic-full   configs/magic_default.yaml on the embedded model (two value systems, 600 steps)
 #   exp-magic    experiment 1: Magic Image on AdvBench, evaluated on held-out StrongREJECT, XSTest, SafeBench
+#   exp-magic-typo  experiment 1b: the same with benign typographic images in training, evaluated beside
+#                experiment 1's image with a typographic control (trains experiment 1's image too when absent)
 #   exp-vsfa     experiment 2: VSFA data at thousands of pairs, LoRA, the refusal fine-tuning baseline, and
 #                their evaluation (exp-vsfa-data, then exp-vsfa-rest, when one call's 10 minutes cannot hold all)
 #
@@ -125,6 +127,18 @@ step_exp_magic() {
   timed exp_magic_eval $PY -m visalign eval --config configs/experiments/eval_magic_heldout.yaml \
     --out "$HOME/runs/exp-magic-eval"
   tar czf "$RESULTS/exp_magic.tgz" --exclude=work -C "$HOME/runs" exp-magic exp-magic-eval
+}
+
+step_exp_magic_typo() {
+  mkdir -p runs && for d in exp-magic exp-magic-typo; do ln -sfn "$HOME/runs/$d" "runs/$d"; done
+  # optimize resumes from its last checkpoint, so an image finished in an earlier call is not trained again
+  timed exp_magic_train $PY -m visalign magic optimize --config configs/experiments/magic_advbench.yaml \
+    --out "$HOME/runs/exp-magic"
+  timed exp_magic_typo_train $PY -m visalign magic optimize \
+    --config configs/experiments/magic_advbench_typo_control.yaml --out "$HOME/runs/exp-magic-typo"
+  timed exp_magic_typo_eval $PY -m visalign eval --config configs/experiments/eval_magic_typo_control.yaml \
+    --out "$HOME/runs/exp-magic-typo-eval"
+  tar czf "$RESULTS/exp_magic_typo.tgz" --exclude=work -C "$HOME/runs" exp-magic exp-magic-typo exp-magic-typo-eval
 }
 
 step_exp_vsfa() {
