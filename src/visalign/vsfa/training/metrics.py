@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from visalign.errors import VisalignError
@@ -34,7 +35,8 @@ def _tensorboard_writer(required: bool | None, folder: Path, console: Console):
         if required:
             raise VisalignError(f"{message}, or set logging.tensorboard: false") from None
         if required is None:
-            console.print(f"[yellow]note:[/] {message} (metrics still go to {METRICS_FILE})")
+            # escape: rich would read "[tensorboard]" in the install hint as a style tag and drop it
+            console.print(f"[yellow]note:[/] {escape(message)} (metrics still go to {METRICS_FILE})")
         return None
     return SummaryWriter(log_dir=str(folder))
 
@@ -97,10 +99,6 @@ class MetricsLogger:
                 self._tensorboard.add_scalar(f"train/{name}", value, step)
         if self._wandb is not None:
             self._wandb.log({f"train/{k}": v for k, v in numbers.items()}, step=step)
-
-    def note(self, message: str) -> None:
-        """Print a line above the progress bar."""
-        self.console.print(message)
 
     def close(self) -> None:
         """Stop the progress bar and flush every sink."""
