@@ -28,6 +28,7 @@
 #
 # Measured on one H100 (2026-11-22): setup 20 s; foundation 192 s; magic-bench 110 s; pipeline-7b 160 s;
 # magic-full 424 s; exp-magic 186 s + 88 s. A call may run 10 minutes: magic-full and exp-magic do not fit in one.
+# exp-magic-typo trains two exp-magic-sized images and evaluates three systems (~8 min, unmeasured): a call of its own.
 # Results and logs land in $RESULTS (default $HOME/visalign-results); when $OUT is set, $OUT/results.tgz holds them.
 set -uo pipefail
 
