@@ -12,7 +12,7 @@ from visalign.config import load_config
 from visalign.errors import VisalignError
 from visalign.magic import MagicConfig, find_magic_image, load_magic_image, optimize_magic_images
 from visalign.magic.data import fill_benign_targets, load_training_set
-from visalign.magic.objective import build_rows, row_logprobs
+from visalign.magic.objective import build_rows, dual_loss, row_logprobs
 from visalign.magic.optimize import mixed_batch, weights_digest
 from visalign.magic.placement import working_size
 from visalign.magic.value_systems import get_value_system
@@ -189,3 +189,40 @@ def test_apply_switches_value_system(tmp_path, tiny_checkpoints):
     shutil.copy(results[0].png, tmp_path / "lonely.png")
     with pytest.raises(VisalignError, match="no sidecar lonely.json"):
         load_magic_image(tmp_path / "lonely.png")
+
+
+def test_the_training_log_splits_each_nll_by_text_and_image_requests(tmp_path, tiny_checkpoints):
+    model = tiny_checkpoints["llava"]
+    text_only = make(tmp_path, model)
+    sources = text_only.model_dump(mode="json", exclude_none=True)["data"]["sources"]
+    for source in sources:
+        source["forms"] = ["text", "figstep"]
+    config = make(tmp_path, model, name="typo.yaml", data={"sources": sources})
+    vlm = load_vlm(str(model), device="cpu")
+    data = load_training_set(config, get_value_system(VALUE_SYSTEMS, "standard"), tmp_path / "w")
+    size = working_size(vlm)
+    rows = [r for own in build_rows(vlm, data.harmful + data.benign, placement="canvas", size=size, first_k=4)
+            for r in own]
+    magic = torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, parts = dual_loss(vlm, rows, magic, l1=0.5, l2=0.5)
+        nll = -row_logprobs(vlm, rows, magic)
+    harmful = torch.tensor([r.kind == "harmful" for r in rows])
+    typographic = torch.tensor([e.images != [] for e in data.harmful + data.benign])
+    assert int(harmful.sum()) == 8 and int(typographic.sum()) == 7  # 4 harmful + 3 benign, each as text and image
+    expected = {
+        "harm_nll_text": nll[harmful & ~typographic].mean(), "harm_nll_image": nll[harmful & typographic].mean(),
+        "benign_nll_text": nll[~harmful & ~typographic].mean(), "benign_nll_image": nll[~harmful & typographic].mean(),
+    }
+    for key, value in expected.items():
+        assert parts[key] == pytest.approx(float(value), rel=1e-5), key
+    assert parts["harm_nll"] == pytest.approx(float(nll[harmful].mean()), rel=1e-5)
+    # A batch of one form has no split, and an optimisation run logs the split in its history.
+    with torch.no_grad():
+        _, text_parts = dual_loss(vlm, [r for r, t in zip(rows, typographic, strict=True) if not t], magic,
+                                  l1=0.5, l2=0.5)
+    assert not any(key.endswith(("_text", "_image")) for key in text_parts)
+    optimize_magic_images(make(tmp_path, model, name="typo1.yaml", data={"sources": sources},
+                               optim={"steps": 1, "batch_size": 12}), tmp_path / "run")
+    [logged] = json.loads((tmp_path / "run/work/standard/history.json").read_text())
+    assert set(expected) <= set(logged)

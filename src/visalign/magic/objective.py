@@ -130,7 +130,10 @@ def dual_loss(vlm: VLM, rows: list[Row], magic: torch.Tensor, *, l1: float, l2: 
               unlikelihood_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """L = l1 * (NLL(refusal) + w * unlikelihood(affirmative)) + l2 * NLL(benign answer) over one mixed batch.
 
-    Returns the loss and its parts (floats) for the training log.
+    Returns the loss and its parts (floats) for the training log. When the batch mixes requests with and without
+    a user image (text and typographic forms), the parts also split each NLL by form (``harm_nll_text``,
+    ``harm_nll_image``, ``benign_nll_text``, ``benign_nll_image``, for the forms present): a benign term that
+    falls on text while staying high on images is an image that refuses every typographic request.
     """
     logprobs = row_logprobs(vlm, rows, magic)
     kinds = [row.kind for row in rows]
@@ -147,4 +150,19 @@ def dual_loss(vlm: VLM, rows: list[Row], magic: torch.Tensor, *, l1: float, l2: 
     parts = {"loss": float(loss.detach()), "harm_nll": float(harm.detach()), "benign_nll": float(benign.detach())}
     if "unlikely" in kinds:
         parts["unlikelihood"] = float(unlikely.detach())
+    parts.update(_nll_by_form(rows, logprobs.detach()))
     return loss, parts
+
+
+def _nll_by_form(rows: list[Row], logprobs: torch.Tensor) -> dict[str, float]:
+    """Mean NLL of harmful and benign rows split by whether the user sent an image; empty for one-form batches."""
+    with_image = [row.slots != ["magic"] for row in rows]  # a user image, in its own slot or on the canvas
+    if all(with_image) or not any(with_image):
+        return {}
+    parts = {}
+    for kind, name in (("harmful", "harm"), ("benign", "benign")):
+        for form, has_image in (("text", False), ("image", True)):
+            picked = [i for i, row in enumerate(rows) if row.kind == kind and with_image[i] == has_image]
+            if picked:
+                parts[f"{name}_nll_{form}"] = float(-logprobs[picked].mean())
+    return parts
