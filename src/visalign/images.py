@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -46,3 +47,10 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
         raise VisalignError(f"{path}: image too large ({exc}); possible decompression bomb") from None
     except OSError as exc:
         raise VisalignError(f"{path}: unreadable or truncated image ({exc}); re-export or replace it") from None
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` encoded as PNG (for content-addressed storage and for image parts of API requests)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -8,13 +8,11 @@ output is LLaVA JSON for ``visalign vsfa train``, so the baseline and the magic 
 
 from __future__ import annotations
 
-import io
 import re
 from collections import Counter
 from pathlib import Path
 
-from PIL import Image
-
+from visalign.images import png_bytes
 from visalign.magic import Example, MagicConfig, fill_benign_targets, get_value_system, load_training_set
 from visalign.models import load_vlm
 from visalign.runs import RunDir, atomic_write_json
@@ -26,13 +24,6 @@ IMAGE_MARKER = "<image>"
 def has_words(text: str) -> bool:
     """True when ``text`` has a letter or digit: an answer worth training on."""
     return re.search(r"\w", text) is not None
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    """``image`` encoded as PNG."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def llava_record(example: Example, out_dir: Path) -> dict:

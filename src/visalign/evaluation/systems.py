@@ -7,7 +7,6 @@ server. Models are loaded once per run and shared by the systems that use the sa
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image
 from visalign.errors import VisalignError
 from visalign.evaluation.config import SystemConfig
 from visalign.evaluation.defences import resolve_defence_prompt
+from visalign.images import png_bytes
 from visalign.models import VLM, Conversation, Turn, load_vlm
 
 
@@ -76,12 +76,6 @@ class LocalSystem:
         return [c if isinstance(c, BaseException) else next(answers) for c in conversations]
 
 
-def _png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @dataclass
 class ApiSystem:
     """A model behind an OpenAI-compatible chat completions endpoint."""
@@ -96,7 +90,7 @@ class ApiSystem:
         from visalign.clients import image_part
 
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        parts = [image_part(_png_bytes(image)) for image in prompt.images]
+        parts = [image_part(png_bytes(image)) for image in prompt.images]
         parts.append({"type": "text", "text": prompt.text})
         messages.append({"role": "user", "content": parts})
         return messages

@@ -43,6 +43,11 @@ class Row:
     partner: torch.Tensor | None = None
     user_encodings: list[ImageEncoding] | None = None
 
+    @property
+    def has_user_image(self) -> bool:
+        """Whether the request carries the user's own image (in its own slot or on the shared canvas)."""
+        return self.slots != ["magic"]
+
 
 def _first_k(batch: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
     """Cut a single-row batch after its k-th labelled token (later tokens cannot change earlier logits)."""
@@ -156,13 +161,12 @@ def dual_loss(vlm: VLM, rows: list[Row], magic: torch.Tensor, *, l1: float, l2: 
 
 def _nll_by_form(rows: list[Row], logprobs: torch.Tensor) -> dict[str, float]:
     """Mean NLL of harmful and benign rows split by whether the user sent an image; empty for one-form batches."""
-    with_image = [row.slots != ["magic"] for row in rows]  # a user image, in its own slot or on the canvas
-    if all(with_image) or not any(with_image):
+    if len({row.has_user_image for row in rows}) < 2:
         return {}
     parts = {}
     for kind, name in (("harmful", "harm"), ("benign", "benign")):
         for form, has_image in (("text", False), ("image", True)):
-            picked = [i for i, row in enumerate(rows) if row.kind == kind and with_image[i] == has_image]
+            picked = [i for i, row in enumerate(rows) if row.kind == kind and row.has_user_image == has_image]
             if picked:
                 parts[f"{name}_nll_{form}"] = float(-logprobs[picked].mean())
     return parts

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from visalign.errors import VisalignError
+from visalign.images import png_bytes
 from visalign.runs import atomic_write_bytes
 from visalign.vsfa.config import DiffusersConfig, OpenAIImagesConfig, SceneCardConfig
 from visalign.vsfa.records import Scene, Usage
@@ -159,9 +160,7 @@ class DiffusersBackend:
             guidance_scale=self.config.guidance_scale,
             generator=generator,
         ).images[0]
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
+        return png_bytes(image)
 
     async def generate(self, scene: Scene, prompt: str, seed: int) -> GeneratedImage:
         """Draw one image with the local pipeline (one at a time: it holds the accelerator)."""
