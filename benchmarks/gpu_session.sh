@@ -12,10 +12,12 @@
 # Steps:
 #   setup        install the wheels in .whl/ (transformers, peft, pydantic, gguf... at the tested versions) into
 #                $SITE; copy the benchmark files in .bench/ and .bench2/ to $BENCH; print versions and the GPU
+#   bench-files  copy the benchmark files in .bench/ and .bench2/ to $BENCH (setup does it too)
 #   gguf-part1   keep .gg/part1 (the first half of SmolLM2's GGUF, which travels in two calls) in $HOME
 #   gguf-join    join it with .gg/part2, check the sha256 and place it where build-default looks for it
 #   foundation   7B scale check of the four families; training throughput (stock vs ours)
-#   train-bench  training throughput alone, with --profile (top operators of each variant)
+#   train-bench  training throughput alone, with --profile (top operators of each variant); the default variants
+#                include compile-loop, the 2026-11-22 headline, beside the batched vision attention ones
 #   gen-bench    generation throughput on the embedded model alone
 #   magic-bench  Magic Image throughput (7B shape); generation throughput on the embedded model
 #   pipeline-7b  the quickstart's configs, model swapped for the 7B-shaped Qwen2.5-VL, a few steps each
@@ -70,12 +72,16 @@ step_setup() {
   if [ -d .whl ]; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
   fi
-  for d in .bench .bench2; do if [ -d $d ]; then mkdir -p "$BENCH" && cp -r $d/. "$BENCH/"; fi; done
-  link_benchmarks
+  step_bench_files
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   $PY -c "import torch, transformers, peft, pydantic; print('torch', torch.__version__, 'transformers',
 transformers.__version__, 'peft', peft.__version__, 'pydantic', pydantic.__version__, torch.cuda.get_device_name())"
   df -h "$HOME" | tail -1
+}
+
+step_bench_files() {  # the benchmark files carried in .bench/ and .bench2/ (each call carries at most 64 MiB)
+  for d in .bench .bench2; do if [ -d $d ]; then mkdir -p "$BENCH" && cp -r $d/. "$BENCH/"; fi; done
+  link_benchmarks
 }
 
 step_gguf_part1() { cp .gg/part1 "$HOME/smollm2.gguf.part1" && ls -l "$HOME/smollm2.gguf.part1"; }

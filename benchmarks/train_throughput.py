@@ -5,9 +5,12 @@ batch 4 x (one 448x448 image + ~512 text tokens); LoRA r=16 on every linear laye
 
 - stock: ``AutoModelForImageTextToText`` + ``peft.get_peft_model`` (lora_dropout 0.05, the common recipe value),
   ``model(**batch, labels=...)`` (full-vocabulary logits over every position), ``torch.optim.AdamW`` defaults.
-- ours: the trainer's pieces: ``load_vlm`` + ``apply_lora`` (no dropout), ``VLM.loss`` (logits only where labels
-  exist), fused AdamW; variants (``--variants``) add torch.compile of the decoder layers and activation
-  checkpointing. The headline is the fastest variant within the stock step's peak memory; every variant is kept.
+- ours: the trainer's pieces: ``load_vlm`` (the vision tower's per-window attention batched, see
+  ``visalign.models.vision_attention``) + ``apply_lora`` (no dropout), ``VLM.loss`` (logits only where labels
+  exist), fused AdamW; variants (``--variants``) add torch.compile of the decoder layers (``compile``), of the
+  vision blocks too (``compile+vision``) and activation checkpointing; ``-loop`` variants keep transformers'
+  per-window vision attention, to attribute the gain. The headline is the fastest variant within the stock
+  step's peak memory; every variant is kept, and a variant that fails is recorded with its error.
 
 Both run in one process, one after the other, on the same batch; the script prints tokens/s (non-padding tokens),
 peak memory and the ratios, and writes benchmarks/results/train_throughput.json (``--tiny``: a tiny checkpoint on
@@ -124,7 +127,7 @@ def profile_steps(step, steps: int, out: Path) -> None:
 
 
 def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool = False,
-             checkpointing: bool = False, profile_to: Path | None = None) -> dict:
+             compile_vision: bool = False, checkpointing: bool = False, profile_to: Path | None = None) -> dict:
     if checkpointing:
         vlm.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     apply_lora(vlm, LoraConfig(rank=16, alpha=32, dropout=0.0))
@@ -132,6 +135,9 @@ def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool =
     if compile_layers:
         for layer in vlm.model.get_submodule(vlm.family.modules.language_model).layers:
             layer.compile()
+    if compile_vision:
+        for block in vlm.model.get_submodule(vlm.family.modules.vision_tower).blocks:
+            block.compile()
     params = [p for p in vlm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda" or None)
 
@@ -150,7 +156,9 @@ def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool =
 
 
 VARIANTS = {"plain": {}, "compile": {"compile_layers": True}, "checkpointing": {"checkpointing": True},
-            "compile+checkpointing": {"compile_layers": True, "checkpointing": True}}
+            "compile+checkpointing": {"compile_layers": True, "checkpointing": True},
+            "compile+vision": {"compile_layers": True, "compile_vision": True},
+            "plain-loop": {"vision_loop": True}, "compile-loop": {"compile_layers": True, "vision_loop": True}}
 
 
 def main() -> None:
@@ -160,10 +168,10 @@ def main() -> None:
                         help="also profile 3 steps of each variant: results/train_throughput_profile_<variant>.txt")
     parser.add_argument("--variants", default=None,
                         help=f"comma-separated variants of our step among {', '.join(VARIANTS)} "
-                             "(default: plain,compile on a GPU, plain with --tiny)")
+                             "(default: plain,compile,compile+vision,compile-loop on a GPU, plain with --tiny)")
     args = parser.parse_args()
     settings = SETTINGS["tiny" if args.tiny else "gpu"]
-    variants = (args.variants or ("plain" if args.tiny else "plain,compile")).split(",")
+    variants = (args.variants or ("plain" if args.tiny else "plain,compile,compile+vision,compile-loop")).split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
@@ -191,15 +199,25 @@ def main() -> None:
     stock = stock_step(path, batch, target, dtype, device, settings)
     release()
     print(f"stock: {stock['tokens_per_s']:,.0f} tok/s, peak {stock['peak_memory_gib'] or 0:.1f} GiB", flush=True)
-    ours_by_variant = {}
+    ours_by_variant, failed = {}, {}
     for name in variants:
-        vlm = load_vlm(str(path), dtype=dtype, device=str(device), attn_implementation="sdpa")
+        options = dict(VARIANTS[name])
+        vlm = load_vlm(str(path), dtype=dtype, device=str(device), attn_implementation="sdpa",
+                       batched_vision_attention=not options.pop("vision_loop", False))  # fmt: skip
         profile_to = RESULTS / f"train_throughput_profile_{name.replace('+', '_')}.txt" if args.profile else None
-        ours_by_variant[name] = our_step(vlm, batch, device, settings, profile_to=profile_to, **VARIANTS[name])
-        del vlm
-        release()
+        try:
+            ours_by_variant[name] = our_step(vlm, batch, device, settings, profile_to=profile_to, **options)
+        except Exception as exc:  # noqa: BLE001 - one failing lever must not cost the others' figures
+            failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            print(f"ours ({name}) failed: {failed[name]}", flush=True)
+            continue
+        finally:
+            del vlm
+            release()
         print(f"ours ({name}): {ours_by_variant[name]['tokens_per_s']:,.0f} tok/s, "
               f"peak {ours_by_variant[name]['peak_memory_gib'] or 0:.1f} GiB", flush=True)
+    if not ours_by_variant:
+        raise SystemExit(f"every variant failed: {failed}")
 
     def within_memory(result: dict) -> bool:
         return stock["peak_memory_gib"] is None or result["peak_memory_gib"] <= stock["peak_memory_gib"]
@@ -223,6 +241,7 @@ def main() -> None:
                   "lora_rank": 16, "warmup_steps": settings["warmup"], "measured_steps": settings["steps"]},
         "stock": stock,
         "ours_variants": ours_by_variant,
+        "ours_failed_variants": failed,
         "ours_best_variant": best,
         "ours": ours,
         "tokens_per_s_ratio": ratio,

@@ -12,6 +12,7 @@ from visalign.errors import VisalignError
 from visalign.models.adapter import VLM
 from visalign.models.families import FAMILIES, Family
 from visalign.models.processors import load_processor
+from visalign.models.vision_attention import batch_vision_attention
 from visalign.paths import visalign_home
 
 DEFAULT_MODEL_NAME = "smollm2-vlm"
@@ -75,6 +76,7 @@ def load_vlm(
     device_map: str | dict | None = None,
     attn_implementation: str | None = None,
     adapter: str | Path | None = None,
+    batched_vision_attention: bool = True,
 ) -> VLM:
     """Load a model spec as a :class:`VLM`.
 
@@ -86,6 +88,9 @@ def load_vlm(
         attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2``...
         adapter: a peft LoRA adapter folder (``adapter_config.json``) to apply on top of the weights, e.g. the
             ``adapter/`` folder of ``visalign vsfa train``.
+        batched_vision_attention: run the Qwen vision towers' per-window attention as one batched call per
+            window size (:mod:`visalign.models.vision_attention`); same outputs up to rounding, far fewer kernel
+            launches. ``False`` keeps transformers' per-window loop (for comparison).
     """
     source = resolve_spec(spec)
     try:
@@ -104,6 +109,8 @@ def load_vlm(
         processor = load_processor(source)
     except (OSError, ValueError, RuntimeError) as exc:
         raise VisalignError(f"{spec}: cannot load the checkpoint ({str(exc).splitlines()[0]})") from None
+    if batched_vision_attention:
+        batch_vision_attention(model, config.model_type)
     if adapter is not None:
         _apply_adapter(model, Path(adapter))
     if device_map is None:
