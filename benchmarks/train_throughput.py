@@ -8,7 +8,9 @@ batch 4 x (one 448x448 image + ~512 text tokens); LoRA r=16 on every linear laye
 - ours: the trainer's pieces: ``load_vlm`` (the vision tower's per-window attention batched, see
   ``visalign.models.vision_attention``) + ``apply_lora`` (no dropout), ``VLM.loss`` (logits only where labels
   exist), fused AdamW; variants (``--variants``) add torch.compile of the decoder layers (``compile``), of the
-  vision blocks too (``compile+vision``) and activation checkpointing; ``-loop`` variants keep transformers'
+  vision blocks too (``compile+vision``), bf16 autocast of the float32 LoRA matmuls through the trainer's
+  ``LabelledLoss`` (``+autocast``, the trainer's default on a GPU) and activation checkpointing; ``-loop`` variants
+  keep transformers'
   per-window vision attention, to attribute the gain. The headline is the fastest variant within the stock
   step's peak memory; every variant is kept, and a variant that fails is recorded with its error.
 
@@ -41,6 +43,7 @@ from transformers import AutoModelForImageTextToText
 from visalign.models import assistant, load_vlm, user
 from visalign.vsfa.training.config import LoraConfig
 from visalign.vsfa.training.lora import apply_lora, lora_target_pattern, set_train_mode
+from visalign.vsfa.training.trainer import LabelledLoss
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORDS = ["the", "street", "near", "the", "harbour", "shows", "a", "red", "crane", "lifting", "blue", "containers",
@@ -127,7 +130,8 @@ def profile_steps(step, steps: int, out: Path) -> None:
 
 
 def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool = False,
-             compile_vision: bool = False, checkpointing: bool = False, profile_to: Path | None = None) -> dict:
+             compile_vision: bool = False, autocast: bool = False, checkpointing: bool = False,
+             profile_to: Path | None = None) -> dict:
     if checkpointing:
         vlm.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     apply_lora(vlm, LoraConfig(rank=16, alpha=32, dropout=0.0))
@@ -140,9 +144,11 @@ def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool =
             block.compile()
     params = [p for p in vlm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda" or None)
+    half = vlm.model.dtype in (torch.bfloat16, torch.float16)  # the trainer's rule: no autocast for float32
+    loss_module = LabelledLoss(vlm, vlm.model.dtype if autocast and half else None)
 
     def step() -> float:
-        loss = vlm.loss(batch)
+        loss = loss_module(**batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -158,7 +164,12 @@ def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool =
 VARIANTS = {"plain": {}, "compile": {"compile_layers": True}, "checkpointing": {"checkpointing": True},
             "compile+checkpointing": {"compile_layers": True, "checkpointing": True},
             "compile+vision": {"compile_layers": True, "compile_vision": True},
+            "compile+vision+autocast": {"compile_layers": True, "compile_vision": True, "autocast": True},
+            "compile+autocast": {"compile_layers": True, "autocast": True},
             "plain-loop": {"vision_loop": True}, "compile-loop": {"compile_layers": True, "vision_loop": True}}
+
+
+DEFAULT_GPU_VARIANTS = "plain,compile,compile+vision,compile+autocast,compile+vision+autocast,compile-loop"
 
 
 def main() -> None:
@@ -168,10 +179,10 @@ def main() -> None:
                         help="also profile 3 steps of each variant: results/train_throughput_profile_<variant>.txt")
     parser.add_argument("--variants", default=None,
                         help=f"comma-separated variants of our step among {', '.join(VARIANTS)} "
-                             "(default: plain,compile,compile+vision,compile-loop on a GPU, plain with --tiny)")
+                             f"(default: {DEFAULT_GPU_VARIANTS} on a GPU, plain with --tiny)")
     args = parser.parse_args()
     settings = SETTINGS["tiny" if args.tiny else "gpu"]
-    variants = (args.variants or ("plain" if args.tiny else "plain,compile,compile+vision,compile-loop")).split(",")
+    variants = (args.variants or ("plain" if args.tiny else DEFAULT_GPU_VARIANTS)).split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")

@@ -89,6 +89,12 @@ class VsfaTrainConfig(JobConfig):
     )
     attn_implementation: str | None = Field(default=None, description="sdpa, eager, flash_attention_2 ...")
     compile: bool = Field(default=False, description="torch.compile the language model's decoder layers")
+    autocast: bool | None = Field(
+        default=None,
+        description="run each step under torch.autocast in the weights' dtype, so the float32 LoRA matrices "
+        "(peft keeps adapters in float32) multiply in bfloat16/float16 while their weights, gradients and "
+        "optimiser state stay float32; default: on for bfloat16/float16 weights on a GPU",
+    )
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")

@@ -63,16 +63,40 @@ class TrainResult:
     vlm: VLM = field(repr=False)
 
 
-class _LabelledLoss(torch.nn.Module):
-    """Wraps the model so that DDP/FSDP/DeepSpeed see one forward: the loss at the labelled positions only."""
+class LabelledLoss(torch.nn.Module):
+    """Wraps the model so that DDP/FSDP/DeepSpeed see one forward: the loss at the labelled positions only.
 
-    def __init__(self, vlm: VLM) -> None:
+    With ``autocast_dtype``, the forward runs under ``torch.autocast`` (the backward follows the recorded dtypes).
+    """
+
+    def __init__(self, vlm: VLM, autocast_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.model = vlm.model
         self._vlm = vlm
+        self._autocast_dtype = autocast_dtype
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
-        return self._vlm.loss(batch)
+        """Mean cross-entropy over the batch's labelled tokens (see :meth:`VLM.loss`)."""
+        if self._autocast_dtype is None:
+            return self._vlm.loss(batch)
+        with torch.autocast(self._vlm.device.type, dtype=self._autocast_dtype):
+            return self._vlm.loss(batch)
+
+
+def autocast_dtype(config: VsfaTrainConfig, vlm: VLM) -> torch.dtype | None:
+    """The dtype the training step autocasts to, or None (see ``VsfaTrainConfig.autocast``).
+
+    Raises:
+        VisalignError: ``autocast: true`` with float32 weights (there is nothing lower to compute in).
+    """
+    weights = vlm.model.dtype
+    half = weights in (torch.bfloat16, torch.float16)
+    if config.autocast is None:
+        return weights if half and vlm.device.type == "cuda" else None
+    if config.autocast and not half:
+        raise VisalignError(f"autocast: true needs bfloat16 or float16 weights, but they are {weights}; "
+                            "set dtype: bfloat16 or drop autocast")  # fmt: skip
+    return weights if config.autocast else None
 
 
 def _load_model(config: VsfaTrainConfig, accelerator: Accelerator) -> VLM:
@@ -224,7 +248,7 @@ def train(
     optimizer = _optimizer(params, config, accelerator.device)
     scheduler = get_scheduler(_SCHEDULES[config.optim.schedule], optimizer,
                               num_warmup_steps=_warmup_steps(config, total_steps), num_training_steps=total_steps)
-    loss_module, optimizer = accelerator.prepare(_LabelledLoss(vlm), optimizer)
+    loss_module, optimizer = accelerator.prepare(LabelledLoss(vlm, autocast_dtype(config, vlm)), optimizer)
 
     start = 0
     resumed = latest_checkpoint(out)
