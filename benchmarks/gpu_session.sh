@@ -24,13 +24,16 @@
 #   magic-full   configs/magic_default.yaml on the embedded model (two value systems, 600 steps)
 #   exp-magic    experiment 1: Magic Image on AdvBench, evaluated on held-out StrongREJECT, XSTest, SafeBench
 #   exp-magic-typo  experiment 1b: the same with benign typographic images in training, evaluated beside
-#                experiment 1's image with a typographic control (trains experiment 1's image too when absent)
+#                experiment 1's image with a typographic control (trains experiment 1's image too when absent);
+#                in two calls: exp-magic-typo-train, then exp-magic-typo-eval
 #   exp-vsfa     experiment 2: VSFA data at thousands of pairs, LoRA, the refusal fine-tuning baseline, and
-#                their evaluation (exp-vsfa-data, then exp-vsfa-rest, when one call's 10 minutes cannot hold all)
+#                their evaluation; in three calls: exp-vsfa-data, exp-vsfa-train, exp-vsfa-eval
 #
 # Measured on one H100 (2026-11-22): setup 20 s; foundation 192 s; magic-bench 110 s; pipeline-7b 160 s;
 # magic-full 424 s; exp-magic 186 s + 88 s. A call may run 10 minutes: magic-full and exp-magic do not fit in one.
-# exp-magic-typo trains two exp-magic-sized images and evaluates three systems (~8 min, unmeasured): a call of its own.
+# Measured on one H100 (2026-11-23): train-bench 222 s; gen-bench 58 s; exp-vsfa-data 192 s; exp-vsfa-train
+# 295 s; exp-vsfa-eval ~335 s; exp-magic-typo-train ~435 s (248 s for 1b, ~186 s for experiment 1's image).
+# A call that runs out of time loses nothing finished: optimize, train and eval all resume on the next call.
 # Results and logs land in $RESULTS (default $HOME/visalign-results); when $OUT is set, $OUT/results.tgz holds them.
 set -uo pipefail
 
@@ -69,8 +72,12 @@ timed() {  # timed NAME COMMAND...: run, log, and record the wall time
 }
 
 step_setup() {
-  if [ -d .whl ]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+  local wheels
+  shopt -s nullglob  # .whl2/ (datasets, dill, multiprocess) travels beside .whl/; either may be absent
+  wheels=(.whl/*.whl .whl2/*.whl)
+  shopt -u nullglob
+  if [ ${#wheels[@]} -gt 0 ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${wheels[@]}"
   fi
   step_bench_files
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -137,12 +144,22 @@ step_exp_magic() {
 }
 
 step_exp_magic_typo() {
+  step_exp_magic_typo_train
+  step_exp_magic_typo_eval
+}
+
+step_exp_magic_typo_train() {
   mkdir -p runs && for d in exp-magic exp-magic-typo; do ln -sfn "$HOME/runs/$d" "runs/$d"; done
   # optimize resumes from its last checkpoint, so an image finished in an earlier call is not trained again
   timed exp_magic_train $PY -m visalign magic optimize --config configs/experiments/magic_advbench.yaml \
     --out "$HOME/runs/exp-magic"
   timed exp_magic_typo_train $PY -m visalign magic optimize \
     --config configs/experiments/magic_advbench_typo_control.yaml --out "$HOME/runs/exp-magic-typo"
+  tar czf "$RESULTS/exp_magic_typo_images.tgz" --exclude=work -C "$HOME/runs" exp-magic exp-magic-typo
+}
+
+step_exp_magic_typo_eval() {
+  mkdir -p runs && for d in exp-magic exp-magic-typo; do ln -sfn "$HOME/runs/$d" "runs/$d"; done
   timed exp_magic_typo_eval $PY -m visalign eval --config configs/experiments/eval_magic_typo_control.yaml \
     --out "$HOME/runs/exp-magic-typo-eval"
   tar czf "$RESULTS/exp_magic_typo.tgz" --exclude=work -C "$HOME/runs" exp-magic exp-magic-typo exp-magic-typo-eval
@@ -150,7 +167,8 @@ step_exp_magic_typo() {
 
 step_exp_vsfa() {
   step_exp_vsfa_data
-  step_exp_vsfa_rest
+  step_exp_vsfa_train
+  step_exp_vsfa_eval
 }
 
 step_exp_vsfa_data() {
@@ -159,20 +177,29 @@ step_exp_vsfa_data() {
     --out "$HOME/runs/exp-vsfa-data"
 }
 
-step_exp_vsfa_rest() {
+link_vsfa_runs() {
   mkdir -p runs && for d in exp-vsfa-data exp-vsfa-train exp-refusal-data exp-refusal-train; do
     ln -sfn "$HOME/runs/$d" "runs/$d"
   done
+}
+
+step_exp_vsfa_train() {
+  link_vsfa_runs
   timed exp_vsfa_train $PY -m visalign vsfa train --config configs/experiments/vsfa_train_thousands.yaml \
     --out "$HOME/runs/exp-vsfa-train"
   timed exp_refusal_data $PY -m visalign baseline refusal-data \
     --config configs/experiments/magic_advbench_typo_control.yaml --out "$HOME/runs/exp-refusal-data"
   timed exp_refusal_train $PY -m visalign vsfa train --config configs/experiments/refusal_ft_train.yaml \
     --out "$HOME/runs/exp-refusal-train"
+}
+
+step_exp_vsfa_eval() {
+  link_vsfa_runs
   timed exp_finetuned_eval $PY -m visalign eval --config configs/experiments/eval_finetuned.yaml \
     --out "$HOME/runs/exp-finetuned-eval"
-  tar czf "$RESULTS/exp_vsfa.tgz" --exclude=checkpoints --exclude=work --exclude=images -C "$HOME/runs" \
-    exp-vsfa-train exp-refusal-train exp-finetuned-eval
+  # no weights, checkpoints or images: the archive must stay under the 16 MiB a returned file may have
+  tar czf "$RESULTS/exp_vsfa.tgz" --exclude=checkpoints --exclude=work --exclude=images --exclude=attacks \
+    --exclude='*.safetensors' -C "$HOME/runs" exp-vsfa-train exp-refusal-train exp-finetuned-eval
 }
 
 for step in "$@"; do
