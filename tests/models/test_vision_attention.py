@@ -64,3 +64,17 @@ def test_only_qwen_towers_change(tiny_checkpoints):
     assert batch_vision_attention(qwen.model, "qwen2_5_vl") == depth
     llava = load_vlm(str(tiny_checkpoints["llava"]))
     assert batch_vision_attention(llava.model, "llava") == 0
+
+
+def test_a_plan_is_made_once_per_cu_seqlens_tensor():
+    """Every block of a kind gets the same cu_seqlens tensor: one host sync per forward and kind, not per block."""
+    from visalign.models.vision_attention import _plan_for
+
+    cu_seqlens = torch.tensor([0, 16, 24, 40])
+    plan = _plan_for(cu_seqlens)
+    assert _plan_for(cu_seqlens) is plan
+    assert [(length, count) for length, count, _ in plan.groups] == [(16, 2), (8, 1)]
+    # groups concatenated: the 16-token chunks (rows 0-31: positions 0-15, 24-39), then the 8-token one (rows
+    # 32-39: positions 16-23); sequence order reads rows 0-15, 32-39, 16-31
+    assert plan.order.tolist() == [*range(0, 16), *range(32, 40), *range(16, 32)]
+    assert _plan_for(cu_seqlens.clone()) is not plan

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,8 +25,42 @@ import torch.nn.functional as F
 _ATTENTION_CLASSES = {"qwen2_5_vl": "Qwen2_5_VLVisionAttention", "qwen3_vl": "Qwen3VLVisionAttention"}
 
 
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How to batch the chunks of one ``cu_seqlens``: equal-length groups and where their tokens sit.
+
+    Attributes:
+        groups: (chunk length, chunk count, token positions of the group in order, or None when the whole
+            sequence is one equal-length group and needs no gather).
+        order: the permutation that puts the groups' concatenated outputs back in sequence order (None when
+            there is no gather).
+    """
+
+    groups: tuple[tuple[int, int, torch.Tensor | None], ...]
+    order: torch.Tensor | None
+
+    @classmethod
+    def from_lengths(cls, lengths: list[int], device: torch.device | str) -> ChunkPlan:
+        """Group consecutive chunks of the given lengths by length (empty chunks are dropped)."""
+        starts = np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64)
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for start, length in zip(starts.tolist(), lengths, strict=True):
+            if length:
+                by_length[length].append(start)
+        if len(by_length) == 1:  # all chunks equal (empty ones hold no tokens): a view, no gather
+            (length, chunk_starts), = by_length.items()
+            return cls(groups=((length, len(chunk_starts), None),), order=None)
+        groups, positions = [], []
+        for length, chunk_starts in by_length.items():
+            index = (np.asarray(chunk_starts)[:, None] + np.arange(length)).reshape(-1)
+            groups.append((length, len(chunk_starts), torch.from_numpy(index).to(device)))
+            positions.append(index)
+        order = torch.from_numpy(np.argsort(np.concatenate(positions))).to(device)
+        return cls(groups=tuple(groups), order=order)
+
+
 def chunked_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: list[int], scale: float
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: list[int] | ChunkPlan, scale: float
 ) -> torch.Tensor:
     """Bidirectional attention within consecutive chunks of a packed sequence, one call per distinct length.
 
@@ -33,40 +68,39 @@ def chunked_attention(
         query: (sequence, heads, head dim), the chunks laid end to end.
         key: like ``query``.
         value: like ``query``.
-        lengths: the chunks' lengths in order; they sum to the sequence length.
+        lengths: the chunks' lengths in order (they sum to the sequence length), or their :class:`ChunkPlan`.
         scale: the softmax scale.
 
     Returns:
         (sequence, heads, head dim): each chunk's attention output in place.
     """
     sequence, heads, dim = query.shape
-    starts = np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for start, length in zip(starts.tolist(), lengths, strict=True):
-        if length:
-            groups[length].append(start)
+    plan = lengths if isinstance(lengths, ChunkPlan) else ChunkPlan.from_lengths(lengths, query.device)
 
     def batched(tensor: torch.Tensor, count: int, length: int) -> torch.Tensor:
         return tensor.reshape(count, length, heads, dim).transpose(1, 2)  # (chunks, heads, length, dim)
 
-    if len(groups) == 1 and sum(lengths) == sequence:  # all chunks equal: a view, no gather
-        length, chunk_starts = next(iter(groups.items()))
-        count = len(chunk_starts)
-        out = F.scaled_dot_product_attention(*(batched(t, count, length) for t in (query, key, value)), scale=scale)
-        return out.transpose(1, 2).reshape(sequence, heads, dim)
-
-    outputs, positions = [], []
-    for length, chunk_starts in groups.items():
-        index = (np.asarray(chunk_starts)[:, None] + np.arange(length)).reshape(-1)
-        index_t = torch.from_numpy(index).to(query.device)
-        count = len(chunk_starts)
-        out = F.scaled_dot_product_attention(
-            *(batched(t.index_select(0, index_t), count, length) for t in (query, key, value)), scale=scale
-        )
+    outputs = []
+    for length, count, index in plan.groups:
+        parts = (query, key, value) if index is None else (t.index_select(0, index) for t in (query, key, value))
+        out = F.scaled_dot_product_attention(*(batched(t, count, length) for t in parts), scale=scale)
         outputs.append(out.transpose(1, 2).reshape(-1, heads, dim))
-        positions.append(index)
-    order = torch.from_numpy(np.argsort(np.concatenate(positions))).to(query.device)
-    return torch.cat(outputs).index_select(0, order)
+    if plan.order is None:
+        return outputs[0]
+    return torch.cat(outputs).index_select(0, plan.order)
+
+
+def _plan_for(cu_seqlens: torch.Tensor) -> ChunkPlan:
+    """The plan of ``cu_seqlens``, made once per tensor.
+
+    The tower hands the same tensor to every block of a kind (windowed or full), so one host sync per forward and
+    kind replaces one per block.
+    """
+    plan = getattr(cu_seqlens, "_visalign_chunk_plan", None)
+    if plan is None:
+        plan = ChunkPlan.from_lengths((cu_seqlens[1:] - cu_seqlens[:-1]).tolist(), cu_seqlens.device)
+        cu_seqlens._visalign_chunk_plan = plan  # lives and dies with the tensor
+    return plan
 
 
 def _batched_forward(
@@ -86,8 +120,7 @@ def _batched_forward(
     # The family's own rotary function (Qwen2.5-VL and Qwen3-VL each define one in their modeling module).
     rotary = sys.modules[type(self).__module__].apply_rotary_pos_emb_vision
     query, key = rotary(query, key, cos, sin)
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()  # one host sync per block, as the per-chunk loop has
-    out = chunked_attention(query, key, value, lengths, self.scaling)
+    out = chunked_attention(query, key, value, _plan_for(cu_seqlens), self.scaling)
     return self.proj(out.reshape(sequence, -1))
 
 
