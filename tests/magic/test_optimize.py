@@ -16,7 +16,7 @@ from visalign.magic.objective import build_rows, dual_loss, row_logprobs
 from visalign.magic.optimize import mixed_batch, weights_digest
 from visalign.magic.placement import working_size
 from visalign.magic.value_systems import get_value_system
-from visalign.models import load_vlm, pil_to_tensor
+from visalign.models import load_vlm, pil_to_tensor, weights_fingerprint
 
 from .helpers import VALUE_SYSTEMS, tiny_config, write_config, write_jsonl
 from .test_config import assert_one_line_error, run_cli
@@ -56,6 +56,7 @@ def test_artefact_is_8bit_png_and_reload_behaves_like_float(tmp_path, tiny_check
     meta = magic.metadata
     assert meta["format"] == "visalign-magic-image" and meta["value_system"]["name"] == "standard"
     assert meta["config_hash"] == config.config_hash() and meta["model"]["family"] == "llava"
+    assert meta["model"]["fingerprint"] == weights_fingerprint(str(model))  # what evaluation checks it against
     assert meta["training"]["steps"] == 3 and meta["training"]["data"]["harmful"] == 4
     assert set(meta["training"]["last"]) >= {"loss", "harm_nll", "benign_nll"}
     # The float image of the last checkpoint, seen through the straight-through quantiser, is the PNG exactly.

@@ -107,7 +107,7 @@ class ApiSystem:
 
 def _magic_image_hook(config: SystemConfig, vlm: VLM):
     """A conversation transform that attaches the configured magic image (a PNG, or a folder + value system)."""
-    from visalign.magic import find_magic_image, load_magic_image, with_magic_image
+    from visalign.magic import find_magic_image, load_magic_image, model_mismatch, with_magic_image
 
     if config.magic_image.is_dir():
         if not config.value_system:
@@ -115,6 +115,8 @@ def _magic_image_hook(config: SystemConfig, vlm: VLM):
         magic = find_magic_image(config.magic_image, config.value_system)
     else:
         magic = load_magic_image(config.magic_image)
+    if not config.allow_model_mismatch and (reason := model_mismatch(magic, config.model)):
+        raise VisalignError(f"system {config.name!r}: {reason}")
     return lambda conversation: with_magic_image(vlm, [conversation], magic)[0]
 
 

@@ -1,7 +1,7 @@
 """Magic Image: parameter-free safety alignment by optimising one image prompt per value system."""
 
 from visalign.magic.apply import answer_with_magic_image, refusal_rates, with_magic_image
-from visalign.magic.artifact import MagicImage, find_magic_image, load_magic_image, save_magic_image
+from visalign.magic.artifact import MagicImage, find_magic_image, load_magic_image, model_mismatch, save_magic_image
 from visalign.magic.config import MagicConfig
 from visalign.magic.data import Example, TrainingSet, fill_benign_targets, load_training_set
 from visalign.magic.objective import dual_loss, quantize_straight_through
@@ -27,6 +27,7 @@ __all__ = [
     "load_magic_image",
     "load_training_set",
     "load_value_systems",
+    "model_mismatch",
     "optimize_magic_images",
     "quantize_straight_through",
     "refusal_rates",

@@ -16,7 +16,7 @@ from PIL import Image
 
 from visalign.errors import VisalignError
 from visalign.images import load_image
-from visalign.models import tensor_to_pil
+from visalign.models import tensor_to_pil, weights_fingerprint
 from visalign.runs import atomic_write_bytes, atomic_write_json
 
 FORMAT = "visalign-magic-image"
@@ -101,3 +101,21 @@ def find_magic_image(directory: str | Path, value_system: str) -> MagicImage:
     if magic.value_system != value_system:
         raise VisalignError(f"{magic.path}: its sidecar says value system {magic.value_system!r}, not {value_system!r}")
     return magic
+
+
+def model_mismatch(magic: MagicImage, spec: str) -> str | None:
+    """Why ``magic`` cannot be expected to work on the model ``spec``, or None when nothing says so.
+
+    Compares the weights fingerprint recorded at optimisation time with the model's now; images from before
+    fingerprints were recorded, and hub ids, are not checked.
+    """
+    recorded = (magic.metadata.get("model") or {}).get("fingerprint")
+    if not recorded:
+        return None
+    current = weights_fingerprint(spec)
+    if current is None or current == recorded:
+        return None
+    return (f"{magic.path}: optimised against model weights {recorded}, but '{spec}' here has {current}; a magic "
+            "image's pixels do not carry over to other weights. Run `visalign magic optimize` against this model "
+            "(the embedded default model built on another machine can differ), or set allow_model_mismatch: true to "
+            "study transfer on purpose")

@@ -28,7 +28,7 @@ from visalign.magic.data import TrainingSet, fill_benign_targets, load_training_
 from visalign.magic.objective import Row, build_rows, dual_loss, prepare_user_encodings, quantize_straight_through
 from visalign.magic.placement import resolve_placement, working_size
 from visalign.magic.value_systems import ValueSystem, get_value_system
-from visalign.models import VLM, load_vlm, pil_to_tensor, resolve_spec, tensor_to_pil
+from visalign.models import VLM, load_vlm, pil_to_tensor, resolve_spec, tensor_to_pil, weights_fingerprint
 from visalign.runs import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
     image, history = optimize_pixels(vlm, config, harmful, benign, init, work_dir,
                                      resume_hash(config, value_system), on_step)
     metadata = {
-        "model": {"spec": vlm.spec, "family": vlm.family.model_type},
+        "model": {"spec": vlm.spec, "family": vlm.family.model_type, "fingerprint": weights_fingerprint(vlm.spec)},
         "value_system": value_system.model_dump(mode="json"),
         "config_hash": config.config_hash(),
         "placement": placement,

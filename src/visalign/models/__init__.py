@@ -3,7 +3,7 @@
 from visalign.models.adapter import IGNORE_INDEX, VLM, ImageEncoding, collate_rows
 from visalign.models.conversation import Conversation, Turn, assistant, pil_to_tensor, tensor_to_pil, user
 from visalign.models.families import FAMILIES, Family, ModuleNames
-from visalign.models.loading import default_model_path, detect_family, load_vlm, resolve_spec
+from visalign.models.loading import default_model_path, detect_family, load_vlm, resolve_spec, weights_fingerprint
 
 __all__ = [
     "FAMILIES",
@@ -23,4 +23,5 @@ __all__ = [
     "resolve_spec",
     "tensor_to_pil",
     "user",
+    "weights_fingerprint",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from visalign.models.vision_attention import batch_vision_attention
 from visalign.paths import visalign_home
 
 DEFAULT_MODEL_NAME = "smollm2-vlm"
+# Checkpoints up to this size are hashed whole; larger ones by their sizes, headers and each file's first and last MiB.
+_FULL_HASH_BYTES = 1 << 30
+_SAMPLE_BYTES = 1 << 20
 
 
 def default_model_path() -> Path:
@@ -129,3 +133,35 @@ def _apply_adapter(model, adapter: Path) -> None:
         PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise VisalignError(f"{adapter}: cannot apply the adapter ({str(exc).splitlines()[0]})") from None
+
+
+def weights_fingerprint(spec: str) -> str | None:
+    """A short fingerprint of a local checkpoint's weight files, independent of the dtype it is loaded in.
+
+    Two builds of "the same" random model on different machines can differ (the default model built on the lent
+    H100 was not the one built on the development machine), and a Magic Image optimised against one does nothing
+    on the other; comparing fingerprints catches that. Checkpoints up to 1 GiB are hashed whole (the default
+    model: about a second); larger ones by file names, sizes and each file's first and last MiB (safetensors
+    headers and both ends of the weights).
+
+    Returns:
+        16 hex digits, or None for a hub id (no local files to read).
+    """
+    folder = Path(resolve_spec(spec))
+    if not folder.is_dir():
+        return None
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    whole = sum(f.stat().st_size for f in files) <= _FULL_HASH_BYTES
+    digest = hashlib.sha256()
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}".encode())
+        with file.open("rb") as handle:
+            if whole:
+                for block in iter(lambda: handle.read(1 << 24), b""):
+                    digest.update(block)
+            else:
+                digest.update(handle.read(_SAMPLE_BYTES))
+                handle.seek(max(0, size - _SAMPLE_BYTES))
+                digest.update(handle.read(_SAMPLE_BYTES))
+    return digest.hexdigest()[:16]
