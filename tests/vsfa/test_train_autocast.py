@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from train_support import IMAGE_SIZE, noise_png, one_thread, train_config, write_dataset
 
@@ -23,8 +24,6 @@ def bf16_lora_vlm(tiny_checkpoints, tmp_path_factory):
     set_train_mode(vlm, train_projector=False)
     image = tmp_path_factory.mktemp("img") / "a.png"
     noise_png(image, IMAGE_SIZE["llava"], seed=0)
-    from PIL import Image
-
     batch = vlm.training_inputs([[user("What is shown?", Image.open(image)), assistant("A grey square.")]])
     return vlm, batch
 
@@ -52,7 +51,7 @@ def test_autocast_runs_the_lora_matmuls_in_bf16_and_keeps_float32_weights(bf16_l
     assert weight.grad.abs().sum() > 0
 
 
-def test_autocast_default_and_validation(bf16_lora_vlm, tiny_checkpoints, tmp_path):
+def test_autocast_default_and_validation(bf16_lora_vlm, tiny_checkpoints):
     vlm, _ = bf16_lora_vlm
     base = {"name": "t", "model": "x", "data": {"path": "x.json"}}
     assert autocast_dtype(VsfaTrainConfig(**base), vlm) is None  # default: GPUs only
