@@ -98,6 +98,10 @@ step_gguf_join() {
   cat "$HOME/smollm2.gguf.part1" .gg/part2 > "$target.part" || return 1
   echo "$GGUF_SHA256  $target.part" | sha256sum -c - && mv "$target.part" "$target"
   $PY -m visalign models build-default
+  # The build differs between this machine and the development one (2026-11-23: the CPU build's
+  # model.safetensors is 0f0603bf534db416...); keep the hash so the two can be compared
+  cp "$VISALIGN_HOME/models/smollm2-vlm/visalign_model.json" "$RESULTS/default_model_metadata.json"
+  grep -A1 weights_sha256 "$RESULTS/default_model_metadata.json"
 }
 
 step_foundation() {
