@@ -17,6 +17,7 @@ from visalign.magic.optimize import mixed_batch, weights_digest
 from visalign.magic.placement import working_size
 from visalign.magic.value_systems import get_value_system
 from visalign.models import load_vlm, pil_to_tensor, weights_fingerprint
+from visalign.models.random_checkpoints import write_random_checkpoint
 
 from .helpers import VALUE_SYSTEMS, tiny_config, write_config, write_jsonl
 from .test_config import assert_one_line_error, run_cli
@@ -186,6 +187,14 @@ def test_apply_switches_value_system(tmp_path, tiny_checkpoints):
     assert [(x["value_system"], x["prompt"]) for x in lines] == [("strict", "hello"), ("strict", "how are you")]
     assert_one_line_error(run_cli("magic", "apply", "--images", str(tmp_path / "images"), "--value-system",
                                   "lenient", "--prompt", "hi"), "unknown value system 'lenient'", "standard, strict")
+    # The image on other weights is refused with the reason, unless the mismatch is asked for.
+    other = write_random_checkpoint("llava", tmp_path / "other-build", seed=1)
+    assert_one_line_error(run_cli("magic", "apply", "--images", str(tmp_path / "images"), "--value-system",
+                                  "strict", "--prompt", "hi", "--model", str(other)),
+                          "optimised against model weights", "visalign magic optimize")
+    allowed = run_cli("magic", "apply", "--images", str(tmp_path / "images"), "--value-system", "strict",
+                      "--prompt", "hi", "--model", str(other), "--allow-model-mismatch", "--max-new-tokens", "2")
+    assert allowed.returncode == 0, allowed.stderr
     # A sidecar that is missing is an error naming the file.
     shutil.copy(results[0].png, tmp_path / "lonely.png")
     with pytest.raises(VisalignError, match="no sidecar lonely.json"):

@@ -43,14 +43,19 @@ def apply(
     image: Annotated[Path | None, typer.Option(help="The user's own image, shown with every request.")] = None,
     model: Annotated[str | None, typer.Option(help="Model spec; default the one the image was made for.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 128,
+    allow_model_mismatch: Annotated[bool, typer.Option(
+        help="Attach the image to weights other than those it was optimised against (a transfer study).")] = False,
 ) -> None:
     """Answer requests with the value system's magic image attached; prints one JSON line per request."""
     from visalign.errors import VisalignError
     from visalign.images import load_image
-    from visalign.magic import answer_with_magic_image, find_magic_image
+    from visalign.magic import answer_with_magic_image, find_magic_image, model_mismatch
     from visalign.models import load_vlm, user
 
     magic = find_magic_image(images, value_system)
+    spec = model or magic.metadata["model"]["spec"]
+    if not allow_model_mismatch and (reason := model_mismatch(magic, spec)):
+        raise VisalignError(reason)
     requests = list(prompt or [])
     if prompts is not None:
         if not prompts.is_file():
@@ -59,7 +64,7 @@ def apply(
     if not requests:
         raise VisalignError("no requests: pass --prompt TEXT or --prompts FILE")
     user_images = [load_image(image)] if image else []
-    vlm = load_vlm(model or magic.metadata["model"]["spec"])
+    vlm = load_vlm(spec)
     answers = answer_with_magic_image(vlm, [[user(r, *user_images)] for r in requests], magic,
                                       max_new_tokens=max_new_tokens)
     for request, answer in zip(requests, answers, strict=True):

@@ -117,5 +117,5 @@ def model_mismatch(magic: MagicImage, spec: str) -> str | None:
         return None
     return (f"{magic.path}: optimised against model weights {recorded}, but '{spec}' here has {current}; a magic "
             "image's pixels do not carry over to other weights. Run `visalign magic optimize` against this model "
-            "(the embedded default model built on another machine can differ), or set allow_model_mismatch: true to "
-            "study transfer on purpose")
+            "(the embedded default model built on another machine can differ), or allow the mismatch "
+            "(allow_model_mismatch) to study transfer on purpose")

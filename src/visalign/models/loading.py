@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -151,7 +152,15 @@ def weights_fingerprint(spec: str) -> str | None:
     if not folder.is_dir():
         return None
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    whole = sum(f.stat().st_size for f in files) <= _FULL_HASH_BYTES
+    # Keyed by each file's size and modification time: a model is hashed once per process, not per image.
+    state = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _files_fingerprint(state, _FULL_HASH_BYTES)
+
+
+@functools.lru_cache(maxsize=16)
+def _files_fingerprint(state: tuple[tuple[str, int, int], ...], full_hash_bytes: int) -> str:
+    files = [Path(name) for name, _, _ in state]
+    whole = sum(size for _, size, _ in state) <= full_hash_bytes
     digest = hashlib.sha256()
     for file in files:
         size = file.stat().st_size
