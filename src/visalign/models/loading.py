@@ -16,6 +16,7 @@ from visalign.models.families import FAMILIES, Family
 from visalign.models.processors import load_processor
 from visalign.models.vision_attention import batch_vision_attention
 from visalign.paths import visalign_home
+from visalign.runs import sha256_file
 
 DEFAULT_MODEL_NAME = "smollm2-vlm"
 # Checkpoints up to this size are hashed whole; larger ones by their sizes, headers and each file's first and last MiB.
@@ -159,18 +160,15 @@ def weights_fingerprint(spec: str) -> str | None:
 
 @functools.lru_cache(maxsize=16)
 def _files_fingerprint(state: tuple[tuple[str, int, int], ...], full_hash_bytes: int) -> str:
-    files = [Path(name) for name, _, _ in state]
     whole = sum(size for _, size, _ in state) <= full_hash_bytes
     digest = hashlib.sha256()
-    for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.name}:{size}".encode())
-        with file.open("rb") as handle:
-            if whole:
-                for block in iter(lambda: handle.read(1 << 24), b""):
-                    digest.update(block)
-            else:
-                digest.update(handle.read(_SAMPLE_BYTES))
-                handle.seek(max(0, size - _SAMPLE_BYTES))
-                digest.update(handle.read(_SAMPLE_BYTES))
+    for name, size, _ in state:
+        digest.update(f"{Path(name).name}:{size}".encode())
+        if whole:
+            digest.update(sha256_file(name).encode())
+            continue
+        with open(name, "rb") as handle:
+            digest.update(handle.read(_SAMPLE_BYTES))
+            handle.seek(max(0, size - _SAMPLE_BYTES))
+            digest.update(handle.read(_SAMPLE_BYTES))
     return digest.hexdigest()[:16]
