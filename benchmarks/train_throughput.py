@@ -7,12 +7,13 @@ batch 4 x (one 448x448 image + ~512 text tokens); LoRA r=16 on every linear laye
   ``model(**batch, labels=...)`` (full-vocabulary logits over every position), ``torch.optim.AdamW`` defaults.
 - ours: the trainer's pieces: ``load_vlm`` (the vision tower's per-window attention batched, see
   ``visalign.models.vision_attention``) + ``apply_lora`` (no dropout), ``VLM.loss`` (logits only where labels
-  exist), fused AdamW; variants (``--variants``) add torch.compile of the decoder layers (``compile``), of the
-  vision blocks too (``compile+vision``), bf16 autocast of the float32 LoRA matmuls through the trainer's
-  ``LabelledLoss`` (``+autocast``, the trainer's default on a GPU) and activation checkpointing; ``-loop`` variants
-  keep transformers'
-  per-window vision attention, to attribute the gain. The headline is the fastest variant within the stock
-  step's peak memory; every variant is kept, and a variant that fails is recorded with its error.
+  exist; rotary positions computed on the CPU before the forward, see ``VLM.rope_positions``), fused AdamW;
+  variants (``--variants``) add torch.compile of the decoder layers (``compile``), of the vision blocks too
+  (``compile+vision``), bf16 autocast of the float32 LoRA matmuls through the trainer's ``LabelledLoss``
+  (``+autocast``, the trainer's default on a GPU) and activation checkpointing. To attribute the gains,
+  ``-loop`` variants keep transformers' per-window vision attention and ``+hf-rope`` leaves the rotary positions
+  to transformers' forward. The headline is the fastest variant within the stock step's peak memory; every
+  variant is kept, and a variant that fails is recorded with its error.
 
 Both run in one process, one after the other, on the same batch; the script prints tokens/s (non-padding tokens),
 peak memory and the ratios, and writes benchmarks/results/train_throughput.json (``--tiny``: a tiny checkpoint on
@@ -131,7 +132,9 @@ def profile_steps(step, steps: int, out: Path) -> None:
 
 def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool = False,
              compile_vision: bool = False, autocast: bool = False, checkpointing: bool = False,
-             profile_to: Path | None = None) -> dict:
+             hf_rope: bool = False, profile_to: Path | None = None) -> dict:
+    if hf_rope:  # leave the rotary positions to transformers, inside the forward (attribution only)
+        vlm.rope_positions = lambda inputs: None
     if checkpointing:
         vlm.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     apply_lora(vlm, LoraConfig(rank=16, alpha=32, dropout=0.0))
@@ -166,10 +169,13 @@ VARIANTS = {"plain": {}, "compile": {"compile_layers": True}, "checkpointing": {
             "compile+vision": {"compile_layers": True, "compile_vision": True},
             "compile+vision+autocast": {"compile_layers": True, "compile_vision": True, "autocast": True},
             "compile+autocast": {"compile_layers": True, "autocast": True},
+            "compile+vision+autocast+hf-rope": {"compile_layers": True, "compile_vision": True, "autocast": True,
+                                                "hf_rope": True},
             "plain-loop": {"vision_loop": True}, "compile-loop": {"compile_layers": True, "vision_loop": True}}
 
 
-DEFAULT_GPU_VARIANTS = "plain,compile,compile+vision,compile+autocast,compile+vision+autocast,compile-loop"
+DEFAULT_GPU_VARIANTS = ("plain,compile,compile+vision,compile+autocast,compile+vision+autocast,"
+                        "compile+vision+autocast+hf-rope,compile-loop")
 
 
 def main() -> None:

@@ -29,6 +29,8 @@ from visalign.models.pixels import pixel_function
 IGNORE_INDEX = -100
 # Keys whose tensors run along the token sequence (padded per batch); image keys are concatenated instead.
 _TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
+#: Inputs that Qwen-VL's ``get_rope_index`` reads besides the tokens (what ``rope_positions`` forwards).
+_ROPE_GRID_KEYS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 
 
 @dataclass
@@ -221,10 +223,30 @@ class VLM:
         keep = next_labels != IGNORE_INDEX
         if not keep.any():
             raise VisalignError("the batch has no assistant tokens to train on")
+        if "position_ids" not in inputs:
+            positions = self.rope_positions(inputs)
+            if positions is not None:
+                inputs["position_ids"] = positions
         outputs = self.model.model(**inputs, use_cache=False)
         hidden = outputs.last_hidden_state[:, :-1][keep]
         logits = self.model.lm_head(hidden).float()
         return -F.cross_entropy(logits, next_labels[keep], reduction="none")
+
+    def rope_positions(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Multimodal rotary positions (Qwen-VL families), computed on the CPU before the forward; else None.
+
+        transformers computes them inside the forward, after the vision tower, by reading GPU tensors back one
+        sample at a time: each read waits for the tower to finish and the GPU idles while Python walks the tokens.
+        Computed here, the only wait is one copy of the token ids, made before any work of the step is queued.
+        """
+        model = self.model.model
+        grids = {key: inputs[key].cpu() for key in _ROPE_GRID_KEYS if inputs.get(key) is not None}
+        if not hasattr(model, "get_rope_index") or "mm_token_type_ids" not in inputs or not grids:
+            return None
+        tokens = {key: inputs[key].cpu() for key in ("input_ids", "mm_token_type_ids", "attention_mask")
+                  if key in inputs}
+        positions, _ = model.get_rope_index(**tokens, **grids)
+        return positions.to(self.device)
 
     def encode_images(self, images: Sequence[ImageLike]) -> list[ImageEncoding]:
         """Run the vision tower and projector once over ``images``; tensors keep their gradients.
