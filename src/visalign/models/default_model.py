@@ -8,7 +8,8 @@ The result is saved as an ordinary Hugging Face checkpoint, so every code path u
 The build is bit-reproducible across machines, CPU instruction sets and torch versions: the random parts come
 from :mod:`visalign.models.portable_init`, the one reduction (the new token's embedding) runs in float64, and the
 projector's scale factor is rounded to four significant digits so that last-bit differences in the tower's
-float32 forward cannot reach the weights. A Magic Image optimised on a GPU machine thus works on a laptop.
+float32 forward cannot reach the weights. A Magic Image optimised on a GPU machine is thus evaluated on a laptop
+against the same weights (whether its effect survives the other device's arithmetic is then a fair question).
 """
 
 from __future__ import annotations
