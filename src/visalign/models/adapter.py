@@ -218,19 +218,21 @@ class VLM:
         if images is not None:
             inputs.pop("pixel_values", None)
             inputs["mm_encoder_outputs"] = {"image": _merge_encodings(images)}
-        # Position t predicts token t + 1: keep hidden states at positions whose next token is labelled.
-        next_labels = labels[:, 1:]
-        keep = next_labels != IGNORE_INDEX
-        if not keep.any():
+        # Position t predicts token t + 1: keep hidden states at positions whose next token is labelled. They are
+        # found on the host before any work is queued; a boolean mask applied on the GPU after the forward would
+        # stall the host until the whole forward had run, and leave the GPU idle while the backward is launched.
+        rows, columns = torch.nonzero(labels[:, 1:].cpu() != IGNORE_INDEX, as_tuple=True)
+        if rows.numel() == 0:
             raise VisalignError("the batch has no assistant tokens to train on")
+        flat = (rows * labels.shape[1] + columns).to(labels.device)  # row-major, as a boolean mask would order them
         if "position_ids" not in inputs:
             positions = self.rope_positions(inputs)
             if positions is not None:
                 inputs["position_ids"] = positions
         outputs = self.model.model(**inputs, use_cache=False)
-        hidden = outputs.last_hidden_state[:, :-1][keep]
+        hidden = outputs.last_hidden_state.flatten(0, 1).index_select(0, flat)
         logits = self.model.lm_head(hidden).float()
-        return -F.cross_entropy(logits, next_labels[keep], reduction="none")
+        return -F.cross_entropy(logits, labels.flatten().index_select(0, flat + 1), reduction="none")
 
     def rope_positions(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Multimodal rotary positions (Qwen-VL families), computed on the CPU before the forward; else None.
