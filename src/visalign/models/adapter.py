@@ -29,7 +29,7 @@ from visalign.models.pixels import pixel_function
 IGNORE_INDEX = -100
 # Keys whose tensors run along the token sequence (padded per batch); image keys are concatenated instead.
 _TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
-#: Inputs that Qwen-VL's ``get_rope_index`` reads besides the tokens (what ``rope_positions`` forwards).
+#: Inputs that Qwen-VL's ``get_rope_index`` reads besides the tokens.
 _ROPE_GRID_KEYS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 
 
@@ -242,12 +242,11 @@ class VLM:
         Computed here, the only wait is one copy of the token ids, made before any work of the step is queued.
         """
         model = self.model.model
-        grids = {key: inputs[key].cpu() for key in _ROPE_GRID_KEYS if inputs.get(key) is not None}
-        if not hasattr(model, "get_rope_index") or "mm_token_type_ids" not in inputs or not grids:
-            return None
-        tokens = {key: inputs[key].cpu() for key in ("input_ids", "mm_token_type_ids", "attention_mask")
-                  if key in inputs}
-        positions, _ = model.get_rope_index(**tokens, **grids)
+        has_grid = inputs.get("image_grid_thw") is not None or inputs.get("video_grid_thw") is not None
+        if not hasattr(model, "get_rope_index") or "mm_token_type_ids" not in inputs or not has_grid:
+            return None  # transformers' forward leaves these cases to the language model too
+        keys = ("input_ids", "mm_token_type_ids", "attention_mask", *_ROPE_GRID_KEYS)
+        positions, _ = model.get_rope_index(**{key: inputs[key].cpu() for key in keys if inputs.get(key) is not None})
         return positions.to(self.device)
 
     def encode_images(self, images: Sequence[ImageLike]) -> list[ImageEncoding]:
