@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from test_adapters import noise_image
 
 from visalign.models import assistant, load_vlm, user
-
-
-def _noise(height: int, width: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
 def _conversations():
     # unequal lengths and image sizes, so the batch is padded and the grids differ
     return [
-        [user("Describe the picture in a few words.", _noise(56, 84, 0)), assistant("Grey noise, nothing else.")],
-        [user("What is shown?", _noise(84, 56, 1)), assistant("Static.")],
+        [user("Describe the picture in a few words.", noise_image(56, 84, 0)), assistant("Grey noise, nothing else.")],
+        [user("What is shown?", noise_image(84, 56, 1)), assistant("Static.")],
         [user("Count to three."), assistant("One, two, three.")],
     ]
 

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from test_adapters import noise_image
 
 from visalign.models import load_vlm, pil_to_tensor
 from visalign.models.vision_attention import batch_vision_attention, chunked_attention
-
-
-def _noise(height: int, width: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
 @pytest.mark.parametrize(
@@ -41,7 +35,7 @@ def test_batched_tower_matches_the_per_window_loop(tiny_checkpoints, family, siz
     path = str(tiny_checkpoints[family])
     loop = load_vlm(path, batched_vision_attention=False)
     batched = load_vlm(path)
-    images = [pil_to_tensor(_noise(h, w, seed)) for seed, (h, w) in enumerate(sizes)]
+    images = [pil_to_tensor(noise_image(h, w, seed)) for seed, (h, w) in enumerate(sizes)]
 
     def features_and_grad(vlm):
         pixels = [im.clone().requires_grad_(True) for im in images]
