@@ -68,6 +68,31 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_checkpo
     assert not (tmp_path / "run" / "adapter").exists()
 
 
+def test_out_of_memory_stops_with_advice_and_a_rerun_resumes(tiny_checkpoints, tmp_path):
+    data = write_dataset(tmp_path / "data", "llava")
+    config = _config(tiny_checkpoints["llava"], data, epochs=1, checkpoint_every=1)
+    steps_done = []
+
+    def allocator_fails_in_step_3(module, args, output):
+        # raised where the CUDA caching allocator raises it: inside a module's forward, mid-step
+        if len(steps_done) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = torch.nn.modules.module.register_module_forward_hook(allocator_fails_in_step_3)
+    try:
+        with pytest.raises(VisalignError) as stopped:
+            train(config, tmp_path / "run", on_step=lambda metrics: steps_done.append(metrics["step"]))
+    finally:
+        hook.remove()
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert "batch_size: 1 with grad_accum: 2" in message and "gradient_checkpointing: true" in message
+    assert "stopped at step 3" in message and "step-00000002 (run the same command again" in message
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2]
+    again = train(config, tmp_path / "run")
+    assert again.resumed_from == 2 and [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
+
+
 def test_gradient_checkpointing_gives_the_same_steps(tiny_checkpoints, tmp_path):
     data = write_dataset(tmp_path / "data", "qwen2_5_vl", count=4)
     plain = _config(tiny_checkpoints["qwen2_5_vl"], data, epochs=1)
@@ -116,6 +141,7 @@ def test_two_processes_under_torchrun_split_the_batches(tiny_checkpoints, tmp_pa
                "train", "-c", str(config), "-o", str(tmp_path / "run")]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("final loss") == 1, done.stdout  # the summary comes from the main process only
     metrics = read_metrics(tmp_path / "run")
     assert [m["step"] for m in metrics] == [1, 2]  # 8 examples / (2 per process x 2 processes)
     last = tmp_path / "run" / "checkpoints" / "step-00000002"

@@ -80,10 +80,14 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="run directory; re-run with the same config to resume")],
 ) -> None:
     """LoRA-train a VLM's language model on a VSFA (or any LLaVA/ShareGPT) dataset; multi-GPU via accelerate."""
+    from accelerate import PartialState
+
     from visalign.config import load_config
     from visalign.vsfa.training import VsfaTrainConfig, train
 
     result = train(load_config(config, VsfaTrainConfig), out)
+    if not PartialState().is_main_process:  # under accelerate launch / torchrun: one summary, not one per GPU
+        return
     resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
     typer.echo(f"{result.adapter}: {result.steps} steps{resumed}, final loss {loss}, "

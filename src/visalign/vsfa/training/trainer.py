@@ -155,6 +155,14 @@ def oom_advice(config: VsfaTrainConfig) -> str:
     return "CUDA out of memory; try " + "; ".join(tips)
 
 
+def _kept(out: Path) -> str:
+    """Where a stopped run's finished work is, for its error message."""
+    kept = latest_checkpoint(out)
+    if kept is None:
+        return "no checkpoint was written yet"
+    return f"the last good checkpoint is {kept} (run the same command again to resume from it)"
+
+
 class _NonFinite(Exception):
     pass
 
@@ -273,12 +281,12 @@ def train(
                 metrics = _run_step(loss_module, micro_batches, vlm=vlm, accelerator=accelerator,
                                     optimizer=optimizer, params=params, max_grad_norm=config.optim.max_grad_norm)
             except _NonFinite as exc:
-                kept = latest_checkpoint(out)
-                where = f"the last good checkpoint is {kept}" if kept else "no checkpoint was written yet"
                 raise VisalignError(
-                    f"non-finite {exc} at step {step}; training stopped, {where}; lower optim.lr, keep "
+                    f"non-finite {exc} at step {step}; training stopped, {_kept(out)}; lower optim.lr, keep "
                     "optim.max_grad_norm set, or use dtype: bfloat16 instead of float16"
                 ) from None
+            except torch.OutOfMemoryError:
+                raise VisalignError(f"{oom_advice(config)}; stopped at step {step}, {_kept(out)}") from None
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
             elapsed = time.perf_counter() - started
@@ -293,8 +301,6 @@ def train(
                 logger.log(metrics)
                 if on_step is not None:
                     on_step(metrics)
-    except torch.OutOfMemoryError:
-        raise VisalignError(oom_advice(config)) from None
     finally:
         if logger is not None:
             logger.close()
