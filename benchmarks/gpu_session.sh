@@ -19,6 +19,8 @@
 #   train-bench  training throughput alone, with --profile (top operators of each variant); the default variants
 #                include compile-loop, the 2026-11-22 headline, beside the batched vision attention ones
 #   gen-bench    generation throughput on the embedded model alone
+#   fsdp-check   vsfa train under configs/accelerate/fsdp.yaml (one process) against a plain run, with a resume
+#                from the sharded checkpoint; a tiny model, about a minute (benchmarks/distributed_check.py)
 #   magic-bench  Magic Image throughput (7B shape); generation throughput on the embedded model
 #   pipeline-7b  the quickstart's configs, model swapped for the 7B-shaped Qwen2.5-VL, a few steps each
 #   magic-full   configs/magic_default.yaml on the embedded model (two value systems, 600 steps)
@@ -124,6 +126,11 @@ step_train_bench() {
 step_gen_bench() {
   timed generation_throughput $PY benchmarks/generation_throughput.py \
     --out "$RESULTS/generation_throughput_gpu.json"
+}
+
+step_fsdp_check() {
+  timed fsdp_check $PY benchmarks/distributed_check.py --config configs/accelerate/fsdp.yaml \
+    --out "$RESULTS/distributed_check_fsdp.json"
 }
 
 step_magic_bench() {

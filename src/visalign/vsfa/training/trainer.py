@@ -74,6 +74,11 @@ class LabelledLoss(torch.nn.Module):
         self.model = vlm.model
         self._vlm = vlm
         self._autocast_dtype = autocast_dtype
+        # FSDP's transformer-based wrap reads its units (decoder layers, vision blocks) from the module it is given,
+        # and fails on a listed class the model lacks (LLaVA lists CLIP's text embeddings): keep those present.
+        present = {type(module).__name__ for module in vlm.model.modules()}
+        listed = getattr(vlm.model, "_no_split_modules", None) or ()
+        self._no_split_modules = [name for name in listed if name in present]
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the batch's labelled tokens (see :meth:`VLM.loss`)."""
