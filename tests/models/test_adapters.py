@@ -168,3 +168,10 @@ def test_single_image_families_refuse_two_images(family_vlm):
     else:
         with pytest.raises(VisalignError, match="one image per conversation"):
             vlm.chat_inputs([[user("Compare these.", *images)]])
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu:0"])
+def test_an_unset_dtype_loads_float32_on_any_cpu_device(tiny_checkpoints, device):
+    # accelerate hands a data-parallel CPU process the device "cpu:0"; bfloat16 there would change the numbers
+    vlm = load_vlm(str(tiny_checkpoints["llava"]), device=device)
+    assert {p.dtype for p in vlm.model.parameters()} == {torch.float32}

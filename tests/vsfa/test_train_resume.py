@@ -125,7 +125,7 @@ def test_a_trainable_projector_trains_with_the_deepstack_mergers_and_merges(tiny
     assert torch.equal(trained, weight(merged, "model.visual.merger.linear_fc2"))
 
 
-def test_two_processes_under_torchrun_split_the_batches(tiny_checkpoints, tmp_path):
+def test_two_processes_under_torchrun_split_the_batches_and_train_like_one(tiny_checkpoints, tmp_path):
     """Data parallel on the CPU (gloo): the command a GPU user runs under accelerate/torchrun, no code change."""
     import os
     import subprocess
@@ -148,3 +148,9 @@ def test_two_processes_under_torchrun_split_the_batches(tiny_checkpoints, tmp_pa
     assert (last / "rng-0.pt").is_file() and (last / "rng-1.pt").is_file()
     trained = load_adapter(tmp_path / "run" / "adapter")
     assert any(".lora_B." in n and p.abs().sum() > 0 for n, p in trained.model.named_parameters())
+    # one process with the same global batch sees the same examples per step: the same objective, the same steps
+    train(_config(tiny_checkpoints["llava"], data, epochs=1, checkpoint_every=1, batch_size=4), tmp_path / "single")
+    single = read_metrics(tmp_path / "single")
+    assert [m["loss"] for m in metrics] == pytest.approx([m["loss"] for m in single], rel=1e-5)
+    assert [m["grad_norm"] for m in metrics] == pytest.approx([m["grad_norm"] for m in single], rel=1e-4)
+    assert [m["tokens"] for m in metrics] == [m["tokens"] for m in single]

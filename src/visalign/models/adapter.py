@@ -33,6 +33,11 @@ _TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "to
 _ROPE_GRID_KEYS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 
 
+def scored_token_count(labels: torch.Tensor) -> int:
+    """How many tokens of a ``training_inputs`` batch :meth:`VLM.token_logprobs` scores (labels after the first)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
 @dataclass
 class ImageEncoding:
     """One image after the vision tower and projector: what the language model sees in its placeholders.

@@ -106,8 +106,9 @@ def load_vlm(
     family = detect_family(config)
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype is None:
-        dtype = torch.float32 if (device or "cpu") == "cpu" else torch.bfloat16
+    if dtype is None:  # by the device's type: accelerate names a data-parallel CPU process's device "cpu:0"
+        on_cpu = torch.device(device).type == "cpu" if device is not None else not torch.cuda.is_available()
+        dtype = torch.float32 if on_cpu else torch.bfloat16
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             source, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation

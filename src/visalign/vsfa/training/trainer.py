@@ -20,7 +20,7 @@ from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 
 from visalign.errors import VisalignError
-from visalign.models import VLM, load_vlm
+from visalign.models import VLM, load_vlm, scored_token_count
 from visalign.runs import RunDir, atomic_write_text
 from visalign.vsfa.training.artefact import save_adapter
 from visalign.vsfa.training.batching import BatchPlan
@@ -176,19 +176,30 @@ def _run_step(
     loss_module, micro_batches: list[list[Example]], *, vlm: VLM, accelerator: Accelerator, optimizer,
     params: list[torch.nn.Parameter], max_grad_norm: float | None,
 ) -> dict[str, float]:
-    """One optimiser step over ``grad_accum`` micro-batches of this process; return loss, grad norm, tokens."""
-    losses, tokens = [], 0
+    """One optimiser step over ``grad_accum`` micro-batches of this process; return loss, grad norm, tokens.
+
+    The step's loss is the mean over every labelled token of the step, on every process: each micro-batch's
+    mean is weighted by its share of those tokens. Averaging micro-batch means instead would weight a token of a
+    short micro-batch above one of a long micro-batch, so accumulation and data parallelism would train a
+    different objective from one large batch.
+    """
+    batches = [vlm.training_inputs([example.conversation() for example in micro]) for micro in micro_batches]
+    counts = [scored_token_count(batch["labels"]) for batch in batches]
+    step_labelled = accelerator.reduce(torch.tensor(sum(counts), device=accelerator.device), reduction="sum").item()
+    # accelerate divides each backward by the accumulation steps, DDP/FSDP/DeepSpeed average over processes:
+    # undo both, so the gradient is the sum over the step's tokens divided by their count
+    weight = accelerator.num_processes * len(batches) / step_labelled
+    loss_sum, tokens = 0.0, 0
     grad_norm = torch.tensor(0.0)
-    for micro in micro_batches:
-        batch = vlm.training_inputs([example.conversation() for example in micro])
+    for batch, count in zip(batches, counts, strict=True):
         tokens += int(batch["attention_mask"].sum())
         with accelerator.accumulate(loss_module):
             loss = loss_module(**batch)
-            mean_loss = accelerator.reduce(loss.detach(), reduction="mean")
-            if not torch.isfinite(mean_loss):
-                raise _NonFinite(f"loss {mean_loss.item()}")
-            losses.append(mean_loss.item())
-            accelerator.backward(loss)
+            summed = accelerator.reduce(loss.detach() * count, reduction="sum")
+            if not torch.isfinite(summed):
+                raise _NonFinite(f"loss {summed.item() / step_labelled}")
+            loss_sum += summed.item()
+            accelerator.backward(loss * (count * weight))
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm or float("inf"))
                 if not torch.isfinite(grad_norm):
@@ -196,7 +207,7 @@ def _run_step(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     total_tokens = accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum")
-    return {"loss": sum(losses) / len(losses), "grad_norm": float(grad_norm), "tokens": int(total_tokens)}
+    return {"loss": loss_sum / step_labelled, "grad_norm": float(grad_norm), "tokens": int(total_tokens)}
 
 
 def _write_bad_records(out: Path, training_set: TrainingSet) -> None:
