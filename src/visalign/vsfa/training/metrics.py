@@ -25,18 +25,38 @@ def read_metrics(out: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+_TENSORBOARD_MISSING = "TensorBoard logging needs the tensorboard package: pip install 'visalign[tensorboard]'"
+_WANDB_MISSING = "logging.wandb_project is set but wandb is not installed: pip install wandb, or remove the setting"
+
+
+def check_logging_backends(config: LoggingConfig) -> None:
+    """Fail at once, before any model is loaded, when a backend the config asks for is not installed.
+
+    Raises:
+        VisalignError: ``tensorboard: true`` without tensorboard, or ``wandb_project`` without wandb.
+    """
+    if config.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:
+            raise VisalignError(f"{_TENSORBOARD_MISSING}, or set logging.tensorboard: false") from None
+    if config.wandb_project:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise VisalignError(_WANDB_MISSING) from None
+
+
 def _tensorboard_writer(required: bool | None, folder: Path, console: Console):
     if required is False:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        message = "TensorBoard logging needs the tensorboard package: pip install 'visalign[tensorboard]'"
         if required:
-            raise VisalignError(f"{message}, or set logging.tensorboard: false") from None
-        if required is None:
-            # escape: rich would read "[tensorboard]" in the install hint as a style tag and drop it
-            console.print(f"[yellow]note:[/] {escape(message)} (metrics still go to {METRICS_FILE})")
+            raise VisalignError(f"{_TENSORBOARD_MISSING}, or set logging.tensorboard: false") from None
+        # escape: rich would read "[tensorboard]" in the install hint as a style tag and drop it
+        console.print(f"[yellow]note:[/] {escape(_TENSORBOARD_MISSING)} (metrics still go to {METRICS_FILE})")
         return None
     return SummaryWriter(log_dir=str(folder))
 
@@ -47,9 +67,7 @@ def _wandb_run(config: LoggingConfig, run_config: dict, out: Path):
     try:
         import wandb
     except ImportError:
-        raise VisalignError(
-            "logging.wandb_project is set but wandb is not installed: pip install wandb, or remove the setting"
-        ) from None
+        raise VisalignError(_WANDB_MISSING) from None
     return wandb.init(project=config.wandb_project, name=config.wandb_run_name, config=run_config, dir=str(out))
 
 

@@ -28,7 +28,7 @@ from visalign.vsfa.training.checkpoint import latest_checkpoint, load_checkpoint
 from visalign.vsfa.training.config import VsfaTrainConfig
 from visalign.vsfa.training.dataset import Example, TrainingSet, load_training_set
 from visalign.vsfa.training.lora import apply_lora, set_train_mode
-from visalign.vsfa.training.metrics import MetricsLogger, read_metrics
+from visalign.vsfa.training.metrics import MetricsLogger, check_logging_backends, read_metrics
 
 ADAPTER_DIR = "adapter"
 # Length estimate of one image in tokens, for length grouping only (examples mostly have the same image count).
@@ -238,6 +238,7 @@ def train(
             checkpoint is kept and named), or CUDA out of memory (with advice).
     """
     out = Path(out)
+    check_logging_backends(config.logging)
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum)
     training_set = load_training_set(
         config.data.path, fmt=config.data.format, image_root=config.data.image_root, limit=config.data.limit,
