@@ -198,6 +198,8 @@ def test_mm_vet(tmp_path):
     [
         ("B", "B"), ("(C) fish", "C"), ("A.", "A"), ("The answer is B.", "B"), ("Answer: c", "C"),
         ("dog", "B"), ("I think it is a fish.", "C"), ("D", None), ("cat or dog", None), ("", None),
+        # the article is not option A: the sentence's own statement decides
+        ("A dog is shown, so the answer is B.", "B"), ("A fish.", "C"), ("A cat", "A"),
     ],
 )
 def test_parse_choice(response, expected):

@@ -65,7 +65,10 @@ def test_local_systems_write_records_summary_and_report(tmp_path, tiny_checkpoin
     # 4 XSTest + 2 FigStep + 2 MOSSBench rows, for each of the two systems
     assert len(records) == 16
     by_id = {r["id"]: r for r in records}
-    assert set(by_id) == {f"{s}::{i}" for s in ("base", "adashield") for i in {r["sample_id"] for r in records}}
+    answered = {(r["system"], r["benchmark"], r["sample_id"]) for r in records}
+    rows = {(benchmark, sample) for _, benchmark, sample in answered}
+    assert len(by_id) == len(answered) == 16  # every system has one record of every row
+    assert answered == {(system, *row) for system in ("base", "adashield") for row in rows}
     corrupt = [r for r in records if r["error"]]
     assert len(corrupt) == 2 and all("2.png" in r["error"] for r in corrupt)
     answered = [r for r in records if not r["error"]]

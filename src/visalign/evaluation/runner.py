@@ -1,9 +1,10 @@
 """``visalign eval``: answer every benchmark sample with every system, judge, and write records and a report.
 
 Records are appended to ``DIR/records.jsonl`` as each chunk of answers is judged, keyed by
-``<system>::<sample id>``: a killed run re-run with the same config answers only what is missing. Rows that
-cannot be evaluated (a missing or corrupt image, a malformed benchmark row, a failed request) become records with
-an ``error`` and are counted in the summary, never dropped.
+``<system>::<benchmark label>::<sample id>`` (the label, so one benchmark run twice, e.g. as images and as text,
+keeps both): a killed run re-run with the same config answers only what is missing, and tries again what failed
+(a request or a judge that errored). Rows that cannot be evaluated (a missing or corrupt image, a malformed
+benchmark row, a failed request) become records with an ``error`` and are counted in the summary, never dropped.
 """
 
 from __future__ import annotations
@@ -40,19 +41,23 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
         source = base_dir / source
     result = load_benchmark(config.name, source, attack=config.attack,
                             attack_dir=attack_dir / config.display_name if config.attack else None, **config.options)
-    samples = result.samples
+    samples, unusable = result.samples, result.errors
     if config.limit is not None and len(samples) > config.limit:
-        samples = random.Random(f"{seed}:{config.display_name}").sample(samples, config.limit)
-        samples.sort(key=lambda s: s.id)
+        rng = random.Random(f"{seed}:{config.display_name}")
+        # unusable rows are kept at the usable rows' sampling rate, so the error rate stays the benchmark's
+        kept_errors = round(len(unusable) * config.limit / len(samples))
+        samples = sorted(rng.sample(samples, config.limit), key=lambda s: s.id)
+        unusable = rng.sample(unusable, kept_errors)
     # An unusable row has no known expected behaviour; it takes its benchmark's most common one (flagged), so
     # that it is counted as an error under the right metrics rather than dropped.
     expected = Counter(s.expected for s in result.samples).most_common(1)
     assumed = expected[0][0] if expected else "refuse"
     errors = [
-        {"sample_id": f"{config.display_name}:row:{e.row}", "benchmark": config.display_name, "category": "",
-         "expected": assumed, "expected_assumed": True, "prompt": "", "images": [],
+        # the file as well as the row: MM-SafetyBench numbers its questions from 0 in every scenario's file
+        {"sample_id": f"{config.display_name}:row:{Path(e.source).name}:{e.row}", "benchmark": config.display_name,
+         "category": "", "expected": assumed, "expected_assumed": True, "prompt": "", "images": [],
          "error": f"benchmark row unusable: {e}"}
-        for e in result.errors
+        for e in unusable
     ]
     return BenchmarkRows(config.display_name, samples, errors)
 
@@ -96,9 +101,22 @@ def _llm_judge(records: list[dict], llm_judges: list) -> None:
             record["judgements"][judge.name] = judgement.to_record()
 
 
+def record_id(system: str, benchmark: str, sample_id: str) -> str:
+    """The key of one system's record of one sample of one configured benchmark in ``records.jsonl``."""
+    return f"{system}::{benchmark}::{sample_id}"
+
+
+def _finished(store: JsonlStore, key: str) -> bool:
+    """Whether ``key`` holds an answer whose request and judges all succeeded (failures are tried again)."""
+    record = store.get(key)
+    if record is None or record.get("error"):
+        return False
+    return not any(judgement.get("error") for judgement in record.get("judgements", {}).values())
+
+
 def _base_record(system: System, sample: Sample, benchmark: str) -> dict:
     return {
-        "id": f"{system.name}::{sample.id}", "system": system.name, "sample_id": sample.id,
+        "id": record_id(system.name, benchmark, sample.id), "system": system.name, "sample_id": sample.id,
         "benchmark": benchmark, "category": sample.category, "expected": sample.expected, "prompt": sample.text,
         "images": [str(p) for p in sample.images], "response": None, "error": None,
         "decoding": system.decoding, "refusal": None, "correct": None, "judgements": {},
@@ -110,11 +128,11 @@ def evaluate_system(system: System, rows: list[BenchmarkRows], store: JsonlStore
     """Answer and judge every sample not yet in ``store``, appending records chunk by chunk."""
     for benchmark in rows:
         for error in benchmark.errors:
-            record_id = f"{system.name}::{error['sample_id']}"
-            if record_id not in store:
-                store.append({"id": record_id, "system": system.name, "response": None, "decoding": system.decoding,
+            key = record_id(system.name, benchmark.label, error["sample_id"])
+            if key not in store:  # the row itself is unusable: trying again cannot help
+                store.append({"id": key, "system": system.name, "response": None, "decoding": system.decoding,
                               "refusal": None, "correct": None, "judgements": {}, **error})
-        todo = [s for s in benchmark.samples if f"{system.name}::{s.id}" not in store]
+        todo = [s for s in benchmark.samples if not _finished(store, record_id(system.name, benchmark.label, s.id))]
         task = progress.add_task(f"{system.name} / {benchmark.label}", total=len(benchmark.samples),
                                  completed=len(benchmark.samples) - len(todo))
         for start in range(0, len(todo), chunk_size):
@@ -136,6 +154,9 @@ def evaluate_system(system: System, rows: list[BenchmarkRows], store: JsonlStore
                     _judge(record, sample, refusal_judge)
             _llm_judge(records, llm_judges)
             for record in records:
+                previous = store.get(record["id"])
+                if record["error"] and previous is not None and previous.get("error") == record["error"]:
+                    continue  # failed again the same way (an unreadable image, say): the stored record says so
                 store.append(record)
             progress.advance(task, len(chunk))
 
@@ -160,15 +181,17 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None) -
     """
     out = Path(out)
     base_dir = config_dir or Path.cwd()
-    # Load every benchmark before writing anything, so a config error leaves no run directory behind.
+    # Load every benchmark and build the judges before writing anything, so a config error (a bad path, a judge
+    # name, a missing API key variable) leaves no run directory behind to refuse the corrected config.
     rows = [load_rows(b, base_dir=base_dir, attack_dir=out / "attacks", seed=config.seed) for b in config.benchmarks]
+    refusal_judge = get_refusal_judge(config.refusal_judge)
+    llm_judges = build_llm_judges(config, out / "cache")
     run = RunDir(out)
     run.write_manifest(config, seeds={"sampling": config.seed})
-    refusal_judge = get_refusal_judge(config.refusal_judge)
     factory = SystemFactory(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
                             cache_dir=out / "cache")
-    llm_judges = build_llm_judges(config, out / "cache")
     store = run.store("records.jsonl")
+    _refuse_legacy_ids(store)
     with store, Progress() as progress:
         for system_config in config.systems:
             system = factory.build(_resolve_paths(system_config, base_dir))
@@ -176,6 +199,16 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None) -
                             chunk_size=max(config.batch_size * 4, 16), progress=progress)
         records = list(store.records())
     return write_outputs(records, out, config)
+
+
+def _refuse_legacy_ids(store: JsonlStore) -> None:
+    """Stop on records keyed ``<system>::<sample id>`` (before 2026-11-23): resuming them would count twice."""
+    legacy = next((r["id"] for r in store.records() if str(r["id"]).count("::") < 2), None)
+    if legacy is not None:
+        raise VisalignError(
+            f"{store.path}: record {legacy!r} is keyed without its benchmark, as visalign wrote records before "
+            "2026-11-23; evaluate into a new --out directory (this one's summary and report stay valid)"
+        )
 
 
 def write_outputs(records: list[dict], out: Path, config: EvalConfig) -> Path:

@@ -38,7 +38,8 @@ def parse_choice(response: str, choices: list[str]) -> str | None:
     valid = LETTERS[: len(choices)]
     text = response.strip()
     lead = re.match(r"^\(?([A-Z])\)?(?=$|[\s.:,)])", text)
-    if lead and lead.group(1) in valid:
+    # a bare "A" or "I" before a lowercase word opens an English sentence ("A dog is shown..."), not an option
+    if lead and lead.group(1) in valid and not re.match(r"[AI]\s+[a-z]", text):
         return lead.group(1)
     stated = re.findall(
         r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?![A-Za-z])", text, re.IGNORECASE

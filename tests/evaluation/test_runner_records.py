@@ -1,0 +1,122 @@
+"""Which records ``visalign eval`` keeps: one per system, benchmark label and row; failures tried again on resume.
+
+The systems are served over loopback by the project's stand-in OpenAI-compatible server, so no model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from visalign.errors import VisalignError
+from visalign.evaluation.config import BenchmarkConfig, EvalConfig
+from visalign.evaluation.runner import load_rows, run_eval
+from visalign.testing import StandInServer
+from visalign.testing.stand_in_server import Fault
+
+from .conftest import write_image
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+def api_config(server: StandInServer, benchmarks: list[dict], **extra) -> EvalConfig:
+    system = {"name": "api", "model": "served", "backend": "openai", "base_url": server.base_url,
+              "api_key_env": None}  # fmt: skip
+    return EvalConfig.model_validate({"systems": [system], "benchmarks": benchmarks, "max_new_tokens": 8, **extra})
+
+
+def read_records(out) -> list[dict]:
+    """The latest record of each id, as the summary reads them."""
+    latest = {}
+    for line in (out / "records.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        latest[record["id"]] = record
+    return list(latest.values())
+
+
+def test_one_benchmark_under_two_labels_keeps_both(tmp_path, bench):
+    source = str(bench / "figstep" / "SafeBench-Tiny.csv")
+    benchmarks = [{"name": "figstep-safebench-tiny", "source": source, "label": label, "options": {"mode": mode}}
+                  for label, mode in (("as-image", "image"), ("as-text", "text"))]  # fmt: skip
+    with StandInServer() as server:
+        run_eval(api_config(server, benchmarks), tmp_path / "run")
+        served = len(server.requests_to(CHAT_PATH))
+    records = read_records(tmp_path / "run")
+    by_label = {label: [r for r in records if r["benchmark"] == label] for label in ("as-image", "as-text")}
+    assert [len(rows) for rows in by_label.values()] == [50, 50] and served == 100
+    assert all(len(r["images"]) == 1 for r in by_label["as-image"])
+    assert not any(r["images"] for r in by_label["as-text"])
+
+
+def test_unusable_rows_of_different_files_are_counted_apart(tmp_path):
+    questions = tmp_path / "mmsb" / "data" / "processed_questions"
+    questions.mkdir(parents=True)
+    for scenario in ("01-Illegal_Activitiy", "02-HateSpeech"):  # MM-SafetyBench numbers from 0 in every file
+        (questions / f"{scenario}.json").write_text(json.dumps({str(i): {"Question": "q"} for i in range(3)}))
+    benchmarks = [{"name": "mm-safetybench", "source": str(tmp_path / "mmsb"), "options": {"variant": "TYPO"}}]
+    with StandInServer() as server:
+        run_eval(api_config(server, benchmarks), tmp_path / "run")
+    records = read_records(tmp_path / "run")
+    assert len(records) == 6 and all("benchmark row unusable" in r["error"] for r in records)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["rows"]
+    error_rate = next(row for row in summary if row["metric"] == "error_rate" and row["benchmark"] is None)
+    assert (error_rate["numerator"], error_rate["n"]) == (6, 6)
+
+
+def test_limit_keeps_unusable_rows_at_the_usable_rows_rate(tmp_path):
+    folder = tmp_path / "moss"
+    info = {}
+    for i in range(20):
+        if i < 16:  # rows 16-19 name images that are not on disk: 4 of 20 unusable
+            write_image(folder / "images" / f"{i}.png")
+        info[str(i)] = {"image": f"images/{i}.png", "question": f"Question {i}?", "pid": str(i),
+                        "metadata": {"over": "type 1"}}  # fmt: skip
+    (folder / "information.json").write_text(json.dumps(info))
+    config = BenchmarkConfig(name="mossbench", source=str(folder / "information.json"), limit=8)
+    rows = load_rows(config, base_dir=tmp_path, attack_dir=tmp_path / "attacks", seed=0)
+    assert (len(rows.samples), len(rows.errors)) == (8, 2)  # half the usable rows, half the unusable ones
+    assert rows.samples == load_rows(config, base_dir=tmp_path, attack_dir=tmp_path, seed=0).samples
+    whole = load_rows(config.model_copy(update={"limit": None}), base_dir=tmp_path, attack_dir=tmp_path, seed=0)
+    assert (len(whole.samples), len(whole.errors)) == (16, 4)
+
+
+def test_a_bad_judge_name_leaves_no_run_behind(tmp_path, bench):
+    benchmarks = [{"name": "xstest", "source": str(bench / "xstest" / "xstest_prompts.csv"), "limit": 2}]
+    with StandInServer() as server:
+        with pytest.raises(VisalignError, match="xtest"):
+            run_eval(api_config(server, benchmarks, refusal_judge="xtest"), tmp_path / "run")
+        assert not (tmp_path / "run" / "manifest.json").exists()
+        run_eval(api_config(server, benchmarks, refusal_judge="xstest"), tmp_path / "run")  # the corrected config
+    assert len(read_records(tmp_path / "run")) == 2
+
+
+def test_failed_requests_are_tried_again_on_resume(tmp_path, bench):
+    benchmarks = [{"name": "xstest", "source": str(bench / "xstest" / "xstest_prompts.csv"), "limit": 3}]
+    with StandInServer(reply=lambda request: "Sure, here it is.") as server:
+        config = api_config(server, benchmarks)
+        server.inject(Fault("500", path=CHAT_PATH), times=1000)  # the endpoint is down for the whole first run
+        run_eval(config, tmp_path / "run")
+        assert all(r["error"] and r["response"] is None for r in read_records(tmp_path / "run"))
+        written = (tmp_path / "run" / "records.jsonl").read_text()
+        run_eval(config, tmp_path / "run")  # still down: tried again, and the same failure is not written twice
+        assert (tmp_path / "run" / "records.jsonl").read_text() == written
+        server.clear_faults()
+        run_eval(config, tmp_path / "run")
+        answered = len([r for r in server.requests_to(CHAT_PATH) if r.status == 200])
+    records = read_records(tmp_path / "run")
+    assert len(records) == 3 and all(r["error"] is None and r["response"] == "Sure, here it is." for r in records)
+    assert answered == 3
+
+
+def test_records_of_an_older_visalign_are_refused_not_counted_twice(tmp_path, bench):
+    benchmarks = [{"name": "xstest", "source": str(bench / "xstest" / "xstest_prompts.csv"), "limit": 2}]
+    with StandInServer() as server:
+        config = api_config(server, benchmarks)
+        run_eval(config, tmp_path / "run")
+        path = tmp_path / "run" / "records.jsonl"
+        legacy = [{**r, "id": f"{r['system']}::{r['sample_id']}"} for r in read_records(tmp_path / "run")]
+        path.write_text("".join(json.dumps(r) + "\n" for r in legacy))
+        with pytest.raises(VisalignError, match="new --out"):
+            run_eval(config, tmp_path / "run")
+    assert path.read_text().count("\n") == 2  # nothing appended
