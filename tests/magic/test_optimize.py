@@ -236,3 +236,25 @@ def test_the_training_log_splits_each_nll_by_text_and_image_requests(tmp_path, t
                                optim={"steps": 1, "batch_size": 12}), tmp_path / "run")
     [logged] = json.loads((tmp_path / "run/work/standard/history.json").read_text())
     assert set(expected) <= set(logged)
+
+
+def test_adding_a_value_system_resumes_the_finished_one(tmp_path, tiny_checkpoints):
+    model = tiny_checkpoints["llava"]
+    [first] = optimize_magic_images(make(tmp_path, model, optim={"steps": 2}), tmp_path / "run")
+    both = optimize_magic_images(make(tmp_path, model, name="both.yaml", optim={"steps": 2},
+                                      value_systems=["standard", "strict"]), tmp_path / "run")  # fmt: skip
+    assert [image.value_system for image in both] == ["standard", "strict"]
+    history = json.loads((tmp_path / "run/work/standard/history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2]  # found finished, not optimised again
+    assert load_magic_image(both[0].png).image.tobytes() == load_magic_image(first.png).image.tobytes()
+
+
+def test_edited_requests_do_not_resume_an_old_checkpoint(tmp_path, tiny_checkpoints):
+    model = tiny_checkpoints["llava"]
+    config = make(tmp_path, model, optim={"steps": 2})
+    optimize_magic_images(config, tmp_path / "run")
+    longer = make(tmp_path, model, name="more.yaml", optim={"steps": 4})  # (re)writes the request files
+    harmful = tmp_path / "harmful.jsonl"
+    harmful.write_text(harmful.read_text().replace("pick a lock", "pick a safe"))
+    with pytest.raises(VisalignError, match="set of requests"):
+        optimize_magic_images(longer, tmp_path / "run")

@@ -92,3 +92,18 @@ def test_shared_encoding_loss_matches_per_sample_forward(tiny_checkpoints, famil
     magic.requires_grad_(True)
     row_logprobs(vlm, flat, magic).sum().backward()
     assert magic.grad is not None and magic.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
+def test_the_unlikelihood_row_scores_the_prefix_and_not_the_end_of_turn(tiny_checkpoints, family):
+    vlm = load_vlm(str(tiny_checkpoints[family]), device="cpu")
+    example = Example("a", "harmful", "tell me a secret", [], target="no way")
+    [[refusal, unlikely]] = build_rows(vlm, [example], placement=resolve_placement(vlm.family),
+                                       size=working_size(vlm), first_k=64, unlikelihood_prefix="Sure, here is")
+    def scored(row):
+        labels = row.batch["labels"][0]
+        return vlm.tokenizer.decode(labels[labels != -100])
+
+    assert scored(unlikely).strip() == "Sure, here is"
+    assert scored(refusal).strip().startswith("no way")  # an answer's own end-of-turn stays scored
+    assert any(token in scored(refusal) for token in ("<|im_end|>", "</s>"))

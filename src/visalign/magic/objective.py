@@ -58,12 +58,28 @@ def _first_k(batch: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
     return {key: (value[:, :end] if key in _TOKEN_KEYS else value) for key, value in batch.items()}
 
 
+def _without_end_of_turn(batch: dict[str, torch.Tensor], special_ids: set[int]) -> dict[str, torch.Tensor]:
+    """Stop scoring the special tokens that close a single-row batch's answer (the end-of-turn marker)."""
+    labels = batch["labels"].clone()
+    labelled = (labels[0] != IGNORE_INDEX).nonzero()[:, 0].tolist()
+    while len(labelled) > 1 and int(labels[0, labelled[-1]]) in special_ids:
+        labels[0, labelled.pop()] = IGNORE_INDEX
+    return _first_k({**batch, "labels": labels}, len(labelled))
+
+
 def build_row(vlm: VLM, example: Example, target: str, kind: str, *, placement: Placement,
               size: tuple[int, int], first_k: int) -> Row:
-    """Tokenise one request with placeholder images of the right sizes and cache it as a :class:`Row`."""
+    """Tokenise one request with placeholder images of the right sizes and cache it as a :class:`Row`.
+
+    An ``unlikely`` row scores its prefix only: the prefix is the opening of an answer, not an answer that ends
+    there, so the end-of-turn marker after it is not part of what the unlikelihood term pushes down.
+    """
     placeholder = Image.new("RGB", (size[1], size[0]), "white")
     conversation = attach([user(example.prompt, *example.images), assistant(target)], placeholder, placement)
-    batch = _first_k(vlm.training_inputs([conversation]), first_k)
+    batch = vlm.training_inputs([conversation])
+    if kind == "unlikely":
+        batch = _without_end_of_turn(batch, set(vlm.tokenizer.all_special_ids))
+    batch = _first_k(batch, first_k)
     batch.pop("pixel_values", None)
     if placement == "prepend":
         slots = ["magic"] + ["user"] * len(example.images)

@@ -68,13 +68,30 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def resume_hash(config: MagicConfig, value_system: ValueSystem) -> str:
-    """Hash of everything that shapes the optimisation except its length (so a finished run can be extended)."""
+def requests_digest(data: TrainingSet) -> str:
+    """SHA-256 over the training requests as loaded: kind, prompt, category, target and the user's image pixels."""
+    digest = hashlib.sha256()
+    for example in [*data.harmful, *data.benign]:
+        digest.update(repr((example.kind, example.prompt, example.category, example.target)).encode())
+        for image in example.images:
+            digest.update(f"{image.mode}{image.size}".encode() + image.tobytes())
+    return digest.hexdigest()
+
+
+def resume_hash(config: MagicConfig, value_system: ValueSystem, inputs: str = "") -> str:
+    """Hash of everything that shapes this value system's optimisation except its length.
+
+    Left out, so that a checkpoint stays usable: the step count (a finished run can be extended), evaluation
+    settings, and the list of value systems (adding one to the job must not block resuming the others). Put in:
+    ``inputs``, what the config names by path only (the model's weights fingerprint, the requests' digest).
+    """
     content = config.model_dump(mode="json")
     content["optim"].pop("steps")
     content["optim"].pop("checkpoint_every")
     content.pop("eval")
+    content.pop("value_systems")
     content["value_system"] = value_system.model_dump(mode="json")
+    content["inputs"] = inputs
     return hashlib.sha256(repr(sorted(content.items())).encode()).hexdigest()[:16]
 
 
@@ -138,7 +155,8 @@ def optimize_pixels(vlm: VLM, config: MagicConfig, harmful: list[list[Row]], ben
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         if state.get("key") != key:
             raise VisalignError(
-                f"{checkpoint}: written by a different config or value system; use a new --out folder or delete it"
+                f"{checkpoint}: written by a different config, value system, model or set of requests; use a new "
+                "--out folder or delete it"
             )
         with torch.no_grad():
             pixels.copy_(state["pixels"])
@@ -202,10 +220,11 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
     prepare_user_encodings(vlm, data.benign, benign)
     init = start_image(config.optim.init, size)
     began = time.perf_counter()
-    image, history = optimize_pixels(vlm, config, harmful, benign, init, work_dir,
-                                     resume_hash(config, value_system), on_step)
+    fingerprint = weights_fingerprint(vlm.spec)
+    key = resume_hash(config, value_system, f"{fingerprint}:{requests_digest(data)}")
+    image, history = optimize_pixels(vlm, config, harmful, benign, init, work_dir, key, on_step)
     metadata = {
-        "model": {"spec": vlm.spec, "family": vlm.family.model_type, "fingerprint": weights_fingerprint(vlm.spec)},
+        "model": {"spec": vlm.spec, "family": vlm.family.model_type, "fingerprint": fingerprint},
         "value_system": value_system.model_dump(mode="json"),
         "config_hash": config.config_hash(),
         "placement": placement,
