@@ -10,7 +10,7 @@ from visalign.errors import VisalignError
 from visalign.magic import attach, compose_canvas, letterbox, resolve_placement
 from visalign.magic.data import Example
 from visalign.magic.objective import build_rows, prepare_user_encodings, row_logprobs
-from visalign.magic.placement import working_size
+from visalign.magic.placement import crops_to_square, working_size
 from visalign.models import FAMILIES, assistant, load_vlm, pil_to_tensor, user
 
 FAMILY_PLACEMENT = {"qwen2_5_vl": "prepend", "qwen3_vl": "prepend", "llava": "canvas", "llava_next": "canvas"}
@@ -68,7 +68,7 @@ def test_letterbox_and_canvas_shape_errors():
 def test_shared_encoding_loss_matches_per_sample_forward(tiny_checkpoints, family):
     """Our batched step (magic image encoded once, user images cached) equals the adapter's plain loss per row."""
     vlm = load_vlm(str(tiny_checkpoints[family]), device="cpu")
-    placement = resolve_placement(vlm.family)
+    placement = resolve_placement(vlm.family, square_crop=crops_to_square(vlm))  # LLaVA-1.5: square-canvas
     size = working_size(vlm)
     generator = torch.Generator().manual_seed(0)
     magic = torch.rand(3, *size, generator=generator)
@@ -107,3 +107,33 @@ def test_the_unlikelihood_row_scores_the_prefix_and_not_the_end_of_turn(tiny_che
     assert scored(unlikely).strip() == "Sure, here is"
     assert scored(refusal).strip().startswith("no way")  # an answer's own end-of-turn stays scored
     assert any(token in scored(refusal) for token in ("<|im_end|>", "</s>"))
+
+
+def test_a_centre_cropping_processor_sees_the_whole_canvas(tiny_checkpoints):
+    """LLaVA-1.5's CLIP processor crops a 1:2 canvas to its middle; the square canvas loses nothing to the crop."""
+    vlm = load_vlm(str(tiny_checkpoints["llava"]), device="cpu")
+    assert crops_to_square(vlm) and not crops_to_square(load_vlm(str(tiny_checkpoints["llava_next"]), device="cpu"))
+    placement = resolve_placement(vlm.family, square_crop=True)
+    assert placement == "square-canvas" and resolve_placement(vlm.family, "canvas", square_crop=True) == "canvas"
+    size = working_size(vlm)
+    generator = torch.Generator().manual_seed(1)
+    magic = torch.rand(3, *size, generator=generator)
+    photo = Image.fromarray((torch.rand(*size, 3, generator=generator) * 255).byte().numpy())
+    processor = vlm.processor.image_processor
+
+    def tower_input(layout: str, blank: slice) -> torch.Tensor:
+        canvas = attach([user("q", photo)], magic, layout)[0].images[0].clone()
+        canvas[:, :, blank] = 0.0  # black out a quarter of the pair's width
+        return processor(canvas, do_rescale=False, return_tensors="pt")["pixel_values"]
+
+    width = 2 * size[1]
+    outer_quarters = (slice(0, width // 4), slice(3 * width // 4, width))  # magic's left, the photo's right half
+    for layout, seen in (("canvas", False), ("square-canvas", True)):
+        untouched = tower_input(layout, slice(0, 0))
+        assert [not torch.equal(tower_input(layout, q), untouched) for q in outer_quarters] == [seen, seen], layout
+    # training follows: the loss reaches the magic image's left half through the square canvas
+    example = Example("b", "benign", "describe this", [photo], target="a noisy picture")
+    [[row]] = build_rows(vlm, [example], placement=placement, size=size, first_k=4)
+    magic.requires_grad_(True)
+    row_logprobs(vlm, [row], magic).sum().backward()
+    assert magic.grad[:, :, : size[1] // 2].abs().sum() > 0

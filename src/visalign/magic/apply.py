@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from visalign.evaluation.judges import get_refusal_judge
 from visalign.magic.artifact import MagicImage
 from visalign.magic.data import Example
-from visalign.magic.placement import Placement, attach, resolve_placement
+from visalign.magic.placement import Placement, attach, crops_to_square, resolve_placement
 from visalign.models import VLM, Conversation, user
 from visalign.models.conversation import ImageLike
 
@@ -29,7 +29,7 @@ def with_magic_image(vlm: VLM, conversations: Sequence[Conversation], magic: Mag
     if isinstance(magic, MagicImage):
         placement = magic.placement if placement == "auto" else placement
         magic = magic.image
-    resolved: Placement = resolve_placement(vlm.family, placement)
+    resolved: Placement = resolve_placement(vlm.family, placement, square_crop=crops_to_square(vlm))
     return [attach(c, magic, resolved) for c in conversations]
 
 

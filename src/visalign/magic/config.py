@@ -156,8 +156,8 @@ class MagicConfig(JobConfig):
         seed: seeds batch order and any randomness.
         value_systems_file: YAML naming each value system's refused and allowed categories.
         value_systems: the value systems to optimise an image for (one image each).
-        placement: ``auto`` (extra image first on multi-image models, shared canvas on single-image ones),
-            ``prepend`` or ``canvas``.
+        placement: ``auto`` (extra image first on multi-image models, shared canvas on single-image ones, centred
+            on a square where the processor centre-crops), ``prepend``, ``canvas`` or ``square-canvas``.
         image_size: side of the square magic image; default the processor's native size.
     """
 
@@ -167,7 +167,7 @@ class MagicConfig(JobConfig):
     seed: int = 0
     value_systems_file: Path = Path("configs/value_systems.yaml")
     value_systems: list[str] = Field(default_factory=lambda: ["standard"], min_length=1)
-    placement: Literal["auto", "prepend", "canvas"] = "auto"
+    placement: Literal["auto", "prepend", "canvas", "square-canvas"] = "auto"
     image_size: PositiveInt | None = None
     data: DataConfig
     targets: TargetConfig = Field(default_factory=TargetConfig)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from visalign.magic.data import Example
-from visalign.magic.placement import Placement, attach, letterbox
+from visalign.magic.placement import Placement, attach, compose_canvas, letterbox
 from visalign.models import IGNORE_INDEX, VLM, ImageEncoding, assistant, collate_rows, pil_to_tensor, user
 
 _TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
@@ -35,6 +35,7 @@ class Row:
         slots: what fills each image placeholder in order: ``magic``, ``user`` or ``canvas``.
         partner: the user's image as a tensor at the magic image's size (canvas) or as sent (prepend).
         user_encodings: the user's images after the vision tower (computed once; they never change).
+        square: the canvas is centred on a white square (``square-canvas`` placement).
     """
 
     batch: dict[str, torch.Tensor]
@@ -42,6 +43,7 @@ class Row:
     slots: list[str]
     partner: torch.Tensor | None = None
     user_encodings: list[ImageEncoding] | None = None
+    square: bool = False
 
     @property
     def has_user_image(self) -> bool:
@@ -89,7 +91,7 @@ def build_row(vlm: VLM, example: Example, target: str, kind: str, *, placement: 
         partner = pil_to_tensor(letterbox(example.images[0], size)).to(vlm.device)
     else:
         slots, partner = ["magic"], None
-    return Row(batch=batch, kind=kind, slots=slots, partner=partner)
+    return Row(batch=batch, kind=kind, slots=slots, partner=partner, square=placement == "square-canvas")
 
 
 def build_rows(vlm: VLM, examples: list[Example], *, placement: Placement, size: tuple[int, int], first_k: int,
@@ -109,7 +111,7 @@ def build_rows(vlm: VLM, examples: list[Example], *, placement: Placement, size:
 def _encodings(vlm: VLM, rows: list[Row], magic: torch.Tensor) -> list[ImageEncoding]:
     """Encodings for every placeholder of ``rows``: the magic image once, canvases together, user images cached."""
     shared = vlm.encode_images([magic])[0]
-    canvases = [torch.cat([magic, row.partner.to(magic.dtype)], dim=2) for row in rows if "canvas" in row.slots]
+    canvases = [compose_canvas(magic, row.partner, square=row.square) for row in rows if "canvas" in row.slots]
     canvas_encodings = iter(vlm.encode_images(canvases) if canvases else [])
     encodings = []
     for row in rows:

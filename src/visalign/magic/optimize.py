@@ -26,7 +26,7 @@ from visalign.magic.artifact import save_magic_image, write_sidecar
 from visalign.magic.config import MagicConfig
 from visalign.magic.data import TrainingSet, fill_benign_targets, load_training_set
 from visalign.magic.objective import Row, build_rows, dual_loss, prepare_user_encodings, quantize_straight_through
-from visalign.magic.placement import resolve_placement, working_size
+from visalign.magic.placement import crops_to_square, resolve_placement, working_size
 from visalign.magic.value_systems import ValueSystem, get_value_system
 from visalign.models import VLM, load_vlm, pil_to_tensor, resolve_spec, tensor_to_pil, weights_fingerprint
 from visalign.runs import atomic_write_bytes, atomic_write_json
@@ -206,7 +206,7 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
     """
     work_dir = out_dir / "work" / value_system.name
     work_dir.mkdir(parents=True, exist_ok=True)
-    placement = resolve_placement(vlm.family, config.placement)
+    placement = resolve_placement(vlm.family, config.placement, square_crop=crops_to_square(vlm))
     size = working_size(vlm, config.image_size)
     fill_benign_targets(vlm, data.benign, config.targets, work_dir / "benign_targets.jsonl",
                         batch_size=config.eval.batch_size)
