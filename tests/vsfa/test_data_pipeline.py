@@ -231,3 +231,24 @@ def test_dry_run_plans_cost_and_touches_nothing(server, corpus, tmp_path):
     assert plan["stages"]["images"]["est_cost_usd"] == pytest.approx(12 * 0.04)
     assert plan["est_cost_usd"] > plan["stages"]["images"]["est_cost_usd"]
     assert not out.exists() and server.requests == []
+
+
+def test_a_vqa_request_refused_by_the_service_is_counted_and_the_export_finishes(corpus, tmp_path):
+    from standin import scripted_reply
+
+    from visalign.testing.stand_in_server import _BadRequest
+
+    def reply(request):
+        text = json.dumps(request["messages"])
+        if "question-answer" in text and "an autonomous ship" in text.lower():
+            raise _BadRequest("the provider's filter declines this one")  # a 400: not retried
+        return scripted_reply(request)
+
+    with StandInServer(reply=reply) as refusing:
+        config = api_config(refusing.base_url, corpus)
+        config["vqa"]["llm"]["concurrency"] = 1
+        stats = build(config, tmp_path / "run")
+    failed = [r for r in JsonlStore(tmp_path / "run" / "vqa.jsonl").records() if r["status"] != "ok"]
+    assert failed and stats["vqa"]["service_errors"] == len(failed)
+    assert (tmp_path / "run" / "dataset" / "stats.json").is_file()
+    assert stats["export"]["examples"] == stats["images"]["ok"] - len(failed)

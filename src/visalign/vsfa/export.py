@@ -101,9 +101,10 @@ def compute_stats(root: Path) -> dict[str, Any]:
         "scenes": sum(len(r.get("malformed", [])) for r in scenes),
         "vqa": sum(len(r.get("malformed", [])) for r in vqa),
     }
-    generated = sum(len(r["pairs"]) + len(r["rejected"]) for r in vqa)
-    rejected = sum(len(r["rejected"]) for r in vqa)
-    term_counts = Counter(term for r in vqa for pair in r["rejected"] for term in pair["terms"])
+    # a VQA request that failed at the service leaves a record without pairs: it is counted, not read
+    generated = sum(len(r.get("pairs", [])) + len(r.get("rejected", [])) for r in vqa)
+    rejected = sum(len(r.get("rejected", [])) for r in vqa)
+    term_counts = Counter(term for r in vqa for pair in r.get("rejected", []) for term in pair["terms"])
     return {
         "corpus": {**corpus, "records_in_run": len(stores["corpus.jsonl"])},
         "scenes": {
