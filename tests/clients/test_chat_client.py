@@ -261,3 +261,37 @@ def test_api_key_never_leaks(api_key, tmp_path, caplog):
     for text in texts:
         assert api_key not in text
         assert "SECRET" not in text
+
+
+def test_a_key_echoed_in_a_long_error_message_is_hidden_even_where_the_message_is_cut(api_key):
+    """Some providers quote the rejected key at the end of a long message; no part of it may reach our error."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class EchoesTheKey(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def do_POST(self):  # noqa: N802 - stdlib naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            sent = self.headers["Authorization"].removeprefix("Bearer ")
+            # the cut at 200 characters falls inside the key
+            intro = " the key you sent was: "
+            message = "x" * (200 - len(intro) - len(sent) // 2) + intro + sent
+            body = json.dumps({"error": {"message": message}}).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), EchoesTheKey)
+    Thread(target=http.serve_forever, daemon=True).start()
+    try:
+        client = ChatClient(f"http://127.0.0.1:{http.server_address[1]}/v1", api_key_env="VISALIGN_TEST_API_KEY")
+        with pytest.raises(ClientError) as failed:
+            complete(client)
+    finally:
+        http.shutdown()
+    text = str(failed.value)
+    assert "401" in text and not any(api_key[:n] in text for n in range(6, len(api_key) + 1))

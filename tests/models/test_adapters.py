@@ -175,3 +175,10 @@ def test_an_unset_dtype_loads_float32_on_any_cpu_device(tiny_checkpoints, device
     # accelerate hands a data-parallel CPU process the device "cpu:0"; bfloat16 there would change the numbers
     vlm = load_vlm(str(tiny_checkpoints["llava"]), device=device)
     assert {p.dtype for p in vlm.model.parameters()} == {torch.float32}
+
+
+def test_a_device_map_onto_the_cpu_loads_float32_on_a_gpu_machine(tiny_checkpoints, monkeypatch):
+    # the dtype follows where the weights go, not whether the machine has a GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    vlm = load_vlm(str(tiny_checkpoints["llava"]), device_map="cpu")
+    assert {p.dtype for p in vlm.model.parameters()} == {torch.float32}

@@ -296,7 +296,8 @@ class ApiClient:
             detail = response.json().get("error", {}).get("message", "")
         except (ValueError, AttributeError):
             detail = response.text
-        detail = redact(" ".join(str(detail).split())[:200], self._api_key)
+        # redact before cutting: a cut inside the key would leave a prefix that no longer matches it
+        detail = redact(" ".join(str(detail).split()), self._api_key)[:200]
         status = response.status_code
         if status in (401, 403):
             hint = (

@@ -74,6 +74,21 @@ def detect_family(config) -> Family:
     return family
 
 
+def _places_on_cpu(device: str | None, device_map: str | dict | None) -> bool:
+    """Whether the weights end up on the CPU, which decides the default dtype.
+
+    By the device's type (accelerate names a data-parallel CPU process's device "cpu:0"), else by a device map that
+    names one device or maps every module, else by CUDA's absence.
+    """
+    if device is not None:
+        return torch.device(device).type == "cpu"
+    if isinstance(device_map, dict) and device_map:
+        return all(str(place) in ("cpu", "disk") for place in device_map.values())
+    if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        return torch.device(device_map).type == "cpu"
+    return not torch.cuda.is_available()
+
+
 def load_vlm(
     spec: str = "default",
     *,
@@ -106,9 +121,8 @@ def load_vlm(
     family = detect_family(config)
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype is None:  # by the device's type: accelerate names a data-parallel CPU process's device "cpu:0"
-        on_cpu = torch.device(device).type == "cpu" if device is not None else not torch.cuda.is_available()
-        dtype = torch.float32 if on_cpu else torch.bfloat16
+    if dtype is None:
+        dtype = torch.float32 if _places_on_cpu(device, device_map) else torch.bfloat16
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             source, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation
