@@ -26,6 +26,7 @@ def read_metrics(out: str | Path) -> list[dict[str, Any]]:
 
 
 _TENSORBOARD_MISSING = "TensorBoard logging needs the tensorboard package: pip install 'visalign[tensorboard]'"
+_TENSORBOARD_REQUIRED = f"{_TENSORBOARD_MISSING}, or set logging.tensorboard: false"
 _WANDB_MISSING = "logging.wandb_project is set but wandb is not installed: pip install wandb, or remove the setting"
 
 
@@ -39,7 +40,7 @@ def check_logging_backends(config: LoggingConfig) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
         except ImportError:
-            raise VisalignError(f"{_TENSORBOARD_MISSING}, or set logging.tensorboard: false") from None
+            raise VisalignError(_TENSORBOARD_REQUIRED) from None
     if config.wandb_project:
         try:
             import wandb  # noqa: F401
@@ -54,7 +55,7 @@ def _tensorboard_writer(required: bool | None, folder: Path, console: Console):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         if required:
-            raise VisalignError(f"{_TENSORBOARD_MISSING}, or set logging.tensorboard: false") from None
+            raise VisalignError(_TENSORBOARD_REQUIRED) from None
         # escape: rich would read "[tensorboard]" in the install hint as a style tag and drop it
         console.print(f"[yellow]note:[/] {escape(_TENSORBOARD_MISSING)} (metrics still go to {METRICS_FILE})")
         return None
