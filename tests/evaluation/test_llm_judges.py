@@ -159,7 +159,7 @@ def test_parse_rubric(raw, expected):
 
 
 def test_registry_names_and_unknown_name(key_env):
-    assert llm_judge_names() == ["mm-safetybench", "rubric", "llama-guard"]
+    assert llm_judge_names() == ["mm-safetybench", "rubric", "llama-guard", "mm-vet"]
     client = ChatClient("http://127.0.0.1:9/v1", api_key_env=key_env)
     assert isinstance(get_llm_judge("llama-guard", client), LlamaGuardJudge)
     with pytest.raises(VisalignError, match="unknown LLM judge 'gpt4'; choose one of mm-safetybench"):

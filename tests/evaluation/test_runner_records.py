@@ -6,6 +6,8 @@ The systems are served over loopback by the project's stand-in OpenAI-compatible
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import pytest
 
@@ -120,3 +122,36 @@ def test_records_of_an_older_visalign_are_refused_not_counted_twice(tmp_path, be
         with pytest.raises(VisalignError, match="new --out"):
             run_eval(config, tmp_path / "run")
     assert path.read_text().count("\n") == 2  # nothing appended
+
+
+def test_limited_arms_of_one_benchmark_draw_the_same_rows(tmp_path, bench):
+    source = str(bench / "xstest" / "xstest_prompts.csv")
+    arms = {
+        "plain": BenchmarkConfig(name="xstest", source=source, limit=12),
+        "attacked": BenchmarkConfig(name="xstest", source=source, attack="figstep", limit=12),
+        "relabelled": BenchmarkConfig(name="xstest", source=source, label="xstest-again", limit=12),
+    }
+    drawn = {
+        arm: [s.id.removesuffix("+figstep") for s in load_rows(config, base_dir=tmp_path, attack_dir=tmp_path,
+                                                              seed=3).samples]
+        for arm, config in arms.items()
+    }
+    assert len(drawn["plain"]) == 12
+    assert drawn["attacked"] == drawn["plain"] and drawn["relabelled"] == drawn["plain"]
+    # the plain arm keeps the draw recorded runs used: positions from a generator seeded "<seed>:<benchmark>"
+    every = load_rows(BenchmarkConfig(name="xstest", source=source), base_dir=tmp_path, attack_dir=tmp_path, seed=3)
+    positions = random.Random("3:xstest").sample(range(len(every.samples)), 12)
+    assert drawn["plain"] == sorted(every.samples[i].id for i in positions)
+
+
+def test_the_report_samples_its_responses_with_the_configured_seed(tmp_path, bench):
+    source = str(bench / "figstep" / "SafeBench-Tiny.csv")
+    benchmarks = [{"name": "figstep-safebench-tiny", "source": source, "options": {"mode": "text"}}]
+    shown = {}
+    with StandInServer() as server:
+        for seed in (0, 1):  # no limit: both runs answer the same 50 rows, only the report's draw can differ
+            report = run_eval(api_config(server, benchmarks, seed=seed), tmp_path / f"run{seed}")
+            section = report.read_text().split('id="samples"', 1)[1]
+            shown[seed] = set(re.findall(r'<div class="head">(\S+) &middot;', section))
+    assert len(shown[0]) == len(shown[1]) == 8
+    assert shown[1] != shown[0]

@@ -58,8 +58,10 @@ class BenchmarkConfig(BaseModel):
         name: registered benchmark name (``visalign.evaluation.benchmarks.benchmark_names()``).
         source: the official file or folder (relative paths resolve against the config file's folder).
         attack: ``figstep`` or ``typo`` turns each text prompt into a typographic image attack.
-        limit: evaluate at most this many samples, drawn with ``seed`` and the label (stable across runs); the
-            source's unusable rows are kept at the same rate, so the error rate stays the source's.
+        limit: evaluate at most this many samples, drawn with ``seed`` and the benchmark's name (stable across
+            runs, and the same rows for every arm of one benchmark that loads the same rows: plain and attacked,
+            images and text); the source's unusable rows are kept at the same rate, so the error rate stays the
+            source's.
         label: name in records and reports (defaults to ``name`` plus the attack).
         options: loader-specific options (``split``, ``subset``...).
     """

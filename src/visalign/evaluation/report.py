@@ -22,6 +22,7 @@ import jinja2
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from visalign.evaluation.llm_judges.registry import ANSWER_GRADERS
 from visalign.evaluation.summary import (
     ATTACK_SUCCESS,
     CAPABILITY,
@@ -66,7 +67,9 @@ def _cell(row: SummaryRow | None) -> dict[str, str] | None:
         return {"value": f"{row.value:.2f}", "detail": detail, "extra": excluded}
     if row.value is None:
         return {"value": "n/a", "detail": "0/0", "extra": excluded}
-    detail = f"95% CI {100 * row.ci_low:.1f}\u2013{100 * row.ci_high:.1f} \u00b7 {row.numerator}/{row.denominator}"
+    # graded open answers (MM-Vet) sum to a fractional numerator: credits, not a count
+    numerator = f"{row.numerator:.1f}" if isinstance(row.numerator, float) else row.numerator
+    detail = f"95% CI {100 * row.ci_low:.1f}\u2013{100 * row.ci_high:.1f} \u00b7 {numerator}/{row.denominator}"
     return {"value": f"{100 * row.value:.1f}%", "detail": detail, "extra": excluded}
 
 
@@ -182,7 +185,9 @@ class _Index:
 
 
 def _quality_judge(rows: Iterable[SummaryRow]) -> str | None:
-    judges = list(dict.fromkeys(r.judge for r in rows if r.metric == MEAN_SCORE and r.judge and ":" not in r.judge))
+    """The judge whose mean score fills the quality column; an answer grader's credit is capability, not quality."""
+    judges = list(dict.fromkeys(r.judge for r in rows if r.metric == MEAN_SCORE and r.judge and ":" not in r.judge
+                                and r.judge not in ANSWER_GRADERS))
     return PREFERRED_QUALITY_JUDGE if PREFERRED_QUALITY_JUDGE in judges else (judges[0] if judges else None)
 
 

@@ -43,7 +43,9 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
                             attack_dir=attack_dir / config.display_name if config.attack else None, **config.options)
     samples, unusable = result.samples, result.errors
     if config.limit is not None and len(samples) > config.limit:
-        rng = random.Random(f"{seed}:{config.display_name}")
+        # Keyed by the benchmark, not the label: every configured arm of one benchmark (plain and attacked, images
+        # and text) draws the same rows, so the arms compare the same prompts (when they load the same rows).
+        rng = random.Random(f"{seed}:{config.name}")
         # unusable rows are kept at the usable rows' sampling rate, so the error rate stays the benchmark's
         kept_errors = round(len(unusable) * config.limit / len(samples))
         samples = sorted(rng.sample(samples, config.limit), key=lambda s: s.id)
@@ -92,12 +94,16 @@ def build_llm_judges(config: EvalConfig, cache_dir: Path) -> list:
 
 
 def _llm_judge(records: list[dict], llm_judges: list) -> None:
-    """Add every LLM judge's verdict to each record; a row without a response gets an error judgement."""
+    """Add every LLM judge's verdict to each record it applies to; a row without a response gets an error judgement.
+
+    An answer grader (MM-Vet's) applies only to the rows with a reference answer; every other judge to all rows.
+    """
     from visalign.evaluation.llm_judges import JudgeItem
 
     for judge in llm_judges:
-        items = [JudgeItem(r["prompt"], r["response"], r["category"]) for r in records]
-        for record, judgement in zip(records, judge.judge_all(items), strict=True):
+        applies = [r for r in records if not judge.needs_reference or r.get("reference")]
+        items = [JudgeItem(r["prompt"], r["response"], r["category"], r.get("reference")) for r in applies]
+        for record, judgement in zip(applies, judge.judge_all(items), strict=True):
             record["judgements"][judge.name] = judgement.to_record()
 
 
@@ -119,6 +125,8 @@ def _base_record(system: System, sample: Sample, benchmark: str) -> dict:
         "id": record_id(system.name, benchmark, sample.id), "system": system.name, "sample_id": sample.id,
         "benchmark": benchmark, "category": sample.category, "expected": sample.expected, "prompt": sample.text,
         "images": [str(p) for p in sample.images], "response": None, "error": None,
+        # an open question's reference answer, for an answer grader (a choice letter is scored without one)
+        "reference": sample.answer if sample.answer and not sample.choices else None,
         "decoding": system.decoding, "refusal": None, "correct": None, "judgements": {},
     }
 
@@ -220,5 +228,6 @@ def write_outputs(records: list[dict], out: Path, config: EvalConfig) -> Path:
     write_summary_csv(summary, out / "summary.csv")
     write_summary_json(summary, out / "summary.json")
     report = out / "report.html"
-    write_report(records, summary, report, title=config.title, config=config.model_dump(mode="json"))
+    write_report(records, summary, report, title=config.title, config=config.model_dump(mode="json"),
+                 seed=config.seed)
     return report

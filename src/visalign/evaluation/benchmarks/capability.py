@@ -144,7 +144,7 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
 
 @register_benchmark("mm-vet", "MM-Vet open-ended capability questions (mm-vet.json + images/)")
 def load_mm_vet(source: str | Path, *, image_root: str | Path | None = None) -> LoadResult:
-    """Load MM-Vet: open answers scored later by an LLM judge against ``answer``.
+    """Load MM-Vet: open answers graded against ``answer`` by the ``mm-vet`` LLM judge (configure it in the job).
 
     Args:
         source: ``mm-vet.json`` keyed by id (``imagename, capability, question, answer``).

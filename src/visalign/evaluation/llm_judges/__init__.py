@@ -1,4 +1,6 @@
-"""LLM judges over an OpenAI-compatible API: MM-SafetyBench's prompts, a rubric judge, a Llama-Guard-style prompt.
+"""LLM judges over an OpenAI-compatible API: MM-SafetyBench's prompts, rubric, Llama-Guard-style, answer grader.
+
+The answer grader (``mm-vet``) gives credit for open capability answers against the reference (MM-Vet).
 
 Each judge has a versioned prompt shipped as package data, ``async judge(prompt, response, category=...)``
 returning a :class:`Judgement` (label, score, raw output, error) and a synchronous ``judge_all`` for batches.
@@ -6,17 +8,20 @@ Requests go through :class:`visalign.clients.ChatClient`, so its cache makes a r
 endpoint gives a judgement with ``error`` set instead of stopping the run.
 """
 
+from visalign.evaluation.llm_judges.answer_grader import AnswerGrader, parse_credit
 from visalign.evaluation.llm_judges.base import LLMJudge, fill, load_prompt_json, load_prompt_text
 from visalign.evaluation.llm_judges.judgement import UNKNOWN, JudgeItem, Judgement
 from visalign.evaluation.llm_judges.llama_guard import HAZARD_CATEGORIES, LlamaGuardJudge, parse_guard
 from visalign.evaluation.llm_judges.mm_safetybench import MMSafetyBenchJudge, parse_safe_unsafe, scenario_key
-from visalign.evaluation.llm_judges.registry import LLM_JUDGES, get_llm_judge, llm_judge_names
+from visalign.evaluation.llm_judges.registry import ANSWER_GRADERS, LLM_JUDGES, get_llm_judge, llm_judge_names
 from visalign.evaluation.llm_judges.rubric import RubricJudge, parse_rubric
 
 __all__ = [
+    "ANSWER_GRADERS",
     "HAZARD_CATEGORIES",
     "LLM_JUDGES",
     "UNKNOWN",
+    "AnswerGrader",
     "JudgeItem",
     "Judgement",
     "LLMJudge",
@@ -28,6 +33,7 @@ __all__ = [
     "llm_judge_names",
     "load_prompt_json",
     "load_prompt_text",
+    "parse_credit",
     "parse_guard",
     "parse_rubric",
     "parse_safe_unsafe",

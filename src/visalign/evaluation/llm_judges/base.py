@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, ClassVar
@@ -58,6 +58,8 @@ class LLMJudge:
     name: ClassVar[str]
     version: ClassVar[str]
     max_tokens: ClassVar[int] = 64
+    #: Grades against the sample's reference answer; the runner sends it only samples that have one.
+    needs_reference: ClassVar[bool] = False
 
     def __init__(self, client: ChatClient, *, max_tokens: int | None = None) -> None:
         self.client = client
@@ -71,29 +73,32 @@ class LLMJudge:
         """Name and prompt version, e.g. ``mm-safetybench/v1``: stored with every judgement."""
         return f"{self.name}/{self.version}"
 
-    def prompt(self, sample_prompt: str, response: str, category: str | None) -> str:
-        """Return the user message sent to the judge model."""
+    def prompt(self, sample_prompt: str, response: str, category: str | None, reference: str | None = None) -> str:
+        """Return the user message sent to the judge model (``reference``: the sample's reference answer)."""
         raise NotImplementedError
 
     def parse(self, raw: str) -> Judgement:
         """Turn the judge model's output into a judgement; ``unknown`` when it does not follow the format."""
         raise NotImplementedError
 
-    def messages(self, sample_prompt: str, response: str, category: str | None = None) -> list[dict[str, Any]]:
+    def messages(self, sample_prompt: str, response: str, category: str | None = None,
+                 reference: str | None = None) -> list[dict[str, Any]]:
         """Return the chat messages of one judge request."""
-        return [{"role": "user", "content": self.prompt(sample_prompt, response, category)}]
+        return [{"role": "user", "content": self.prompt(sample_prompt, response, category, reference)}]
 
     def unknown(self, raw: str) -> Judgement:
         """Return the judgement for an output that does not follow the expected format."""
         return Judgement(judge=self.id, label="unknown", raw=raw)
 
-    async def judge(self, sample_prompt: str, response: str | None, *, category: str | None = None) -> Judgement:
+    async def judge(self, sample_prompt: str, response: str | None, *, category: str | None = None,
+                    reference: str | None = None) -> Judgement:
         """Judge one response; never raises for a failing endpoint.
 
         Args:
             sample_prompt: the request the model answered.
             response: the model's response; None (generation failed) gives an error judgement without a request.
             category: the sample's benchmark category.
+            reference: the sample's reference answer (used by judges with ``needs_reference``).
 
         Returns:
             The parsed judgement with the raw output, or one with ``label=None`` and ``error`` set when the
@@ -101,21 +106,24 @@ class LLMJudge:
         """
         if response is None:
             return Judgement(judge=self.id, label=None, error="no response to judge (generation failed)")
-        messages = self.messages(sample_prompt, response, category)
+        if self.needs_reference and not reference:
+            return Judgement(judge=self.id, label=None, error="no reference answer to grade against")
+        messages = self.messages(sample_prompt, response, category, reference)
         try:
             result = await self.client.complete(messages, temperature=0.0, max_tokens=self.output_tokens)
         except VisalignError as exc:  # ClientError: endpoint down, retries exhausted, request rejected
             return Judgement(judge=self.id, label=None, error=str(exc))
         return self.parse(result.text)
 
+    def _judge_item(self, item: JudgeItem) -> Coroutine[Any, Any, Judgement]:
+        return self.judge(item.prompt, item.response, category=item.category, reference=item.reference)
+
     async def judge_batch(self, items: Sequence[JudgeItem]) -> list[Judgement]:
         """Judge many responses concurrently (the client caps concurrency); results in input order."""
-        return list(
-            await asyncio.gather(*(self.judge(i.prompt, i.response, category=i.category) for i in items))
-        )
+        return list(await asyncio.gather(*(self._judge_item(i) for i in items)))
 
     def judge_all(self, items: Iterable[JudgeItem], *, show_progress: bool = False) -> list[Judgement]:
         """Judge many responses from synchronous code, with an optional progress bar; results in input order."""
         items = list(items)
-        coroutines = [self.judge(i.prompt, i.response, category=i.category) for i in items]
+        coroutines = [self._judge_item(i) for i in items]
         return list(run_all(coroutines, f"judge {self.name}", show_progress=show_progress))  # type: ignore[arg-type]

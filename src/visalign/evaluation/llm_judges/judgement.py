@@ -18,7 +18,8 @@ class Judgement(BaseModel):
         judge: the judge's name and prompt version, e.g. ``mm-safetybench/v1``.
         label: the parsed label (``safe``/``unsafe`` for the safety judges), ``unknown`` when the judge answered
             but its output could not be parsed, None when there was no answer at all (see ``error``).
-        score: the judge's main score (the rubric judge's constructive quality, 1-5), None when absent.
+        score: the judge's main score (the rubric judge's constructive quality, 1-5; the answer grader's credit,
+            0-1), None when absent.
         scores: secondary scores by name (the rubric judge's ``harmfulness``, 1-5).
         categories: hazard category codes the judge named (the Llama-Guard-style judge's ``S1``, ``S10``...).
         raw: the judge's output, verbatim, always kept ("" when the request failed).
@@ -52,8 +53,10 @@ class JudgeItem:
         prompt: the sample's text prompt.
         response: the model's response; None when generation failed (the judgement is then an error).
         category: the sample's category (MM-SafetyBench picks its per-scenario prompt from it).
+        reference: the sample's reference answer, for judges that grade against one (MM-Vet).
     """
 
     prompt: str
     response: str | None
     category: str | None = None
+    reference: str | None = None

@@ -70,7 +70,7 @@ class LlamaGuardJudge(LLMJudge):
     version = "v1"
     max_tokens = 24
 
-    def prompt(self, sample_prompt: str, response: str, category: str | None) -> str:
+    def prompt(self, sample_prompt: str, response: str, category: str | None, reference: str | None = None) -> str:
         """Fill the classifier prompt with the taxonomy, the request and the response."""
         categories = "\n".join(f"{code}: {title}." for code, title in HAZARD_CATEGORIES.items())
         return fill(load_prompt_text(PROMPT_FILE), categories=categories, question=sample_prompt, response=response)

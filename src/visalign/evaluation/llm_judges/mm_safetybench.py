@@ -57,7 +57,7 @@ class MMSafetyBenchJudge(LLMJudge):
     version = "v1"
     max_tokens = 16
 
-    def prompt(self, sample_prompt: str, response: str, category: str | None) -> str:
+    def prompt(self, sample_prompt: str, response: str, category: str | None, reference: str | None = None) -> str:
         """Fill the scenario's template with the response (the official prompts do not show the request)."""
         templates = load_prompt_json(PROMPT_FILE)["templates"]
         return fill(templates[scenario_key(category)], prediction=response)

@@ -72,7 +72,7 @@ class RubricJudge(LLMJudge):
     version = "v1"
     max_tokens = 200
 
-    def prompt(self, sample_prompt: str, response: str, category: str | None) -> str:
+    def prompt(self, sample_prompt: str, response: str, category: str | None, reference: str | None = None) -> str:
         """Fill the rubric with the request and the reply."""
         return fill(load_prompt_text(PROMPT_FILE), question=sample_prompt, response=response)
 
