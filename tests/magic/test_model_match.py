@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import random
 import shutil
 
 import pytest
@@ -25,14 +29,44 @@ def two_builds(tmp_path_factory):
     return first, second, copy
 
 
-@pytest.mark.parametrize("sampled", [False, True], ids=["whole-files", "sampled-large-checkpoint"])
-def test_fingerprint_tells_builds_apart_and_survives_a_copy(two_builds, monkeypatch, sampled):
-    if sampled:  # treat the tiny files as a large checkpoint: names, sizes, first and last MiB only
-        monkeypatch.setattr(loading, "_FULL_HASH_BYTES", 0)
+def test_fingerprint_tells_builds_apart_and_survives_a_copy(two_builds):
     first, second, copy = (str(p) for p in two_builds)
     assert weights_fingerprint(first) == weights_fingerprint(copy)
     assert weights_fingerprint(first) != weights_fingerprint(second)
     assert len(weights_fingerprint(first)) == 16
+
+
+def test_a_change_in_the_middle_of_a_large_checkpoint_changes_the_fingerprint(tmp_path, monkeypatch):
+    # Until 2026-11-23 checkpoints over 1 GiB were fingerprinted by each file's first and last MiB only, so two
+    # fine-tunes of one base that differ in their middle layers looked the same. Lowering the threshold makes
+    # these 4 MiB files "large" for that rule; the fingerprint must read every byte regardless.
+    monkeypatch.setattr(loading, "_FULL_HASH_BYTES", 0, raising=False)
+    monkeypatch.setenv("VISALIGN_HOME", str(tmp_path / "home"))
+    weights = bytearray(random.Random(0).randbytes(4 << 20))
+    for name in ("base", "tuned"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        (tmp_path / name / "model.safetensors").write_bytes(weights)
+        weights[2 << 20] ^= 0xFF  # the tuned copy differs in one byte in the middle
+    assert weights_fingerprint(str(tmp_path / "base")) != weights_fingerprint(str(tmp_path / "tuned"))
+
+
+def test_file_hashes_are_kept_between_processes_and_redone_when_a_file_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("VISALIGN_HOME", str(tmp_path / "home"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"first weights")
+    before = weights_fingerprint(str(model))
+    cached = json.loads((tmp_path / "home" / "weight_file_hashes.json").read_text())
+    assert list(cached.values()) == [hashlib.sha256(b"first weights").hexdigest()]
+
+    weights.write_bytes(b"other weights")  # same size, new modification time
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert weights_fingerprint(str(model)) != before
+    cached = json.loads((tmp_path / "home" / "weight_file_hashes.json").read_text())
+    assert hashlib.sha256(b"other weights").hexdigest() in cached.values()
 
 
 def test_hub_ids_have_no_fingerprint():
