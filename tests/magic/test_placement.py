@@ -56,6 +56,23 @@ def test_canvas_composition_pixels():
     assert attach([user("q")], magic, "canvas")[0].images[0] is magic
 
 
+def test_canvas_goes_to_the_turn_that_carries_the_users_image(tiny_checkpoints):
+    magic = Image.new("RGB", (16, 16), "red")
+    photo = Image.new("RGB", (40, 30), "blue")
+    conversation = [user("hi"), assistant("hello, how can I help?"), user("what is in this picture?", photo)]
+    attached = attach(conversation, magic, "canvas")
+    assert attached[0].images == [] and len(attached[2].images) == 1
+    canvas = attached[2].images[0]
+    assert canvas.size == (32, 16)
+    assert canvas.getpixel((0, 8)) == (255, 0, 0) and canvas.getpixel((24, 8)) == (0, 0, 255)
+    # the single-image model answers it (it used to get two images: magic in turn 1, the photo in turn 3)
+    vlm = load_vlm(str(tiny_checkpoints["llava"]), device="cpu")
+    [answer] = vlm.generate([attached], max_new_tokens=2)
+    assert isinstance(answer, str)
+    with pytest.raises(VisalignError, match="user images in 2 turns"):
+        attach([user("a", photo), assistant("b"), user("c", photo)], magic, "canvas")
+
+
 def test_letterbox_and_canvas_shape_errors():
     assert letterbox(Image.new("RGB", (10, 40), "black"), (8, 8)).size == (8, 8)
     with pytest.raises(VisalignError, match="canvas halves differ"):

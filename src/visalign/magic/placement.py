@@ -1,8 +1,9 @@
 """Where the magic image goes in a conversation: an extra image first, or beside the user's image on one canvas.
 
 Multi-image models (Qwen-VL) see the magic image as the first image of the first user turn. Single-image models
-(LLaVA) see it alone when the user sent no image, or composed with the user's image on a shared canvas: the magic
-image on the left, the user's image letterboxed into an equal square on the right. A processor that centre-crops
+(LLaVA) see it alone in the first user turn when the user sent no image, or else composed with the user's image,
+in the turn that carries it, on a shared canvas: the magic image on the left, the user's image letterboxed into
+an equal square on the right. A processor that centre-crops
 to a square (LLaVA-1.5's CLIP) would keep only the middle of that 1:2 canvas, half of each image, so there the
 pair is centred on a white square first (``square-canvas``, LLaVA's own "pad" idea). Training and inference
 build the canvas with the same functions, so what the optimiser saw is what the deployed model sees.
@@ -107,13 +108,28 @@ def place_images(magic: ImageLike, user_images: list[ImageLike], placement: Plac
 
 
 def attach(conversation: Conversation, magic: ImageLike, placement: Placement) -> Conversation:
-    """Return a copy of ``conversation`` with the magic image attached to its first user turn."""
-    attached, done = [], False
-    for turn in conversation:
-        if turn.role == "user" and not done:
-            turn = Turn(turn.role, turn.text, place_images(magic, list(turn.images), placement))
-            done = True
-        attached.append(turn)
-    if not done:
+    """Return a copy of ``conversation`` with the magic image attached to one user turn.
+
+    ``prepend`` puts it first in the first user turn. The canvas placements compose it with the user's image, so
+    they attach to the user turn that carries that image (the first user turn when there is none): a photo sent
+    in a later turn shares the canvas instead of becoming a second image the model cannot take.
+
+    Raises:
+        VisalignError: no user turn, or (canvas) user images in more than one turn.
+    """
+    users = [index for index, turn in enumerate(conversation) if turn.role == "user"]
+    if not users:
         raise VisalignError("the conversation has no user turn to attach the magic image to")
+    target = users[0]
+    if placement != "prepend":
+        with_images = [index for index in users if conversation[index].images]
+        if len(with_images) > 1:
+            raise VisalignError(
+                f"a single-image model takes one image per conversation; this one has user images in "
+                f"{len(with_images)} turns, so the magic image has no single image to share a canvas with"
+            )
+        target = with_images[0] if with_images else target
+    attached = list(conversation)
+    turn = conversation[target]
+    attached[target] = Turn(turn.role, turn.text, place_images(magic, list(turn.images), placement))
     return attached
