@@ -295,3 +295,128 @@ def test_a_key_echoed_in_a_long_error_message_is_hidden_even_where_the_message_i
         http.shutdown()
     text = str(failed.value)
     assert "401" in text and not any(api_key[:n] in text for n in range(6, len(api_key) + 1))
+
+
+def test_body_that_does_not_decode_is_retried_then_a_client_error(server, api_key):
+    server.inject(Fault("bad_gzip"))
+    client = make_client(server)
+    assert complete(client).text.startswith("stand-in reply")
+    assert [r.fault for r in server.requests_to(CHAT_PATH)] == ["bad_gzip", None] and client.usage.retries == 1
+    server.inject(Fault("bad_gzip"), times=5)
+    with pytest.raises(ClientError) as caught:
+        complete(make_client(server, max_retries=1), temperature=0.3)
+    message = str(caught.value)
+    assert message.startswith(f"POST {server.base_url}/chat/completions failed after 2 attempts")
+    assert "the response body does not decode" in message and "\n" not in message
+    assert len(server.requests_to(CHAT_PATH)) == 4
+
+
+@pytest.mark.parametrize(
+    ("location", "target", "root"),
+    [
+        ("https://api.example.com/v1/chat/completions?sig=s3cr3t", "https://api.example.com/v1/chat/completions",
+         "https://api.example.com/v1"),
+        (None, "{root_url}/moved/v1/chat/completions", "{root_url}/moved/v1"),
+        ("https://api.example.com/", "https://api.example.com/", "that address"),
+    ],
+)  # fmt: skip
+def test_redirect_names_its_target_and_is_not_retried(server, api_key, location, target, root):
+    server.inject(Fault("redirect", location=location))
+    client = make_client(server)
+    with pytest.raises(ClientError) as caught:
+        complete(client)
+    target, root = (text.format(root_url=server.root_url) for text in (target, root))
+    assert str(caught.value) == (
+        f"POST {server.base_url}/chat/completions: HTTP 301, the server redirected to {target}; set base_url to {root}"
+    )
+    assert caught.value.status == 301 and "s3cr3t" not in str(caught.value)
+    assert len(server.requests_to(CHAT_PATH)) == 1 and client.usage.failures == 1
+
+
+def test_408_and_409_are_retried_like_429_and_5xx(server, api_key):
+    server.inject(Fault("408"), Fault("409"))
+    client = make_client(server)
+    assert complete(client).text.startswith("stand-in reply")
+    assert [r.status for r in server.requests_to(CHAT_PATH)] == [408, 409, 200]
+    assert (client.usage.attempts, client.usage.retries, client.usage.failures) == (3, 2, 0)
+
+
+def test_429_retry_after_holds_back_requests_queued_in_the_rate_limiter(server, api_key):
+    server.inject(Fault("429", retry_after="1"))
+    client = make_client(server, requests_per_second=10, concurrency=8)
+    run_all([client.complete([{"role": "user", "content": f"q{i}"}]) for i in range(4)], show_progress=False)
+    seen = server.requests_to(CHAT_PATH)
+    [limited] = [r for r in seen if r.status == 429]
+    others = sorted(r.started for r in seen if r is not limited)
+    assert len(others) == 4  # three queued requests and the retry of the limited one
+    assert others[0] - limited.finished >= 1.0 - 0.02, "a request went out inside the Retry-After pause"
+    assert min(b - a for a, b in zip(others, others[1:], strict=False)) >= 0.1 - 0.02  # still paced after
+
+
+def test_429_retry_after_holds_back_later_requests_without_a_rate_limit(server, api_key):
+    server.inject(Fault("429", retry_after="1"))
+    client = make_client(server)
+
+    async def main():
+        first = asyncio.create_task(client.complete(USER))
+        await asyncio.sleep(0.3)  # the 429 has arrived; this request comes during its pause
+        await client.complete([{"role": "user", "content": "later"}])
+        await first
+        await client.aclose()
+
+    asyncio.run(main())
+    limited, *rest = server.requests_to(CHAT_PATH)
+    assert limited.status == 429 and [r.status for r in rest] == [200, 200]
+    assert min(r.started for r in rest) - limited.finished >= 1.0 - 0.02
+
+
+def test_cancelling_one_caller_leaves_the_shared_request_to_the_others(server, api_key):
+    server.inject(Fault("slow", delay_s=0.5))
+    client = make_client(server)
+
+    async def main():
+        async def impatient():
+            return await asyncio.wait_for(client.complete(USER), 0.1)
+
+        async def patient():
+            await asyncio.sleep(0.02)
+            return await client.complete(USER)
+
+        results = await asyncio.gather(impatient(), patient(), return_exceptions=True)
+        await client.aclose()
+        return results
+
+    gave_up, result = asyncio.run(main())
+    assert isinstance(gave_up, TimeoutError)
+    assert result.text.startswith("stand-in reply") and result.cached is False  # it got the paid answer
+    assert (client.usage.requests, client.usage.prompt_tokens, client.usage.completion_tokens) == (1, 4, 3)
+    assert len(server.requests_to(CHAT_PATH)) == 1
+
+
+def test_cancelling_every_caller_cancels_the_shared_request(server, api_key):
+    server.inject(Fault("slow", delay_s=0.5))
+    client = make_client(server)
+
+    async def main():
+        calls = [asyncio.wait_for(client.complete(USER), 0.1) for _ in range(2)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await asyncio.sleep(0)
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        in_flight = dict(client._state().in_flight)
+        await client.aclose()
+        return results, left, in_flight
+
+    results, left, in_flight = asyncio.run(main())
+    assert all(isinstance(r, TimeoutError) for r in results)
+    assert left == [] and in_flight == {} and client.usage.requests == 0
+
+
+@pytest.mark.parametrize("pasted", ["sk-proj-AbC123dEf456GhI789jKl012", "hf_AbCdEfGh1234567890IjKlMnOpQr"])
+def test_a_key_pasted_into_api_key_env_is_not_echoed(server, monkeypatch, pasted):
+    monkeypatch.delenv(pasted, raising=False)
+    with pytest.raises(VisalignError) as caught:
+        ChatClient(server.base_url, api_key_env=pasted)
+    message = str(caught.value)
+    assert message.startswith(f"api_key_env (a {len(pasted)}-character value that is not an environment variable")
+    assert pasted not in message and pasted[:8] not in message
+    assert "set api_key_env to its name" in message

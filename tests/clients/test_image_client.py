@@ -102,3 +102,13 @@ def test_to_png_converts_jpeg_and_rejects_garbage():
         to_png(b"GIF89a garbage", origin="origin-x")
     with pytest.raises(InvalidImageError, match="over 100 pixels"):
         to_png(png, origin="big", max_pixels=100)
+
+
+def test_image_url_that_redirects_forever_is_an_invalid_image_not_an_httpx_error(server, api_key):
+    server.inject(Fault("redirect_loop", path=IMAGES_PATH))
+    client = make_client(server, response_format="url")
+    with pytest.raises(InvalidImageError, match=r"GET http://127\.0\.0\.1:\d+/loop/\w+\.png: too many redirects"):
+        generate(client)
+    loops = [r for r in server.requests if r.path.startswith("/loop/")]
+    assert len(server.requests_to(IMAGES_PATH)) == 1
+    assert len(loops) == 21  # httpx's 20 redirects after the first GET, and no retry

@@ -55,3 +55,28 @@ def test_parse_retry_after():
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert 8 <= parse_retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10
     assert parse_retry_after(formatdate(time.time() - 100, usegmt=True)) == 0.0
+
+
+def test_pause_holds_back_waiters_already_queued_and_keeps_their_order():
+    bucket = TokenBucket(20)
+
+    async def main():
+        started, stamps = time.monotonic(), []
+
+        async def one(i):
+            await bucket.acquire()
+            stamps.append((i, time.monotonic() - started))
+
+        tasks = [asyncio.create_task(one(i)) for i in range(4)]  # slots at 0, 0.05, 0.10, 0.15
+        await asyncio.sleep(0.02)
+        bucket.pause(0.3)  # a 429 said Retry-After: 0.3
+        tasks.append(asyncio.create_task(one(4)))
+        await asyncio.gather(*tasks)
+        return stamps
+
+    stamps = asyncio.run(main())
+    assert [i for i, _ in stamps] == [0, 1, 2, 3, 4]  # first come, first served across the pause
+    times = [t for _, t in stamps]
+    assert times[0] < 0.02 and times[1] >= 0.02 + 0.3 - 0.005
+    assert min(b - a for a, b in zip(times[1:], times[2:], strict=False)) >= 1 / 20 - 0.02  # timer jitter
+    assert times[-1] < 1.5

@@ -1,10 +1,11 @@
 """Machinery shared by the HTTP clients: API key, connection pool, concurrency cap, rate limit, retries.
 
-A request is retried on 429, 5xx, timeouts, connection errors and 200 answers whose body is not the JSON the
-API promises, with exponential backoff and jitter; a ``Retry-After`` header (seconds or an HTTP date) sets
-the least wait and also pauses the shared rate limiter. Other 4xx answers fail at once. Identical requests in
-flight at the same time are sent once. The API key lives only in the request header: never in messages, logs,
-cache files or reprs.
+A request is retried on 408, 409, 429, 5xx (as the OpenAI SDK does), timeouts, connection errors, bodies
+that do not decode and 200 answers whose body is not the JSON the API promises, with exponential backoff and
+jitter; a ``Retry-After`` header (seconds or an HTTP date) sets the least wait, and on a 429 it also holds
+back every other request of the client until it ends. Redirects, other 4xx answers and other httpx errors
+fail at once as :class:`ClientError`. Identical requests in flight at the same time are sent once. The API
+key lives only in the request header: never in messages, logs, cache files or reprs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import email.utils
 import logging
 import os
 import random
+import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -40,6 +42,33 @@ _LIVE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakSet[ApiC
 )
 
 
+def is_retryable_status(status: int) -> bool:
+    """Return True for an HTTP status a later attempt may get past: 408, 409, 429, 5xx (the OpenAI SDK's set)."""
+    return status in (408, 409, 429) or status >= 500
+
+
+#: What an environment variable name looks like.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def describe_api_key_env(value: str) -> str:
+    """Return how an ``api_key_env`` value may be shown in a message, without echoing a pasted key.
+
+    A value is shown when it is a variable name by convention: letters, digits and ``_``, not starting with a
+    digit, and either upper case (``OPENAI_API_KEY``) or without digits (``my_key``). Keys mix case and digits
+    (``hf_AbC1...``) or carry ``-`` (``sk-...``), so anything else is described by its length only.
+
+    Args:
+        value: the configured ``api_key_env``.
+    """
+    if _ENV_NAME.fullmatch(value) and (value.upper() == value or not any(c.isdigit() for c in value)):
+        return f"environment variable {value}"
+    return (
+        f"api_key_env (a {len(value)}-character value that is not an environment variable name, not shown: "
+        "is it the key itself?)"
+    )
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Return the wait a ``Retry-After`` header asks for, in seconds (None when absent or unreadable).
 
@@ -63,13 +92,22 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 @dataclass
+class _SharedRequest:
+    """One request in flight and how many callers still wait for it."""
+
+    task: asyncio.Task[Any]
+    waiters: int = 0
+    claimed: bool = False  # the first caller to get the result counts it as paid; the others as shared
+
+
+@dataclass
 class _LoopState:
     """Objects bound to one event loop (asyncio primitives and pooled connections cannot cross loops)."""
 
     api: httpx.AsyncClient
     semaphore: asyncio.Semaphore
     downloads: httpx.AsyncClient | None = None
-    in_flight: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    in_flight: dict[str, _SharedRequest] = field(default_factory=dict)
 
 
 class ApiClient:
@@ -121,8 +159,9 @@ class ApiClient:
             self._api_key = os.environ.get(api_key_env) or None
             if self._api_key is None:
                 raise VisalignError(
-                    f"environment variable {api_key_env} is not set; export your API key for "
-                    f"{safe_url(self.base_url)} in it (a local server without keys can use api_key_env: null)"
+                    f"{describe_api_key_env(api_key_env)} is not set; export your API key for "
+                    f"{safe_url(self.base_url)} in an environment variable and set api_key_env to its name "
+                    "(a local server without keys can use api_key_env: null)"
                 )
         self.concurrency = concurrency
         self.max_retries = max_retries
@@ -131,6 +170,7 @@ class ApiClient:
         self.backoff_max_s = backoff_max_s
         self.max_retry_after_s = max_retry_after_s
         self.limiter = TokenBucket(requests_per_second, burst) if requests_per_second else None
+        self._resume_at = 0.0  # time.monotonic() before which no request is sent (a 429's Retry-After)
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self.usage = Usage()
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -194,27 +234,27 @@ class ApiClient:
         return delay
 
     async def _shared(self, key: str, compute: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-        """Run ``compute`` once per ``key`` among concurrent callers; returns (value, was_shared)."""
+        """Run ``compute`` once per ``key`` among concurrent callers; returns (value, was_shared).
+
+        The request runs in its own task and each caller awaits it through ``asyncio.shield``, so a caller
+        that is cancelled (a timeout, a stopped stage) leaves the others' result intact. The task is cancelled
+        only when its last caller is: nobody is left to use the answer, and it would hold a connection.
+        """
         state = self._state()
-        pending = state.in_flight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending), True
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        state.in_flight[key] = future
+        entry = state.in_flight.get(key)
+        if entry is None:
+            entry = _SharedRequest(asyncio.ensure_future(compute()))
+            state.in_flight[key] = entry
+            entry.task.add_done_callback(lambda _: state.in_flight.pop(key, None))
+        entry.waiters += 1
         try:
-            value = await compute()
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: nobody else may be waiting
-            raise
-        else:
-            future.set_result(value)
-            return value, False
+            value = await asyncio.shield(entry.task)
         finally:
-            state.in_flight.pop(key, None)
+            entry.waiters -= 1
+            if entry.waiters == 0 and not entry.task.done():
+                entry.task.cancel()
+        shared, entry.claimed = entry.claimed, True
+        return value, shared
 
     async def _post_json(self, path: str, body: dict[str, Any], parse: Callable[[dict[str, Any]], T]) -> T:
         """POST ``body`` as JSON with retries; return ``parse(response JSON)``.
@@ -234,6 +274,8 @@ class ApiClient:
             async with state.semaphore:
                 if self.limiter is not None:
                     await self.limiter.acquire()
+                while (held := self._resume_at - time.monotonic()) > 0:  # a 429 asked every request to wait
+                    await asyncio.sleep(held)
                 self.usage.attempts += 1
                 started = time.monotonic()
                 try:
@@ -249,13 +291,25 @@ class ApiClient:
                     last_error = (
                         f"connection failed ({type(exc).__name__}: {redact(str(exc), self._api_key)})"
                     )
+                except httpx.DecodingError as exc:  # e.g. a gzip body cut short: another attempt may get it whole
+                    last_error = f"the response body does not decode ({redact(str(exc), self._api_key)})"
+                except (httpx.HTTPError, httpx.StreamError) as exc:  # nothing a retry can fix
+                    self.usage.failures += 1
+                    raise ClientError(
+                        f"POST {shown}: {type(exc).__name__} ({redact(str(exc), self._api_key)}); check base_url "
+                        "and any proxy between here and the server",
+                        url=shown,
+                    ) from None
                 else:
                     last_status = response.status_code
-                    if last_status == 429 or last_status >= 500:
+                    if is_retryable_status(last_status):
                         last_error = f"HTTP {last_status}"
                         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                        if last_status == 429 and retry_after and self.limiter is not None:
-                            self.limiter.pause(min(retry_after, self.max_retry_after_s))
+                        if last_status == 429 and retry_after:
+                            self._hold_back(min(retry_after, self.max_retry_after_s))
+                    elif 300 <= last_status < 400:
+                        self.usage.failures += 1
+                        raise self._redirect_error(shown, path, response)
                     elif last_status >= 400:
                         self.usage.failures += 1
                         raise self._status_error(shown, response)
@@ -288,6 +342,34 @@ class ApiClient:
             "endpoint is up and base_url is right, or raise max_retries/timeout_s",
             url=shown,
             status=last_status,
+        )
+
+    def _hold_back(self, seconds: float) -> None:
+        """Send no request for ``seconds``: requests queued in the rate limiter or at the send are held too."""
+        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+        if self.limiter is not None:
+            self.limiter.pause(seconds)  # also re-spaces its queue, so it does not burst when the pause ends
+
+    def _redirect_error(self, shown: str, path: str, response: httpx.Response) -> ClientError:
+        """Build the one-line error for a 3xx answer, naming where the server points.
+
+        API requests never follow redirects: a POST would turn into a GET, and the key would go elsewhere.
+        """
+        status, location = response.status_code, response.headers.get("Location")
+        if not location:
+            return ClientError(
+                f"POST {shown}: HTTP {status} redirect without a Location; check base_url", url=shown, status=status
+            )
+        try:
+            target = safe_url(response.url.join(location))
+        except (httpx.InvalidURL, TypeError, ValueError):
+            target = "<invalid url>"
+        suffix = "/" + path.lstrip("/")
+        root = target.removesuffix(suffix) if target.endswith(suffix) else "that address"
+        return ClientError(
+            f"POST {shown}: HTTP {status}, the server redirected to {target}; set base_url to {root}",
+            url=shown,
+            status=status,
         )
 
     def _status_error(self, shown: str, response: httpx.Response) -> ClientError:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from PIL import Image, UnidentifiedImageError
 
-from visalign.clients.base import ApiClient, logger
+from visalign.clients.base import ApiClient, is_retryable_status, logger
 from visalign.clients.cache import request_key
 from visalign.clients.errors import ClientError, InvalidImageError, ResponseFormatError, safe_url
 
@@ -214,12 +214,16 @@ class ImageClient(ApiClient):
         """Fetch a result URL without the API key, checking size and content type; retry transient errors.
 
         Raises:
-            InvalidImageError: wrong content type, too large, or not http(s).
-            ClientError: the download kept failing.
+            InvalidImageError: wrong content type, too large, not http(s), or redirects without end.
+            ClientError: the download kept failing, or failed in a way a retry cannot fix.
         """
         shown = safe_url(url)
-        if httpx.URL(url).scheme not in ("http", "https"):
-            raise InvalidImageError(f"image URL {shown} is not http(s)")
+        try:
+            scheme = httpx.URL(url).scheme
+        except httpx.InvalidURL:
+            scheme = None
+        if scheme not in ("http", "https"):
+            raise InvalidImageError(f"image URL {shown} is not an http(s) URL")
         last_error = "no attempt made"
         for attempt in range(self.max_retries + 1):
             try:
@@ -227,8 +231,15 @@ class ImageClient(ApiClient):
                     return await self._download_once(url, shown)
             except InvalidImageError:
                 raise
-            except (httpx.TransportError, _RetryableDownload) as exc:
+            except (httpx.TransportError, httpx.DecodingError, _RetryableDownload) as exc:
                 last_error = str(exc) if isinstance(exc, _RetryableDownload) else type(exc).__name__
+            except httpx.TooManyRedirects:
+                raise InvalidImageError(
+                    f"GET {shown}: too many redirects (a redirect loop); the image URL is not usable"
+                ) from None
+            except (httpx.HTTPError, httpx.StreamError) as exc:  # nothing a retry can fix; its text may hold the URL
+                message = f"GET {shown}: {type(exc).__name__}; the image URL is not usable"
+                raise ClientError(message, url=shown) from None
             if attempt < self.max_retries:
                 delay = self._backoff(attempt, None)
                 logger.info(
@@ -246,7 +257,7 @@ class ImageClient(ApiClient):
 
     async def _download_once(self, url: str, shown: str) -> bytes:
         async with self._downloads().stream("GET", url) as response:
-            if response.status_code == 429 or response.status_code >= 500:
+            if is_retryable_status(response.status_code):
                 raise _RetryableDownload(f"HTTP {response.status_code}")
             if response.status_code != 200:
                 raise InvalidImageError(

@@ -34,6 +34,8 @@ from typing import Any, Literal
 from PIL import Image, ImageDraw
 
 FaultKind = Literal[
+    "408",
+    "409",
     "429",
     "500",
     "503",
@@ -43,6 +45,9 @@ FaultKind = Literal[
     "slow",
     "corrupt_image",
     "wrong_content_type",
+    "redirect",
+    "bad_gzip",
+    "redirect_loop",
 ]
 ReplyFunction = Callable[[dict[str, Any]], str]
 
@@ -57,19 +62,22 @@ class Fault:
     """One injected misbehaviour.
 
     Args:
-        kind: ``429`` (with ``retry_after``), ``500``/``503``, ``timeout`` (sleep ``delay_s`` then drop the
-            connection), ``invalid_json``, ``truncated_json``, ``slow`` (sleep ``delay_s`` then answer
-            normally), ``corrupt_image`` (image bytes that are not an image), ``wrong_content_type`` (an
-            image URL served as ``text/html``).
+        kind: ``429`` (with ``retry_after``), ``408``/``409``/``500``/``503``, ``timeout`` (sleep ``delay_s``
+            then drop the connection), ``invalid_json``, ``truncated_json``, ``slow`` (sleep ``delay_s`` then
+            answer normally), ``corrupt_image`` (image bytes that are not an image), ``wrong_content_type`` (an
+            image URL served as ``text/html``), ``redirect`` (a 301 to ``location``), ``bad_gzip`` (a 200 whose
+            body claims gzip encoding but is not gzip), ``redirect_loop`` (an image URL that redirects to itself).
         retry_after: the ``Retry-After`` value sent with a 429 (seconds or an HTTP date); None omits it.
         delay_s: the sleep for ``timeout`` and ``slow``.
         path: apply only to requests on this path (e.g. ``/v1/chat/completions``); None matches any POST.
+        location: the ``Location`` of a ``redirect``; None: the same path under ``/moved`` on this server.
     """
 
     kind: FaultKind
     retry_after: str | None = "1"
     delay_s: float = 2.0
     path: str | None = None
+    location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -316,7 +324,9 @@ class StandInServer:
         if fault is not None and fault.kind == "wrong_content_type":
             content_type = "text/html"
         item: dict[str, Any] = {"revised_prompt": f"{prompt} (stand-in)"}
-        if request.get("response_format", "url") == "b64_json":
+        if fault is not None and fault.kind == "redirect_loop":
+            item["url"] = f"{self.root_url}/loop/{hashlib.sha256(png).hexdigest()[:24]}.png"
+        elif request.get("response_format", "url") == "b64_json":
             item["b64_json"] = base64.b64encode(png).decode()
         else:
             name = hashlib.sha256(png + content_type.encode()).hexdigest()[:24]
@@ -398,6 +408,8 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
             self._begin("GET", path)
             if path == "/stats":
                 self._send_json(200, server.stats())
+            elif path.startswith("/loop/"):
+                self._send(302, b"", "text/plain", {"Location": path})
             elif (match := re.fullmatch(r"/files/([0-9a-f]+)\.png", path)) and server.file(match.group(1)):
                 data, content_type = server.file(match.group(1))
                 self._send(200, data, content_type)
@@ -431,8 +443,12 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                 self._error(429, "injected rate limit", headers)
                 return
-            if kind in ("500", "503"):
+            if kind in ("408", "409", "500", "503"):
                 self._error(int(kind), "injected server error")
+                return
+            if kind == "redirect":
+                location = fault.location or f"{server.root_url}/moved{self.path}"
+                self._error(301, "moved", {"Location": location})
                 return
             if kind in ("timeout", "slow"):
                 time.sleep(fault.delay_s)
@@ -455,6 +471,9 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
                 data = b"<html>upstream gateway hiccup</html>"
             elif kind == "truncated_json":
                 data = data[: len(data) // 2]
+            elif kind == "bad_gzip":
+                self._send(200, b"this is not gzip", "application/json", {"Content-Encoding": "gzip"})
+                return
             self._send(200, data, "application/json")
 
     return Handler
