@@ -252,3 +252,28 @@ def test_a_vqa_request_refused_by_the_service_is_counted_and_the_export_finishes
     assert failed and stats["vqa"]["service_errors"] == len(failed)
     assert (tmp_path / "run" / "dataset" / "stats.json").is_file()
     assert stats["export"]["examples"] == stats["images"]["ok"] - len(failed)
+
+
+@pytest.mark.parametrize("failure", ["rejected", "connection dropped"])
+def test_one_item_that_always_fails_does_not_block_a_resume(corpus, tmp_path, failure):
+    from standin import scripted_reply
+
+    from visalign.testing.stand_in_server import _BadRequest
+
+    def reply(request):
+        text = json.dumps(request["messages"])
+        if "question-answer" not in text and "an autonomous ship" in text.lower():  # one abstract's scenes
+            if failure == "rejected":
+                raise _BadRequest("the provider's filter declines this one")  # a 400
+            raise RuntimeError("the server crashes on this one")  # the connection drops: no status at all
+        return scripted_reply(request)
+
+    with StandInServer(reply=reply) as server:
+        config = api_config(server.base_url, corpus)
+        config["scenes"]["llm"]["max_retries"] = 0
+        first = build(config, tmp_path / "run")
+        second = build(config, tmp_path / "run")  # the resume has that one abstract left, and it fails again
+    scenes = list(JsonlStore(tmp_path / "run" / "scenes.jsonl").records())
+    assert [r["status"] for r in scenes].count("error") == 1 and len(scenes) == 6
+    assert first["scenes"]["service_errors"] == second["scenes"]["service_errors"] == 1
+    assert second["export"]["examples"] == first["export"]["examples"] == 10  # 5 abstracts x 2 scenes

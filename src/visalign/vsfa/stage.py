@@ -18,8 +18,16 @@ from visalign.runs import JsonlStore
 
 #: Statuses that a re-run keeps; ``error`` records are tried again.
 FINAL_STATUSES = frozenset({"ok", "failed"})
-#: Stop a stage when this many service errors arrive before any success (dead endpoint, wrong model name).
+#: Stop a stage when this many service errors arrive before any success (dead endpoint, wrong model name). A fixed
+#: count, not capped by the items left: one item that always fails must not stop every resume of the run.
 _BREAKER = 3
+#: HTTP statuses that say the service itself is unusable; a 400/413/422 is about one item and never trips it.
+_SERVICE_STATUSES = frozenset({401, 403, 404})
+
+
+def _service_down(status: int | None) -> bool:
+    """Whether a failed request points at the service (unreachable, 5xx, bad key, no such model), not the item."""
+    return status is None or status >= 500 or status in _SERVICE_STATUSES
 
 
 @dataclass
@@ -66,8 +74,10 @@ async def run_stage(
         progress: an active rich progress display, or None.
 
     Raises:
-        VisalignError: the service failed for the first items with no success (dead endpoint, bad key or model
-            name), or a backend raised a fatal error. Records finished before that are kept.
+        VisalignError: the service failed for three items before any success (dead endpoint, bad key or model
+            name), or a backend raised a fatal error. Records finished before that are kept. Fewer items left
+            than that, or items the service rejects one by one (a 400), are recorded as ``error`` and the run
+            goes on, so a resume is never blocked by one item that always fails.
     """
     from visalign.clients import ClientError
 
@@ -80,7 +90,10 @@ async def run_stage(
     for key in todo:
         queue.put_nowait(key)
 
+    service_errors = 0
+
     async def worker() -> None:
+        nonlocal service_errors
         while True:
             try:
                 key = queue.get_nowait()
@@ -89,7 +102,9 @@ async def run_stage(
             try:
                 record = await work(payloads[key])
             except ClientError as exc:
-                if exc.status in (401, 403) or (report.ok == 0 and report.errors + 1 >= min(_BREAKER, len(todo))):
+                if _service_down(exc.status):
+                    service_errors += 1
+                if exc.status in (401, 403) or (report.ok == 0 and service_errors >= _BREAKER):
                     raise VisalignError(f"{name} stage stopped: {exc}") from None
                 report.errors += 1
                 if len(report.error_examples) < 3:
