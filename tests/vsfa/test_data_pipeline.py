@@ -277,3 +277,24 @@ def test_one_item_that_always_fails_does_not_block_a_resume(corpus, tmp_path, fa
     assert [r["status"] for r in scenes].count("error") == 1 and len(scenes) == 6
     assert first["scenes"]["service_errors"] == second["scenes"]["service_errors"] == 1
     assert second["export"]["examples"] == first["export"]["examples"] == 10  # 5 abstracts x 2 scenes
+
+
+def test_scenes_with_only_blank_objects_are_malformed_not_stored(corpus, tmp_path):
+    from standin import scenes_json, scripted_reply
+
+    def reply(request):
+        text = json.dumps(request["messages"])
+        if "question-answer" not in text and "a cloned voice" in text.lower():
+            scenes = json.loads(scenes_json("voice", 2))
+            for scene in scenes["scenes"]:
+                scene["objects"] = [" ", ""]  # blank entries only: nothing to draw
+            return json.dumps(scenes)
+        return scripted_reply(request)
+
+    with StandInServer(reply=reply) as server:
+        stats = build(api_config(server.base_url, corpus), tmp_path / "run")
+    records = list(JsonlStore(tmp_path / "run" / "scenes.jsonl").records())
+    voice = [r for r in records if r["status"] != "ok"]
+    assert len(voice) == 1 and voice[0]["status"] == "failed"
+    assert all(scene["objects"] for r in records if r["status"] == "ok" for scene in r["scenes"])
+    assert stats["images"]["ok"] == 10 and stats["export"]["examples"] == 10

@@ -15,9 +15,13 @@ class Abstract(BaseModel):
 
 
 class Scene(BaseModel):
-    """One concrete, depictable scene; the schema the scene prompt asks the LLM to fill."""
+    """One concrete, depictable scene; the schema the scene prompt asks the LLM to fill.
 
-    model_config = ConfigDict(extra="ignore")
+    Text is stripped before the length checks, so a blank title or a list of blank objects is a malformed answer
+    (re-asked), never a stored scene that the images stage cannot draw.
+    """
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     title: str = Field(min_length=2, max_length=120)
     description: str = Field(min_length=20, max_length=1200)
@@ -26,11 +30,13 @@ class Scene(BaseModel):
     colours: list[str] = Field(default_factory=list, max_length=8)
     layout: str = Field(default="", max_length=400, description="one sentence on where things are")
 
-    @field_validator("objects", "colours")
+    @field_validator("objects", "colours", mode="before")
     @classmethod
-    def _strip_empty(cls, values: list[str]) -> list[str]:
-        cleaned = [v.strip() for v in values if isinstance(v, str) and v.strip()]
-        return cleaned
+    def _drop_blank(cls, values: object) -> object:
+        """Drop blank entries before ``min_length`` is checked (an "after" validator ran too late for that)."""
+        if not isinstance(values, list):
+            return values  # not a list: left to the type check, which names the field
+        return [v for v in values if not (isinstance(v, str) and not v.strip())]
 
 
 class SceneBatch(BaseModel):
@@ -42,9 +48,9 @@ class SceneBatch(BaseModel):
 
 
 class QAPair(BaseModel):
-    """One neutral question-answer pair about an image."""
+    """One neutral question-answer pair about an image (text stripped before the length checks)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     type: str
     question: str = Field(min_length=3, max_length=500)
