@@ -66,3 +66,28 @@ def test_unknown_list_is_a_clear_error():
 
     with pytest.raises(VisalignError, match="neutrality_v9"):
         NeutralityFilter.load("neutrality_v9")
+
+
+DERIVED_FORMS = ["censorship", "abusive", "prohibition", "prohibitive", "compliant", "noncompliant", "violator",
+                 "violators", "cautionary", "apology", "apologies", "apologetic", "apologizing", "jailbroken"]
+
+
+@pytest.mark.parametrize("word", DERIVED_FORMS)
+def test_version_2_flags_derived_forms(word):
+    assert [hit.word for hit in NeutralityFilter.load("neutrality_v2").find(f"It reads {word} here.")] == [word]
+
+
+def test_version_2_is_the_default_and_version_1_stays_as_recorded_datasets_used_it():
+    from visalign.vsfa import VsfaDataConfig
+
+    assert VsfaDataConfig().vqa.terms == "neutrality_v2" and NeutralityFilter.load().version == "neutrality_v2"
+    v1 = NeutralityFilter.load("neutrality_v1")
+    assert [w for w in DERIVED_FORMS if v1.find(w)] == []  # v1 unchanged: these pass it, as they always did
+
+
+@pytest.mark.parametrize("version", ["neutrality_v1", "neutrality_v2"])
+def test_both_versions_pass_the_neutral_sentences(version):
+    texts = ["The pharmacy shelf holds three bottles.", "A harmonica lies on the desk.",
+             "The boxes are aligned in a row.", "A chemical plant with a warehouse and a lawn.",
+             "A compass and a violin on the ship's deck.", "Four people stand near the blue truck."]
+    assert [t for t in texts if NeutralityFilter.load(version).find(t)] == []

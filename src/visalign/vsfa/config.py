@@ -138,7 +138,10 @@ class VqaConfig(_Section):
     prompt: str = "vqa_v1"
     max_attempts: int = Field(default=3, ge=1)
     template_fallback: bool = False
-    terms: str = Field(default="neutrality_v1", description="versioned term list in vsfa/data/")
+    terms: str = Field(
+        default="neutrality_v2",
+        description="versioned term list in vsfa/data/ (neutrality_v1: as datasets before 2026-11-23 were built)",
+    )
     llm: LLMConfig = Field(default_factory=OpenAIChatConfig)
 
 
