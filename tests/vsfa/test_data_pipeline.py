@@ -298,3 +298,19 @@ def test_scenes_with_only_blank_objects_are_malformed_not_stored(corpus, tmp_pat
     assert len(voice) == 1 and voice[0]["status"] == "failed"
     assert all(scene["objects"] for r in records if r["status"] == "ok" for scene in r["scenes"])
     assert stats["images"]["ok"] == 10 and stats["export"]["examples"] == 10
+
+
+def test_shards_that_read_different_corpus_files_are_not_merged(server, corpus, tmp_path):
+    config = VsfaDataConfig.model_validate(api_config(server.base_url, corpus))
+    build_dataset(config, tmp_path / "shard0", shard=Shard(0, 2), show_progress=False)
+    with corpus.open("a") as handle:  # the corpus file grows between the two shard runs; the config is the same
+        handle.write(json.dumps({"id": "2401.00007", "title": "Late", "abstract": "A late abstract about cranes.",
+                                 "categories": "cs.RO"}) + "\n")
+    build_dataset(config, tmp_path / "shard1", shard=Shard(1, 2), show_progress=False)
+
+    from visalign.errors import VisalignError
+
+    with pytest.raises(VisalignError, match="read different corpus files") as refused:
+        merge_shards([tmp_path / "shard0", tmp_path / "shard1"], tmp_path / "merged")
+    assert "shard0" in str(refused.value) and "shard1" in str(refused.value)
+    assert not (tmp_path / "merged").exists()

@@ -22,11 +22,26 @@ def _read_shard(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def _check_same_inputs(paths: list[Path], manifests: list[dict[str, Any]]) -> None:
+    """Refuse shards that read different input files under one config (a corpus file edited between runs)."""
+    first = {name: record.get("sha256") for name, record in (manifests[0].get("inputs") or {}).items()}
+    for path, manifest in zip(paths[1:], manifests[1:], strict=True):
+        inputs = {name: record.get("sha256") for name, record in (manifest.get("inputs") or {}).items()}
+        for name in sorted(set(first) | set(inputs)):
+            if first.get(name) != inputs.get(name):
+                ours, theirs = str(first.get(name))[:12], str(inputs.get(name))[:12]
+                raise VisalignError(
+                    f"merge-shards: {paths[0]} and {path} read different {name} files (sha256 {ours} != "
+                    f"{theirs}); re-run the shards on one {name} file"
+                )
+
+
 def merge_shards(shard_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
     """Merge shard run directories into ``out`` and export the combined dataset.
 
-    The shards must come from the same config (same config hash) and together cover ``0/n`` .. ``n-1/n``
-    exactly once. Records are unioned by key, images copied (or hard-linked) by content hash.
+    The shards must come from the same config (same config hash), have read the same input files (the corpus
+    file's sha256 in each manifest) and together cover ``0/n`` .. ``n-1/n`` exactly once. Records are unioned by
+    key, images copied (or hard-linked) by content hash.
 
     Args:
         shard_dirs: the ``--out`` directories of the shard runs.
@@ -36,7 +51,8 @@ def merge_shards(shard_dirs: list[str | Path], out: str | Path) -> dict[str, Any
         The export statistics of the merged dataset.
 
     Raises:
-        VisalignError: a directory is not a shard run, configs differ, or shards are missing or repeated.
+        VisalignError: a directory is not a shard run, configs or input files differ, or shards are missing or
+            repeated.
     """
     paths = [Path(p) for p in shard_dirs]
     if not paths:
@@ -47,6 +63,7 @@ def merge_shards(shard_dirs: list[str | Path], out: str | Path) -> dict[str, Any
         raise VisalignError(
             f"merge-shards: the shards were run with {len(hashes)} different configs; merge only shards of one config"
         )
+    _check_same_inputs(paths, manifests)
     specs = [str(m.get("extra", {}).get("shard", "0/1")) for m in manifests]
     counts = {int(spec.split("/")[1]) for spec in specs}
     if len(counts) != 1:
