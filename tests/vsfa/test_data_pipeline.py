@@ -314,3 +314,42 @@ def test_shards_that_read_different_corpus_files_are_not_merged(server, corpus, 
         merge_shards([tmp_path / "shard0", tmp_path / "shard1"], tmp_path / "merged")
     assert "shard0" in str(refused.value) and "shard1" in str(refused.value)
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_deleted_image_is_redrawn_by_the_next_run(server, corpus, tmp_path):
+    config = api_config(server.base_url, corpus)
+    first = build(config, tmp_path / "run")
+    llava = (tmp_path / "run" / "dataset" / "llava.json").read_bytes()
+    victim = sorted((tmp_path / "run" / "images").glob("*.png"))[0]
+    victim.unlink()
+    served = len(server.requests)
+    second = build(config, tmp_path / "run")
+    assert victim.is_file()  # drawn again (the stand-in draws the same prompt the same way)
+    assert second["export"] == first["export"] == {"examples": 12, "pairs": 36}
+    assert (tmp_path / "run" / "dataset" / "llava.json").read_bytes() == llava
+    # the same image came back, so its Q&A pairs still hold: nothing but that one drawing was asked for
+    assert [r.path for r in server.requests[served:]] in ([], [IMAGES_PATH])
+
+
+def test_pairs_about_an_image_that_was_replaced_are_written_again(server, corpus, tmp_path):
+    import io
+
+    from PIL import Image
+
+    from visalign.vsfa.imagegen import store_png
+
+    config = api_config(server.base_url, corpus)
+    build(config, tmp_path / "run")
+    images = JsonlStore(tmp_path / "run" / "images.jsonl")
+    old = next(iter(images.records()))
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(buffer, format="PNG")
+    new = store_png(buffer.getvalue(), tmp_path / "run", origin="test")
+    with images:  # another drawing of the scene (a redraw that came out differently)
+        images.append({**old, "image": new.path, "sha256": new.sha256})
+    served = len(vqa_requests(server))
+    build(config, tmp_path / "run")
+    assert len(vqa_requests(server)) == served + 1  # only that scene's pairs are asked for again
+    assert JsonlStore(tmp_path / "run" / "vqa.jsonl").get(old["id"])["image"] == new.path
+    llava = json.loads((tmp_path / "run" / "dataset" / "llava.json").read_text())
+    assert new.path in {entry["image"] for entry in llava} and old["image"] not in {e["image"] for e in llava}

@@ -165,7 +165,9 @@ def export_dataset(root: str | Path, *, backends: dict[str, str] | None = None) 
     for record in records:
         source = root / record["image"]
         if not source.is_file():
-            raise VisalignError(f"{source}: image of {record['id']} is missing; re-run the job to redraw it")
+            raise VisalignError(
+                f"{source}: image of {record['id']} is missing; run the same command again to redraw it"
+            )
         _link_or_copy(source, out / record["image"])
     llava = [llava_entry(r) for r in records]
     sharegpt = [sharegpt_entry(r) for r in records]

@@ -223,6 +223,8 @@ async def _run_stages(config, out, abstracts, scene_llm, painter, vqa_llm, templ
                 stores["images"],
                 concurrency=painter.concurrency * 2,
                 progress=progress,
+                # an image file deleted (or lost in a copy) since it was drawn is drawn again
+                still_valid=lambda r: r["status"] != "ok" or (out / r["image"]).is_file(),
             )
             by_id = {e["id"]: e for e in scene_entries}
             image_entries = [
@@ -236,6 +238,7 @@ async def _run_stages(config, out, abstracts, scene_llm, painter, vqa_llm, templ
                 for e in scene_entries
                 if (record := stores["images"].get(e["id"])) and record["status"] == "ok"
             ]
+            current_image = {e["id"]: e["image"] for e in image_entries}
             reports["vqa"] = await run_stage(
                 "vqa",
                 [(e["id"], e) for e in image_entries],
@@ -243,6 +246,8 @@ async def _run_stages(config, out, abstracts, scene_llm, painter, vqa_llm, templ
                 stores["vqa"],
                 concurrency=vqa_llm.concurrency * 2,
                 progress=progress,
+                # pairs written about an image that has since been redrawn differently are written again
+                still_valid=lambda r: r.get("image") in (None, current_image.get(r["id"])),
             )
     finally:
         for store in stores.values():

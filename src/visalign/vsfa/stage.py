@@ -43,12 +43,19 @@ class StageReport:
     error_examples: list[str] = field(default_factory=list)
 
 
-def pending_keys(store: JsonlStore, keys: Sequence[str]) -> list[str]:
-    """Return the keys that still need work: never stored, or stored with a retryable ``error`` status."""
+def pending_keys(
+    store: JsonlStore, keys: Sequence[str], still_valid: Callable[[dict], bool] | None = None
+) -> list[str]:
+    """Return the keys that still need work.
+
+    That is: never stored, stored with a retryable ``error`` status, or stored with a final status that
+    ``still_valid`` rejects (an image whose file was deleted).
+    """
     todo = []
     for key in keys:
         record = store.get(key)
-        if record is None or record.get("status") not in FINAL_STATUSES:
+        final = record is not None and record.get("status") in FINAL_STATUSES
+        if not final or (still_valid is not None and not still_valid(record)):
             todo.append(key)
     return todo
 
@@ -61,6 +68,7 @@ async def run_stage(
     *,
     concurrency: int,
     progress: Progress | None = None,
+    still_valid: Callable[[dict], bool] | None = None,
 ) -> StageReport:
     """Run ``work`` on every item not yet finished in ``store`` and append each record as it completes.
 
@@ -72,6 +80,8 @@ async def run_stage(
         store: where records go; its keys decide what is already done.
         concurrency: workers in flight (the clients also enforce their own limits).
         progress: an active rich progress display, or None.
+        still_valid: whether a finished record still holds (None: every finished record does); a record it
+            rejects is done again.
 
     Raises:
         VisalignError: the service failed for three items before any success (dead endpoint, bad key or model
@@ -83,7 +93,7 @@ async def run_stage(
 
     report = StageReport(name=name, total=len(items))
     payloads = dict(items)
-    todo = pending_keys(store, [key for key, _ in items])
+    todo = pending_keys(store, [key for key, _ in items], still_valid)
     report.already_done = len(items) - len(todo)
     bar = progress.add_task(name, total=len(items), completed=report.already_done) if progress else None
     queue: asyncio.Queue[str] = asyncio.Queue()
