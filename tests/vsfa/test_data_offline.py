@@ -32,3 +32,15 @@ def test_offline_default_config_end_to_end(default_model_dir, tmp_path):
     llava = json.loads((out / "dataset" / "llava.json").read_text())
     assert (out / "dataset" / llava[0]["image"]).is_file()
     assert "placeholder scene cards" in (out / "dataset" / "README.md").read_text()
+
+
+def test_template_pairs_never_repeat_when_more_are_asked_than_exist():
+    from visalign.vsfa.fallback import grounded_pairs
+    from visalign.vsfa.records import Scene
+
+    scene = Scene(title="Pier", description="A grey pier at dusk with orange buoys near a small boat.",
+                  setting="a harbour", objects=["pier", "buoy", "boat"], colours=["grey", "orange"])
+    pairs = grounded_pairs(scene, ["objects", "colours", "objects"], 8)
+    questions = [(p.question, p.answer) for p in pairs]
+    assert len(questions) == len(set(questions)) == 4  # two types x two phrasings, then no more
+    assert [p.type for p in pairs] == ["objects", "colours", "objects", "colours"]

@@ -129,7 +129,11 @@ class ImagesConfig(_Section):
 
 
 class VqaConfig(_Section):
-    """Stage 4: images -> neutral question-answer pairs, then the neutrality filter."""
+    """Stage 4: images -> neutral question-answer pairs, then the neutrality filter.
+
+    The template fallback has two phrasings per type, so it gives at most ``2 x len(types)`` distinct pairs per
+    image, fewer than ``per_image`` when few types are configured (never repeats).
+    """
 
     per_image: int = Field(default=4, ge=1, le=len(VQA_TYPES) * 2)
     types: list[Literal["description", "objects", "counting", "colours", "spatial", "reasoning"]] = Field(

@@ -168,12 +168,15 @@ def _join(items: list[str]) -> str:
 
 
 def grounded_pairs(scene: Scene, types: list[str], count: int) -> list[QAPair]:
-    """Return ``count`` neutral question-answer pairs whose answers come from the scene's own fields.
+    """Return up to ``count`` distinct neutral question-answer pairs whose answers come from the scene's fields.
+
+    Each type has two phrasings, so at most ``2 x len(types)`` distinct pairs exist; a larger ``count`` gets that
+    many rather than repeats (a repeated pair would weigh twice in training and say nothing new).
 
     Args:
         scene: the scene description the image was drawn from.
-        types: the question types to cycle through, in order.
-        count: pairs to return (types repeat when ``count`` exceeds them).
+        types: the question types to cycle through, in order (a type listed twice counts once).
+        count: pairs wanted.
     """
     objects = scene.objects or ["the main objects"]
     colours = scene.colours or ["muted tones"]
@@ -199,9 +202,10 @@ def grounded_pairs(scene: Scene, types: list[str], count: int) -> list[QAPair]:
         "spatial": ("What is in the foreground?", f"The {objects[-1]} is in the foreground."),
         "reasoning": ("What time of day or setting does the lighting suggest?", f"The setting is {scene.setting}."),
     }
+    kinds = list(dict.fromkeys(types))
     pairs = []
-    for index in range(count):
-        kind = types[index % len(types)]
-        question, answer = (answers if index < len(types) else alternates)[kind]
+    for index in range(min(count, 2 * len(kinds))):
+        kind = kinds[index % len(kinds)]
+        question, answer = (answers if index < len(kinds) else alternates)[kind]
         pairs.append(QAPair(type=kind, question=question, answer=answer))
     return pairs
