@@ -266,3 +266,12 @@ def test_figstep_renders_missing_images_and_reports_corrupt_ones(tmp_path):
     assert [e.row for e in result.errors] == ["line 4", "line 5", "line 3"]
     assert "unknown category 11" in result.errors[0].message and "duplicate" in result.errors[1].message
     assert "official image unusable" in result.errors[2].message
+
+
+def test_json_files_saved_with_a_byte_order_mark_load(tmp_path):
+    from visalign.evaluation.benchmarks._io import read_json, read_jsonl
+
+    (tmp_path / "a.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"k": 1}).encode())
+    (tmp_path / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps({"k": 2}).encode() + b"\n")
+    assert read_json(tmp_path / "a.json") == {"k": 1}
+    assert list(read_jsonl(tmp_path / "a.jsonl")) == [(1, {"k": 2}, None)]

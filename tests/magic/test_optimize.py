@@ -258,3 +258,11 @@ def test_edited_requests_do_not_resume_an_old_checkpoint(tmp_path, tiny_checkpoi
     harmful.write_text(harmful.read_text().replace("pick a lock", "pick a safe"))
     with pytest.raises(VisalignError, match="set of requests"):
         optimize_magic_images(longer, tmp_path / "run")
+
+
+def test_a_request_file_saved_with_a_byte_order_mark_loads_every_line(tmp_path, tiny_checkpoints):
+    config = make(tmp_path, tiny_checkpoints["llava"])
+    harmful = tmp_path / "harmful.jsonl"
+    harmful.write_bytes(b"\xef\xbb\xbf" + harmful.read_bytes())  # as Notepad saves UTF-8
+    data = load_training_set(config, get_value_system(VALUE_SYSTEMS, "standard"), tmp_path / "w")
+    assert len(data.harmful) == 4 and not any(e.prompt.startswith("\ufeff") for e in data.harmful)

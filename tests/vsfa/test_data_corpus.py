@@ -81,3 +81,15 @@ def test_missing_file_and_file_source_without_path(tmp_path):
         load_corpus(CorpusConfig(source="file", path=tmp_path / "nope.jsonl"))
     with pytest.raises(ValueError, match="needs corpus.path"):
         CorpusConfig(source="file")
+
+
+@pytest.mark.parametrize("name", ["excel.csv", "notepad.jsonl"])
+def test_a_byte_order_mark_is_not_part_of_the_first_field(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        text = "id,abstract,title\nx1,A drone hovers over a market square at noon.,Drones\n"
+    else:
+        text = json.dumps({"id": "x1", "abstract": "A drone hovers over a market square at noon.", "title": "Drones"})
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Excel and Notepad save UTF-8
+    [abstract] = load_corpus(CorpusConfig(source="file", path=path)).abstracts
+    assert (abstract.id, abstract.title) == ("x1", "Drones")

@@ -60,7 +60,7 @@ def apply(
     if prompts is not None:
         if not prompts.is_file():
             raise VisalignError(f"{prompts}: prompts file not found")
-        requests += [line.strip() for line in prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
+        requests += [line.strip() for line in prompts.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if not requests:
         raise VisalignError("no requests: pass --prompt TEXT or --prompts FILE")
     user_images = [load_image(image)] if image else []

@@ -73,7 +73,7 @@ def _file_samples(path: Path) -> tuple[list[Sample], list[RowError]]:
     if not path.is_file():
         raise VisalignError(f"{path}: request file not found")
     samples, errors = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         try:

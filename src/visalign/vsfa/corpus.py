@@ -67,7 +67,8 @@ def detect_format(path: Path) -> str:
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
     rows: list[tuple[int, dict]] = []
-    with path.open(encoding="utf-8") as handle:
+    # utf-8-sig: files saved by Excel or Notepad start with a byte-order mark, which is not part of the data
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -85,7 +86,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
 
 def _read_csv(path: Path) -> list[tuple[int, dict]]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:  # a leading BOM would join the first header
         reader = csv.DictReader(handle, delimiter=delimiter)
         columns = {name.strip().lower() for name in reader.fieldnames or []}
         if not columns & set(_TEXT_KEYS):

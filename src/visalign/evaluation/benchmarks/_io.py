@@ -61,7 +61,7 @@ def read_json(path: Path) -> Any:
         VisalignError: the file is not valid UTF-8 JSON; the message names the file and position.
     """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise VisalignError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except json.JSONDecodeError as exc:
@@ -77,7 +77,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, Any | None, str | None]]:
         VisalignError: the file is not UTF-8 text.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         raise VisalignError(f"{path}: not UTF-8 text ({exc.reason})") from None
     for number, line in enumerate(lines, start=1):
@@ -96,7 +96,7 @@ def read_yaml(path: Path) -> Any:
         VisalignError: the file is not valid YAML.
     """
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise VisalignError(f"{path}: not valid YAML ({first})") from None
