@@ -140,3 +140,25 @@ def test_bad_shard_spec(corpus, tmp_path):
     path = write_yaml(tmp_path / "c.yaml", api_config("http://127.0.0.1:9/v1", corpus))
     result = run_cli("vsfa", "data", "--config", str(path), "--out", str(tmp_path / "o"), "--shard", "3/3")
     _assert_one_line_error(result, "--shard '3/3'")
+
+
+def test_the_summary_names_service_errors_that_a_re_run_tries_again(corpus, tmp_path, capsys):
+    from cli_in_process import run_in_process
+
+    from visalign.testing.stand_in_server import _BadRequest
+
+    def reply(request):
+        text = json.dumps(request["messages"])
+        if "question-answer" not in text and "a cloned voice" in text.lower():
+            raise _BadRequest("the provider's filter declines this one")  # one abstract, every time
+        return scripted_reply(request)
+
+    with StandInServer(reply=reply) as server:
+        path = write_yaml(tmp_path / "c.yaml", api_config(server.base_url, corpus))
+        args = ["vsfa", "data", "--config", str(path), "--out", str(tmp_path / "o"), "--no-progress"]
+        code, out, _ = run_in_process(args, capsys)
+    assert code == 0
+    assert out.strip() == (
+        f"{tmp_path / 'o' / 'dataset'}: 10 examples, 30 pairs (0 rejected by the neutrality filter); failed: scenes 0, "
+        "images 0, vqa 0; service errors, tried again by a re-run: scenes 1, images 0, vqa 0"
+    )

@@ -153,6 +153,18 @@ def test_copied_example_pairs_are_dropped(server, tmp_path):
         assert [pair["answer"] for pair in record["pairs"] if pair["answer"] == "..."] == []
 
 
+def test_template_pairs_stop_at_the_distinct_ones_and_the_stats_say_so(server, tmp_path):
+    corpus = write_arxiv(tmp_path / "c.jsonl", [("p1", "Pairs", "ECHO-PAIRS a camera on a pole.", "cs")])
+    out = tmp_path / "run"
+    vqa = {"template_fallback": True, "types": ["colours", "counting"], "per_image": 6}
+    stats = build(api_config(server.base_url, corpus, vqa=vqa), out)
+    records = list(JsonlStore(out / "vqa.jsonl").records())
+    assert [(r["source"], r["asked"], len(r["pairs"])) for r in records] == [("template", 6, 4)] * 2
+    for record in records:
+        assert len({(p["question"], p["answer"]) for p in record["pairs"]}) == 4  # two types x two phrasings
+    assert stats["vqa"]["template_capped"] == 2 and stats["export"] == {"examples": 2, "pairs": 8}
+
+
 def test_short_reply_is_reasked_then_topped_up_from_templates(server, tmp_path):
     corpus = write_arxiv(
         tmp_path / "c.jsonl",
@@ -279,6 +291,31 @@ def test_one_item_that_always_fails_does_not_block_a_resume(corpus, tmp_path, fa
     assert second["export"]["examples"] == first["export"]["examples"] == 10  # 5 abstracts x 2 scenes
 
 
+def test_a_dead_service_still_stops_a_run_too_small_to_reach_the_breaker(tmp_path):
+    from standin import scripted_reply
+
+    state = {"up": False}
+
+    def reply(request):
+        if not state["up"]:
+            raise RuntimeError("down")  # every connection drops: the service is dead, not one item
+        return scripted_reply(request)
+
+    corpus = write_arxiv(tmp_path / "c.jsonl", [("d1", "Dead", "A drone hovers over a quiet square.", "cs.RO")])
+    with StandInServer(reply=reply) as server:
+        config = api_config(server.base_url, corpus)
+        config["scenes"]["llm"]["max_retries"] = 0
+        from visalign.errors import VisalignError
+
+        with pytest.raises(VisalignError, match=r"^scenes stage stopped: all 1 request\(s\) failed and none has "
+                                                r"ever succeeded in this run; last: POST .*connection failed") as info:
+            build(config, tmp_path / "run")
+        assert "\n" not in str(info.value)
+        state["up"] = True  # the service comes back: the error record is tried again and the run completes
+        stats = build(config, tmp_path / "run")
+    assert stats["export"] == {"examples": 2, "pairs": 6} and stats["scenes"]["service_errors"] == 0
+
+
 def test_scenes_with_only_blank_objects_are_malformed_not_stored(corpus, tmp_path):
     from standin import scenes_json, scripted_reply
 
@@ -329,6 +366,23 @@ def test_a_deleted_image_is_redrawn_by_the_next_run(server, corpus, tmp_path):
     assert (tmp_path / "run" / "dataset" / "llava.json").read_bytes() == llava
     # the same image came back, so its Q&A pairs still hold: nothing but that one drawing was asked for
     assert [r.path for r in server.requests[served:]] in ([], [IMAGES_PATH])
+
+
+def test_a_truncated_image_is_redrawn_by_the_next_run(server, corpus, tmp_path):
+    config = api_config(server.base_url, corpus)
+    first = build(config, tmp_path / "run")
+    llava = (tmp_path / "run" / "dataset" / "llava.json").read_bytes()
+    victim = sorted((tmp_path / "run" / "images").glob("*.png"))[0]
+    whole = victim.read_bytes()
+    victim.write_bytes(whole[: len(whole) // 2])  # an interrupted copy: the file is there, the image is not
+    served = len(server.requests)
+    second = build(config, tmp_path / "run")
+    assert victim.read_bytes() == whole and hashlib.sha256(whole).hexdigest() == victim.stem
+    # that one drawing at most (the response cache may hold it); its pairs still hold, so no chat request
+    assert [r.path for r in server.requests[served:]] in ([], [IMAGES_PATH])
+    assert second["images"]["ok"] == 12
+    assert second["export"] == first["export"] == {"examples": 12, "pairs": 36}
+    assert (tmp_path / "run" / "dataset" / "llava.json").read_bytes() == llava
 
 
 def test_pairs_about_an_image_that_was_replaced_are_written_again(server, corpus, tmp_path):

@@ -55,10 +55,14 @@ def data(
         _print_plan(result["plan"], result["corpus"])
         return
     export, vqa = result["export"], result["vqa"]
+    errors = {name: result[name]["service_errors"] for name in ("scenes", "images", "vqa")}
+    # a request the service failed is not final: say so, or a dataset short of it would look complete
+    retried = ", ".join(f"{name} {count}" for name, count in errors.items())
     typer.echo(
         f"{out / 'dataset'}: {export['examples']} examples, {export['pairs']} pairs "
         f"({vqa['pairs_rejected_by_neutrality']} rejected by the neutrality filter); "
         f"failed: scenes {result['scenes']['failed']}, images {result['images']['failed']}, vqa {vqa['failed']}"
+        + (f"; service errors, tried again by a re-run: {retried}" if any(errors.values()) else "")
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from visalign.errors import VisalignError
 from visalign.runs import JsonlStore, atomic_write_json, atomic_write_text
+from visalign.vsfa.imagegen import png_intact
 
 DATASET_DIR = "dataset"
 IMAGE_TOKEN = "<image>"
@@ -84,6 +85,11 @@ def _rate(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
+def _generated(record: dict) -> int:
+    """Pairs a VQA record produced, kept or rejected (a record of a failed request has none)."""
+    return len(record.get("pairs", [])) + len(record.get("rejected", []))
+
+
 def compute_stats(root: Path) -> dict[str, Any]:
     """Count what each stage produced, failed and rejected, from the run directory's records."""
     stores = {name: JsonlStore(root / name) for name in STORES}
@@ -101,8 +107,7 @@ def compute_stats(root: Path) -> dict[str, Any]:
         "scenes": sum(len(r.get("malformed", [])) for r in scenes),
         "vqa": sum(len(r.get("malformed", [])) for r in vqa),
     }
-    # a VQA request that failed at the service leaves a record without pairs: it is counted, not read
-    generated = sum(len(r.get("pairs", [])) + len(r.get("rejected", [])) for r in vqa)
+    generated = sum(_generated(r) for r in vqa)
     rejected = sum(len(r.get("rejected", [])) for r in vqa)
     term_counts = Counter(term for r in vqa for pair in r.get("rejected", []) for term in pair["terms"])
     return {
@@ -133,6 +138,10 @@ def compute_stats(root: Path) -> dict[str, Any]:
             "images": len(vqa),
             "ok_llm": sum(r["status"] == "ok" and r["source"] == "llm" for r in vqa),
             "ok_template": sum(r["status"] == "ok" and r["source"] == "template" for r in vqa),
+            # images whose template fallback ran out of distinct pairs before ``per_image`` (two per question type)
+            "template_capped": sum(
+                r["status"] == "ok" and r["source"] == "template" and _generated(r) < r.get("asked", 0) for r in vqa
+            ),
             "failed": statuses["vqa"]["failed"],
             "service_errors": statuses["vqa"]["error"],
             "malformed_replies": malformed["vqa"],
@@ -164,9 +173,9 @@ def export_dataset(root: str | Path, *, backends: dict[str, str] | None = None) 
     out = root / DATASET_DIR
     for record in records:
         source = root / record["image"]
-        if not source.is_file():
+        if not png_intact(source):
             raise VisalignError(
-                f"{source}: image of {record['id']} is missing; run the same command again to redraw it"
+                f"{source}: image of {record['id']} is missing or damaged; run the same command again to redraw it"
             )
         _link_or_copy(source, out / record["image"])
     llava = [llava_entry(r) for r in records]

@@ -226,6 +226,25 @@ class StoredImage:
     height: int
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG file ends with
+
+
+def png_intact(path: Path) -> bool:
+    """Return whether ``path`` is a complete PNG file: present, PNG signature first, IEND chunk last.
+
+    Reads 20 bytes, not the image, so a resume can check thousands of stored images at once; it catches a missing,
+    empty, truncated (an interrupted copy) or overwritten file, not a flipped bit inside.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(_PNG_SIGNATURE))
+            handle.seek(-len(_PNG_END), 2)
+            return head == _PNG_SIGNATURE and handle.read() == _PNG_END
+    except OSError:  # missing, unreadable, or shorter than the end chunk
+        return False
+
+
 def store_png(png: bytes, root: Path, *, origin: str) -> StoredImage:
     """Validate ``png`` and store it as ``<root>/images/<sha256>.png`` (idempotent: same bytes, same file).
 
@@ -254,6 +273,6 @@ def store_png(png: bytes, root: Path, *, origin: str) -> StoredImage:
     digest = hashlib.sha256(png).hexdigest()
     relative = f"images/{digest}.png"
     target = root / relative
-    if not target.is_file():
+    if not target.is_file() or target.read_bytes() != png:  # a damaged copy under the right name is rewritten
         atomic_write_bytes(target, png)
     return StoredImage(path=relative, sha256=digest, width=width, height=height)

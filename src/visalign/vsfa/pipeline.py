@@ -16,7 +16,7 @@ from visalign.runs import JsonlStore, RunDir, atomic_write_json
 from visalign.vsfa.config import OpenAIChatConfig, OpenAIImagesConfig, VsfaDataConfig
 from visalign.vsfa.corpus import load_corpus
 from visalign.vsfa.export import CORPUS_STATS, export_dataset
-from visalign.vsfa.imagegen import make_image_backend
+from visalign.vsfa.imagegen import make_image_backend, png_intact
 from visalign.vsfa.images_stage import draw_scene
 from visalign.vsfa.llm import make_chat_backend
 from visalign.vsfa.neutrality import NeutralityFilter
@@ -223,8 +223,8 @@ async def _run_stages(config, out, abstracts, scene_llm, painter, vqa_llm, templ
                 stores["images"],
                 concurrency=painter.concurrency * 2,
                 progress=progress,
-                # an image file deleted (or lost in a copy) since it was drawn is drawn again
-                still_valid=lambda r: r["status"] != "ok" or (out / r["image"]).is_file(),
+                # an image file deleted, truncated or damaged (in a copy) since it was drawn is drawn again
+                still_valid=lambda r: r["status"] != "ok" or png_intact(out / r["image"]),
             )
             by_id = {e["id"]: e for e in scene_entries}
             image_entries = [

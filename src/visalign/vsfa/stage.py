@@ -18,8 +18,10 @@ from visalign.runs import JsonlStore
 
 #: Statuses that a re-run keeps; ``error`` records are tried again.
 FINAL_STATUSES = frozenset({"ok", "failed"})
-#: Stop a stage when this many service errors arrive before any success (dead endpoint, wrong model name). A fixed
-#: count, not capped by the items left: one item that always fails must not stop every resume of the run.
+#: Stop a stage when this many service errors arrive before any answer (dead endpoint, wrong model name). A fixed
+#: count, not capped by the items left: one item that always fails must not stop every resume of the run. A todo
+#: list too short to reach it is stopped only when the stage has never had an answer in the whole run (see the end
+#: of :func:`run_stage`), so a dead service on a one-abstract run still ends in its own error, not in 0 examples.
 _BREAKER = 3
 #: HTTP statuses that say the service itself is unusable; a 400/413/422 is about one item and never trips it.
 _SERVICE_STATUSES = frozenset({401, 403, 404})
@@ -84,10 +86,11 @@ async def run_stage(
             rejects is done again.
 
     Raises:
-        VisalignError: the service failed for three items before any success (dead endpoint, bad key or model
-            name), or a backend raised a fatal error. Records finished before that are kept. Fewer items left
-            than that, or items the service rejects one by one (a 400), are recorded as ``error`` and the run
-            goes on, so a resume is never blocked by one item that always fails.
+        VisalignError: the service failed for three items before any answer (dead endpoint, bad key or model
+            name), or for every item of a stage that has never had an answer in this run, or a backend raised a
+            fatal error. Records finished before that are kept. Otherwise fewer failing items than that, or items
+            the service rejects one by one (a 400), are recorded as ``error`` and the run goes on, so a resume is
+            never blocked by one item that always fails.
     """
     from visalign.clients import ClientError
 
@@ -114,7 +117,7 @@ async def run_stage(
             except ClientError as exc:
                 if _service_down(exc.status):
                     service_errors += 1
-                if exc.status in (401, 403) or (report.ok == 0 and service_errors >= _BREAKER):
+                if exc.status in (401, 403) or (report.ok + report.failed == 0 and service_errors >= _BREAKER):
                     raise VisalignError(f"{name} stage stopped: {exc}") from None
                 report.errors += 1
                 if len(report.error_examples) < 3:
@@ -136,4 +139,10 @@ async def run_stage(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    never_answered = report.already_done == 0 and report.ok + report.failed == 0
+    if todo and never_answered and service_errors == len(todo):
+        raise VisalignError(
+            f"{name} stage stopped: all {len(todo)} request(s) failed and none has ever succeeded in this run; "
+            f"last: {report.error_examples[-1]}"
+        )
     return report

@@ -99,6 +99,7 @@ async def generate_pairs(
         "malformed": reasons,
         "usage": usage.model_dump(),
         "terms_version": neutrality.version,
+        "asked": config.per_image,  # the template fallback may give fewer: it never repeats a pair
     }
     if pairs is None:
         reason = f"no valid JSON after {attempts} attempt(s): {reasons[-1]}"
