@@ -170,6 +170,36 @@ def test_single_image_families_refuse_two_images(family_vlm):
             vlm.chat_inputs([[user("Compare these.", *images)]])
 
 
+def test_a_conversation_the_model_cannot_take_is_refused_before_any_batch_runs(family_vlm, monkeypatch):
+    family, vlm = family_vlm
+    calls = []
+    original = vlm.model.generate
+    monkeypatch.setattr(vlm.model, "generate", lambda **kw: calls.append(1) or original(**kw))
+    token = vlm.processor.image_token
+    good = [[user(f"Question number {i} about nothing in particular?")] for i in range(3)]
+    # a long prompt sorts last, so before the check moved up front three batches ran and were thrown away
+    bad = [user(f"What does {token} mean in a prompt? " + "Please explain in detail. " * 8)]
+    with pytest.raises(VisalignError, match="image placeholder, as text"):
+        vlm.generate([*good, bad], batch_size=1, max_new_tokens=2)
+    assert calls == []
+    if not vlm.family.multi_image:
+        two = [user("Compare these long and detailed pictures. " * 8, *[noise_image(*NATIVE_SIZE[family])] * 2)]
+        with pytest.raises(VisalignError, match="one image per conversation"):
+            vlm.generate([*good, two], batch_size=1, max_new_tokens=2)
+        assert calls == []
+
+
+def test_generation_says_whether_an_answer_ended_or_was_cut(default_model_dir):
+    vlm = load_vlm(str(default_model_dir))
+    prompts = [[user("Hi!")], [user("Write a long story about a lighthouse keeper.")]]
+    short = vlm.generate_detailed(prompts, max_new_tokens=3)
+    assert [g.finished for g in short] == [False, False]
+    full = vlm.generate_detailed(prompts, max_new_tokens=48)
+    assert full[0].finished and 0 < len(vlm.tokenizer(full[0].text).input_ids) < 47  # the greeting ends by itself
+    assert not full[1].finished  # a story does not fit in 48 tokens
+    assert [g.text for g in full] == vlm.generate(prompts, max_new_tokens=48)
+
+
 @pytest.mark.parametrize("device", ["cpu", "cpu:0"])
 def test_an_unset_dtype_loads_float32_on_any_cpu_device(tiny_checkpoints, device):
     # accelerate hands a data-parallel CPU process the device "cpu:0"; bfloat16 there would change the numbers
@@ -182,3 +212,21 @@ def test_a_device_map_onto_the_cpu_loads_float32_on_a_gpu_machine(tiny_checkpoin
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     vlm = load_vlm(str(tiny_checkpoints["llava"]), device_map="cpu")
     assert {p.dtype for p in vlm.model.parameters()} == {torch.float32}
+
+
+def test_a_truncated_checkpoint_and_an_adapter_without_weights_are_one_line_errors(tiny_checkpoints, tmp_path):
+    import json
+    import shutil
+
+    broken = shutil.copytree(tiny_checkpoints["llava"], tmp_path / "llava")
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])  # an interrupted copy
+    with pytest.raises(VisalignError, match="cannot load the checkpoint") as truncated:
+        load_vlm(str(broken))
+    assert str(broken) in str(truncated.value) and "\n" not in str(truncated.value)
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    with pytest.raises(VisalignError, match="adapter weights missing"):
+        load_vlm(str(tiny_checkpoints["llava"]), adapter=adapter)

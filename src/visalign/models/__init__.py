@@ -1,6 +1,6 @@
 """VLM adapters: every supported family behind one interface (:class:`VLM`), loaded with :func:`load_vlm`."""
 
-from visalign.models.adapter import IGNORE_INDEX, VLM, ImageEncoding, collate_rows, scored_token_count
+from visalign.models.adapter import IGNORE_INDEX, VLM, Generation, ImageEncoding, collate_rows, scored_token_count
 from visalign.models.conversation import Conversation, Turn, assistant, pil_to_tensor, tensor_to_pil, user
 from visalign.models.families import FAMILIES, Family, ModuleNames
 from visalign.models.loading import default_model_path, detect_family, load_vlm, resolve_spec, weights_fingerprint
@@ -9,6 +9,7 @@ __all__ = [
     "FAMILIES",
     "IGNORE_INDEX",
     "VLM",
+    "Generation",
     "ImageEncoding",
     "Conversation",
     "Family",

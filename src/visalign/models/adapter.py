@@ -60,6 +60,14 @@ def _merge_encodings(images: Sequence[ImageEncoding]) -> SimpleNamespace:
     return merged
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One generated answer: its text, and whether the model ended it (False: cut at ``max_new_tokens``)."""
+
+    text: str
+    finished: bool
+
+
 @dataclass
 class VLM:
     """A loaded vision-language model with its processor, behind one interface for every family.
@@ -94,11 +102,20 @@ class VLM:
         )
 
     def _check_images(self, conversation: Conversation) -> None:
+        """Refuse what the processor would fail on: too many images, or its image token typed in the text."""
         count = len(conversation_images(conversation))
         if count > 1 and not self.family.multi_image:
             raise VisalignError(
                 f"{self.family.name} takes one image per conversation, got {count}; compose them on one canvas"
             )
+        # The processor expands every image token it finds, so a literal one in a prompt would claim an image.
+        token = getattr(self.processor, "image_token", None)
+        for turn in conversation:
+            if isinstance(token, str) and token and token in turn.text:
+                raise VisalignError(
+                    f"a {turn.role} turn contains {token!r}, {self.family.name}'s image placeholder, as text "
+                    f"({turn.text[:60]!r}); remove or reword it (images go in the turn's images)"
+                )
 
     def _encode(self, texts: list[str], images: list[ImageLike]) -> dict[str, torch.Tensor]:
         """Tokenise rendered texts with their images; tensor images get differentiable pixel values."""
@@ -134,15 +151,34 @@ class VLM:
         """Greedy answers to each conversation, computed in left-padded batches.
 
         Conversations are grouped by prompt length so that little padding is computed; the answers come back in
-        the input order and equal each prompt generated alone (tested for every family).
+        the input order. In float32 they equal each prompt generated alone (tested for every family); in
+        bfloat16 the batch's padding changes the last bits of the logits, so a few answers can change with the
+        batch they share.
         """
+        return [g.text for g in self.generate_detailed(conversations, max_new_tokens=max_new_tokens,
+                                                       batch_size=batch_size)]
+
+    @torch.inference_mode()
+    def generate_detailed(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int = 128,
+        batch_size: int = 16,
+    ) -> list[Generation]:
+        """Like :meth:`generate`, with whether each answer ended by itself or was cut at ``max_new_tokens``.
+
+        Raises:
+            VisalignError: a conversation the model cannot take, found before anything is generated.
+        """
+        for conversation in conversations:  # all of them first: a late refusal would discard finished batches
+            self._check_images(conversation)
         texts = [self.render(c, add_generation_prompt=True) for c in conversations]
         order = sorted(range(len(texts)), key=lambda i: len(self.tokenizer(texts[i]).input_ids))
-        answers: list[str] = [""] * len(texts)
+        answers: list[Generation] = [Generation("", True)] * len(texts)
+        stops = self._stop_token_ids()
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            for i in chunk:
-                self._check_images(conversations[i])
             images = [im for i in chunk for im in conversation_images(conversations[i])]
             inputs = self._to_device(self._encode([texts[i] for i in chunk], images))
             output = self.model.generate(
@@ -151,8 +187,16 @@ class VLM:
             )
             new_tokens = output[:, inputs["input_ids"].shape[1] :]
             for i, tokens in zip(chunk, new_tokens, strict=True):
-                answers[i] = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                answers[i] = Generation(text, bool(torch.isin(tokens, stops).any()) or len(tokens) < max_new_tokens)
         return answers
+
+    def _stop_token_ids(self) -> torch.Tensor:
+        """The ids that end an answer: the generation config's end-of-sequence ids and the tokenizer's."""
+        configured = self.model.generation_config.eos_token_id
+        ids = set(configured if isinstance(configured, list) else [configured])
+        ids.add(self.tokenizer.eos_token_id)
+        return torch.tensor(sorted(i for i in ids if i is not None), device=self.device)
 
     # ---------------------------------------------------------------------------------------------- training
     def _assistant_spans(self, conversation: Conversation, full_ids: torch.Tensor, images: list) -> list[range]:

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from visalign.errors import VisalignError
@@ -130,7 +131,7 @@ def load_vlm(
             source, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation
         )
         processor = load_processor(source)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # SafetensorError: a truncated file
         raise VisalignError(f"{spec}: cannot load the checkpoint ({str(exc).splitlines()[0]})") from None
     if batched_vision_attention:
         batch_vision_attention(model, config.model_type)
@@ -148,9 +149,12 @@ def _apply_adapter(model, adapter: Path) -> None:
 
     if not (adapter / "adapter_config.json").is_file():
         raise VisalignError(f"{adapter}: not an adapter folder (no adapter_config.json)")
+    if not any((adapter / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        # peft would go looking for the folder on the hub and report a repo-id format error instead
+        raise VisalignError(f"{adapter}: adapter weights missing (no adapter_model.safetensors); copy the whole folder")
     try:
         PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
         raise VisalignError(f"{adapter}: cannot apply the adapter ({str(exc).splitlines()[0]})") from None
 
 
