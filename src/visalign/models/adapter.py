@@ -140,14 +140,8 @@ class VLM:
         images = [im for c in conversations for im in conversation_images(c)]
         return self._to_device(self._encode(texts, images))
 
-    @torch.inference_mode()
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        *,
-        max_new_tokens: int = 128,
-        batch_size: int = 16,
-    ) -> list[str]:
+    def generate(self, conversations: Sequence[Conversation], *, max_new_tokens: int = 128,
+                 batch_size: int = 16) -> list[str]:
         """Greedy answers to each conversation, computed in left-padded batches.
 
         Conversations are grouped by prompt length so that little padding is computed; the answers come back in
