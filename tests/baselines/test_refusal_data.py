@@ -15,6 +15,8 @@ REFUSAL = "I'm sorry, but I can't help with that request."
 
 
 def write_magic_config(tmp_path, benchmarks_dir, **extra) -> str:
+    greetings = tmp_path / "greetings.jsonl"  # requests the model answers briefly, ending by itself
+    greetings.write_text(json.dumps({"prompt": "Hi!"}) + "\n")
     config = {
         "model": "default",
         "device": "cpu",
@@ -26,7 +28,8 @@ def write_magic_config(tmp_path, benchmarks_dir, **extra) -> str:
                 {"benchmark": "advbench", "path": "advbench/adv_bench.prompt", "role": "harmful", "limit": 3,
                  "forms": ["text", "figstep"]},
                 {"benchmark": "xstest", "path": "xstest/xstest_prompts.csv", "role": "benign", "expected": "comply",
-                 "limit": 3},
+                 "limit": 2},
+                {"file": str(greetings), "role": "benign"},
             ],
         },
         "targets": {"refusal_templates": [REFUSAL], "benign": "self", "benign_max_new_tokens": 8},
@@ -40,13 +43,15 @@ def write_magic_config(tmp_path, benchmarks_dir, **extra) -> str:
 def test_builds_vlguard_style_data_the_trainer_reads_and_resumes(tmp_path, benchmarks_dir, default_model_dir, capsys):
     config = write_magic_config(tmp_path, benchmarks_dir)
     out = tmp_path / "refusal"
-    code, stdout, stderr = run_in_process(["baseline", "refusal-data", "--config", config, "--out", str(out)], capsys)
+    argv = ["baseline", "refusal-data", "--config", config, "--out", str(out), "--max-answer-tokens", "32"]
+    code, stdout, stderr = run_in_process(argv, capsys)
     assert code == 0, stderr
     assert stdout.strip() == str(out / "llava.json")
     records = json.loads((out / "llava.json").read_text())
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["by_kind"] == {"harmful": 6, "benign": 3} and stats["with_image"] == {"harmful": 3}
-    assert stats["benign_answers_generated"] == 3
+    # the greeting ends by itself; the two XSTest answers run past 32 tokens, so they are left out, not cut short
+    assert stats["by_kind"] == {"harmful": 6, "benign": 1} and stats["with_image"] == {"harmful": 3}
+    assert stats["benign_answers_generated"] == 3 and stats["benign_dropped_cut_answer"] == 2
 
     harmful = [r for r in records if r["kind"] == "harmful"]
     assert {r["conversations"][1]["value"] for r in harmful} == {REFUSAL}
@@ -55,20 +60,20 @@ def test_builds_vlguard_style_data_the_trainer_reads_and_resumes(tmp_path, bench
         assert Image.open(out / record["image"]).size == (760, 760)
         assert record["conversations"][0]["value"].startswith("<image>\n")
 
-    # Benign answers are the model's own greedy answers, as one-at-a-time generation gives them.
+    # Benign answers are the model's own greedy answers, whole, as one-at-a-time generation gives them.
     vlm = load_vlm("default", device="cpu")
     benign = [r for r in records if r["kind"] == "benign"]
-    prompts = [r["conversations"][0]["value"] for r in benign]
-    alone = [vlm.generate([[user(prompt)]], max_new_tokens=8, batch_size=1)[0] for prompt in prompts]
-    assert [r["conversations"][1]["value"] for r in benign] == alone
+    alone = [vlm.generate_detailed([[user(r["conversations"][0]["value"])]], max_new_tokens=32)[0] for r in benign]
+    assert [r["conversations"][1]["value"] for r in benign] == [g.text for g in alone]
+    assert all(g.finished for g in alone)
 
     # The VSFA trainer's loader reads every record, with the images on the user turn.
     sft = load_sft_set(out / "llava.json")
-    assert len(sft.examples) == 9 and sft.bad_records == []
+    assert len(sft.examples) == 7 and sft.bad_records == []
     assert sum(bool(example.image_paths) for example in sft.examples) == 3
 
     before = (out / "llava.json").read_bytes()
-    code, _, stderr = run_in_process(["baseline", "refusal-data", "--config", config, "--out", str(out)], capsys)
+    code, _, stderr = run_in_process(argv, capsys)
     assert code == 0, stderr
     assert json.loads((out / "stats.json").read_text())["benign_answers_generated"] == 0
     assert (out / "llava.json").read_bytes() == before
@@ -82,3 +87,18 @@ def test_unknown_value_system_is_one_line_and_writes_nothing(tmp_path, benchmark
     assert code == 2
     assert stderr.startswith("error: ") and "nope" in stderr and len(stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_checkpoint_rebuilt_at_the_same_path_does_not_resume_the_old_answers(tmp_path, benchmarks_dir, capsys):
+    from visalign.models.random_checkpoints import write_random_checkpoint
+
+    model = write_random_checkpoint("llava", tmp_path / "model", seed=0)
+    config = write_magic_config(tmp_path, benchmarks_dir, model=str(model))
+    argv = ["baseline", "refusal-data", "--config", config, "--out", str(tmp_path / "refusal"),
+            "--max-answer-tokens", "4"]
+    code, _, stderr = run_in_process(argv, capsys)
+    assert code == 0, stderr
+    write_random_checkpoint("llava", tmp_path / "model", seed=1)  # retrained or rebuilt in place
+    capsys.readouterr()  # the writer's progress bar is not the command's output
+    code, _, stderr = run_in_process(argv, capsys)
+    assert code == 2 and "different config" in stderr and len(stderr.strip().splitlines()) == 1

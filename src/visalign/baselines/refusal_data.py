@@ -14,7 +14,7 @@ from pathlib import Path
 
 from visalign.images import png_bytes
 from visalign.magic import Example, MagicConfig, fill_benign_targets, get_value_system, load_training_set
-from visalign.models import load_vlm
+from visalign.models import load_vlm, weights_fingerprint
 from visalign.runs import RunDir, atomic_write_json
 from visalign.vsfa.imagegen import store_png
 
@@ -44,18 +44,21 @@ def llava_record(example: Example, out_dir: Path) -> dict:
 
 
 def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str | Path, *,
-                          batch_size: int = 16) -> dict:
+                          batch_size: int = 16, max_answer_tokens: int = 256) -> dict:
     """Write ``out_dir/llava.json`` (+ ``images/``, ``stats.json``, ``manifest.json``) for one value system.
 
-    Benign answers are generated once and cached in ``out_dir/work/benign_targets.jsonl``; a re-run resumes from
-    there. A benign request whose own answer has no words (the model stopped at once) teaches nothing; it is left
-    out and counted.
+    Benign answers are the model's own, generated once with ``max_answer_tokens`` (not the Magic Image job's short
+    ``targets.benign_max_new_tokens``, which is a scoring prefix) and cached in ``out_dir/work/benign_targets.jsonl``
+    under the model's weights fingerprint and dtype; a re-run resumes from there. Two kinds of benign answer are
+    left out and counted: one with no words (the model stopped at once) teaches nothing, and one cut at the budget
+    would teach the model to stop mid-sentence, since the end-of-turn token is trained right after it.
 
     Args:
         config: a Magic Image job config; its ``data`` and ``targets`` sections decide the requests and answers.
         value_system: decides which requests are harmful for ``by_value_system`` sources.
         out_dir: the output folder.
         batch_size: generation batch for the benign answers.
+        max_answer_tokens: token budget of one benign answer.
 
     Returns:
         The statistics written to ``stats.json``.
@@ -66,13 +69,16 @@ def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str |
     """
     out = Path(out_dir)
     system = get_value_system(config.value_systems_file, value_system)
-    job = {"builder": "refusal-data", "value_system": value_system, "magic_config": config.model_dump(mode="json")}
+    # the weights, not only the path: a checkpoint rebuilt or retrained in place must not resume the old answers
+    job = {"builder": "refusal-data", "value_system": value_system, "magic_config": config.model_dump(mode="json"),
+           "weights": weights_fingerprint(config.model), "max_answer_tokens": max_answer_tokens}
     RunDir(out).write_manifest(job, seeds=config.seed)
     data = load_training_set(config, system, out / "work")
     vlm = load_vlm(config.model, dtype=config.dtype, device=config.device)
-    generated = fill_benign_targets(vlm, data.benign, config.targets, out / "work" / "benign_targets.jsonl",
+    answers = config.targets.model_copy(update={"benign_max_new_tokens": max_answer_tokens})
+    generated = fill_benign_targets(vlm, data.benign, answers, out / "work" / "benign_targets.jsonl",
                                     batch_size=batch_size)
-    usable = [example for example in data.harmful + data.benign if has_words(example.target)]
+    usable = [e for e in data.harmful + data.benign if has_words(e.target) and e.complete]
     records = [llava_record(example, out) for example in usable]
     atomic_write_json(out / "llava.json", records)
     if data.errors:
@@ -85,6 +91,8 @@ def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str |
         "with_image": dict(Counter(record["kind"] for record in records if "image" in record)),
         "benign_answers_generated": generated,
         "benign_dropped_empty_answer": sum(not has_words(example.target) for example in data.benign),
+        "benign_dropped_cut_answer": sum(has_words(e.target) and not e.complete for e in data.benign),
+        "max_answer_tokens": max_answer_tokens,
         "source_errors": len(data.errors),
         "refusal_templates": list(config.targets.refusal_templates),
     }

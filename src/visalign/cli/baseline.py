@@ -19,13 +19,16 @@ def refusal_data(
     value_system: Annotated[str, typer.Option(help="Value system that decides which requests are harmful.")] = (
         "standard"),
     batch_size: Annotated[int, typer.Option(help="Generation batch for the benign answers.")] = 16,
+    max_answer_tokens: Annotated[int, typer.Option(
+        min=1, help="Token budget of a benign answer; an answer cut at it is left out (and counted).")] = 256,
 ) -> None:
     """Write VLGuard-style refusal fine-tuning data (LLaVA JSON) for `visalign vsfa train`; print its counts."""
     from visalign.baselines import build_refusal_dataset
     from visalign.config import load_config
     from visalign.magic import MagicConfig
 
-    stats = build_refusal_dataset(load_config(config, MagicConfig), value_system, out, batch_size=batch_size)
+    stats = build_refusal_dataset(load_config(config, MagicConfig), value_system, out, batch_size=batch_size,
+                                  max_answer_tokens=max_answer_tokens)
     typer.echo(json.dumps(stats["by_kind"]), err=True)
     typer.echo(str(out / "llava.json"))
 

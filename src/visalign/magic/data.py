@@ -22,7 +22,7 @@ from visalign.evaluation.benchmarks import RowError, Sample, load_benchmark
 from visalign.images import load_image
 from visalign.magic.config import MagicConfig, SourceConfig, TargetConfig
 from visalign.magic.value_systems import ValueSystem, slug
-from visalign.models import VLM, user
+from visalign.models import VLM, user, weights_fingerprint
 
 Kind = Literal["harmful", "benign"]
 
@@ -38,6 +38,7 @@ class Example:
         images: the user's own images (a typographic rendering, a MOSSBench photo), before the magic image is added.
         category: the request's category (as the source names it).
         target: the answer to train towards: a refusal template, or a benign answer.
+        complete: False when a self-generated benign answer was cut at its token budget (it did not end by itself).
     """
 
     id: str
@@ -46,6 +47,7 @@ class Example:
     images: list[Image.Image] = field(default_factory=list)
     category: str = ""
     target: str = ""
+    complete: bool = True
 
 
 @dataclass
@@ -177,10 +179,15 @@ def _image_digest(images: list[Image.Image]) -> str:
     return digest.hexdigest()
 
 
-def benign_target_key(model: str, example: Example, max_new_tokens: int) -> str:
-    """Cache key of a self-generated benign answer: model, prompt, images and answer length."""
-    payload = json.dumps([model, example.prompt, _image_digest(example.images), max_new_tokens])
+def benign_target_key(model: str, example: Example, max_new_tokens: int, weights: str = "") -> str:
+    """Cache key of a self-generated benign answer: model (spec, weights and dtype), prompt, images and length."""
+    payload = json.dumps([model, example.prompt, _image_digest(example.images), max_new_tokens, weights])
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def model_identity(vlm: VLM) -> str:
+    """The weights fingerprint and dtype of a loaded model: a checkpoint rebuilt at the same path differs."""
+    return f"{weights_fingerprint(vlm.spec)}:{vlm.model.dtype}"
 
 
 def fill_benign_targets(vlm: VLM, examples: list[Example], targets: TargetConfig, cache: Path,
@@ -198,24 +205,27 @@ def fill_benign_targets(vlm: VLM, examples: list[Example], targets: TargetConfig
                 "use targets.benign: self or give answers"
             )
         return 0
-    known: dict[str, str] = {}
+    known: dict[str, tuple[str, bool]] = {}
     if cache.is_file():
         for line in cache.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
-                known[record["key"]] = record["answer"]
+                known[record["key"]] = (record["answer"], record.get("finished", True))
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a torn last line from a killed run: that answer is generated again
-    keys = [benign_target_key(vlm.spec, e, targets.benign_max_new_tokens) for e in examples]
+    identity = model_identity(vlm)
+    keys = [benign_target_key(vlm.spec, e, targets.benign_max_new_tokens, identity) for e in examples]
     todo = [i for i, key in enumerate(keys) if key not in known]
     if todo:
-        answers = vlm.generate([[user(examples[i].prompt, *examples[i].images)] for i in todo],
-                               max_new_tokens=targets.benign_max_new_tokens, batch_size=batch_size)
+        answers = vlm.generate_detailed([[user(examples[i].prompt, *examples[i].images)] for i in todo],
+                                        max_new_tokens=targets.benign_max_new_tokens, batch_size=batch_size)
         cache.parent.mkdir(parents=True, exist_ok=True)
         with cache.open("a", encoding="utf-8") as handle:
             for i, answer in zip(todo, answers, strict=True):
-                known[keys[i]] = answer
-                handle.write(json.dumps({"key": keys[i], "id": examples[i].id, "answer": answer}) + "\n")
+                known[keys[i]] = (answer.text, answer.finished)
+                handle.write(json.dumps({"key": keys[i], "id": examples[i].id, "answer": answer.text,
+                                         "finished": answer.finished}) + "\n")
     for example, key in zip(examples, keys, strict=True):
-        example.target = known[key] or "."
+        answer, example.complete = known[key]
+        example.target = answer or "."
     return len(todo)
