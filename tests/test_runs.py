@@ -182,3 +182,22 @@ def test_manifest_resume_same_config_and_refuse_different(tmp_path):
 def test_manifest_missing_input_names_it(tmp_path):
     with pytest.raises(VisalignError, match=r"nope\.csv: input 'corpus' not found"):
         RunDir(tmp_path / "run").write_manifest({}, inputs={"corpus": tmp_path / "nope.csv"})
+
+
+def test_credentials_inside_a_url_are_not_stored(tmp_path):
+    config = {"base_url": "https://alice:Pa55w0rd-vLLM-2026@gpu-box.example.org/v1",
+              "image_url": "https://cdn.example.org/a.png?X-Signature=8c1f00aa11bb22cc33dd44ee55ff6677c5d6",
+              "plain_url": "https://api.openai.com/v1"}  # fmt: skip
+    RunDir(tmp_path / "run").write_manifest(config)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    text = json.dumps(manifest)
+    assert "Pa55w0rd" not in text and "alice" not in text and "8c1f00aa" not in text
+    assert manifest["config"]["base_url"] == "https://<redacted>@gpu-box.example.org/v1"
+    assert manifest["config"]["image_url"] == "https://cdn.example.org/a.png?<redacted>"
+    assert manifest["config"]["plain_url"] == "https://api.openai.com/v1"
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777

@@ -21,10 +21,21 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from visalign.errors import VisalignError
 
 logger = logging.getLogger(__name__)
+
+
+def _read_umask() -> int:
+    """The process's umask; reading it means setting it, so it is read once, at import, before any thread runs."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 MANIFEST_NAME = "manifest.json"
 REDACTED = "<redacted>"
@@ -62,6 +73,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets the mode open() would give it
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -109,13 +121,29 @@ def _secret_env_values() -> set[str]:
     }
 
 
+def _scrub_url(value: str) -> str:
+    """Hide a URL's user info and query string (``https://user:pass@host/v1?key=...``), where credentials live."""
+    if "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return value
+    if "@" not in parts.netloc and not parts.query:
+        return value
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{REDACTED}@{host}" if "@" in parts.netloc else host
+    return urlunsplit((parts.scheme, netloc, parts.path, REDACTED if parts.query else "", parts.fragment))
+
+
 def scrub_secrets(obj: Any, *, _secrets: set[str] | None = None) -> Any:
     """Return a copy of ``obj`` with anything that looks like a credential replaced by ``"<redacted>"``.
 
     Redacted: string values under a name with a part key/token/secret/password (see
     :func:`looks_secret_name`), except environment-variable names such as ``api_key_env: OPENAI_API_KEY``;
-    strings shaped like provider keys (``sk-...``, ``hf_...``, ``Bearer ...``); and the value of any
-    secret-named environment variable wherever it appears. Numbers (``max_tokens: 512``) are kept.
+    strings shaped like provider keys (``sk-...``, ``hf_...``, ``Bearer ...``); the user info and query string
+    of a URL (``https://user:pass@host/v1?key=...``); and the value of any secret-named environment variable
+    wherever it appears. Numbers (``max_tokens: 512``) are kept.
     """
     secrets = _secret_env_values() if _secrets is None else _secrets
 
@@ -127,6 +155,7 @@ def scrub_secrets(obj: Any, *, _secrets: set[str] | None = None) -> Any:
         if isinstance(value, Path):
             value = str(value)
         if isinstance(value, str):
+            value = _scrub_url(value)
             if value in secrets or _KEY_SHAPED.match(value.strip()):
                 return REDACTED
             if any(secret in value for secret in secrets):
