@@ -42,3 +42,19 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     assert path.stat().st_size < 100_000
     with pytest.raises(VisalignError, match="bomb.png: image is 9000x9000"):
         load_image(path)
+
+
+def test_transparent_pixels_load_on_white_and_sixteen_bit_images_are_scaled(tmp_path):
+    import numpy as np
+    from PIL import ImageDraw
+
+    text = Image.new("RGBA", (60, 20), (0, 0, 0, 0))  # black text on a fully transparent background
+    ImageDraw.Draw(text).rectangle((10, 5, 30, 12), fill=(0, 0, 0, 255))
+    text.save(tmp_path / "text.png")
+    pixels = np.asarray(load_image(tmp_path / "text.png"))
+    assert pixels[0, 0].tolist() == [255, 255, 255] and pixels[8, 20].tolist() == [0, 0, 0]
+
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (8, 1))  # a 16-bit greyscale gradient
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    grey = np.asarray(load_image(tmp_path / "ramp.png"))[0, :, 0]
+    assert grey[0] == 0 and grey[-1] == 255 and 120 <= grey[32] <= 135  # a ramp, not clipped to white

@@ -6,6 +6,7 @@ import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from visalign.errors import VisalignError
@@ -14,8 +15,25 @@ from visalign.errors import VisalignError
 MAX_IMAGE_PIXELS = 64_000_000
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return ``image`` as 8-bit RGB, as a viewer shows it.
+
+    Transparent pixels are laid on white (a plain ``convert("RGB")`` drops the alpha and shows the hidden
+    colour, usually black, so black text on a transparent background vanishes), and 16- or 32-bit greyscale is
+    scaled to 8 bits (``convert`` clips it, so a 16-bit PNG comes out nearly all white).
+    """
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        grey = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if grey.max(initial=0) > 255 else 1.0  # a 16-bit range, or values that already fit 8 bits
+        image = Image.fromarray(np.clip(np.rint(grey / scale), 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def load_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Open an image file fully and return it as RGB.
+    """Open an image file fully and return it as RGB (transparency on white, see :func:`to_rgb`).
 
     Args:
         path: the image file.
@@ -38,7 +56,7 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
                         f"{max_pixels:,} (possible decompression bomb); resize it or raise the limit"
                     )
                 image.load()
-                return image.convert("RGB")
+                return to_rgb(image)
     except VisalignError:
         raise
     except UnidentifiedImageError:
