@@ -72,7 +72,7 @@ SCALES = {"small": SMALL, "tiny": TINY}
 
 def _starter_rows() -> list[dict]:
     text = resources.files("visalign.data").joinpath("starter_prompts.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
 
 
 def write_starter_sets(data_dir: Path) -> dict[str, Path]:

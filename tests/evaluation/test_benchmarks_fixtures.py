@@ -275,3 +275,11 @@ def test_json_files_saved_with_a_byte_order_mark_load(tmp_path):
     (tmp_path / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps({"k": 2}).encode() + b"\n")
     assert read_json(tmp_path / "a.json") == {"k": 1}
     assert list(read_jsonl(tmp_path / "a.jsonl")) == [(1, {"k": 2}, None)]
+
+
+def test_a_jsonl_record_holding_a_unicode_line_separator_stays_one_record(tmp_path):
+    from visalign.evaluation.benchmarks._io import read_jsonl
+
+    record = {"prompt": "first line\u2028second line\u2029third\x85end"}
+    (tmp_path / "a.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert list(read_jsonl(tmp_path / "a.jsonl")) == [(1, record, None)]

@@ -75,7 +75,7 @@ def _file_samples(path: Path) -> tuple[list[Sample], list[RowError]]:
     if not path.is_file():
         raise VisalignError(f"{path}: request file not found")
     samples, errors = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -207,7 +207,7 @@ def fill_benign_targets(vlm: VLM, examples: list[Example], targets: TargetConfig
         return 0
     known: dict[str, tuple[str, bool]] = {}
     if cache.is_file():
-        for line in cache.read_text(encoding="utf-8").splitlines():
+        for line in cache.read_text(encoding="utf-8").split("\n"):
             try:
                 record = json.loads(line)
                 known[record["key"]] = (record["answer"], record.get("finished", True))

@@ -77,7 +77,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, Any | None, str | None]]:
         VisalignError: the file is not UTF-8 text.
     """
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        # split on "\n" only: str.splitlines() also breaks at U+2028/U+2029/U+0085, which JSON text may hold raw
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError as exc:
         raise VisalignError(f"{path}: not UTF-8 text ({exc.reason})") from None
     for number, line in enumerate(lines, start=1):

@@ -79,7 +79,7 @@ def load_labelled_responses(path: str | Path | None = None, split: str | None = 
             raise VisalignError(f"{path}: cannot read labelled responses ({exc})") from None
         where = str(path)
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

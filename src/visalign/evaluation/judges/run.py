@@ -45,7 +45,7 @@ def judge_refusal_file(input_path: str | Path, judge: RefusalJudge, out: str | P
     """
     source = Path(input_path)
     try:
-        lines = source.read_text(encoding="utf-8").splitlines()
+        lines = source.read_text(encoding="utf-8").split("\n")
     except FileNotFoundError:
         raise VisalignError(f"{source}: input file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

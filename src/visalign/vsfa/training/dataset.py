@@ -72,7 +72,7 @@ def _records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     decoder = json.JSONDecoder()
     stripped = text.lstrip()
     if not stripped.startswith("["):
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:

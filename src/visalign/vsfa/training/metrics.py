@@ -22,7 +22,7 @@ def read_metrics(out: str | Path) -> list[dict[str, Any]]:
     path = Path(out) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
 
 
 _TENSORBOARD_MISSING = "TensorBoard logging needs the tensorboard package: pip install 'visalign[tensorboard]'"
