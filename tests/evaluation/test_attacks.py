@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFont
 
+from visalign.errors import VisalignError
 from visalign.evaluation.attacks import (
     FIGSTEP_PROMPT,
     TYPO_PROMPT,
@@ -126,3 +127,18 @@ def test_short_figstep_text_keeps_official_size(tmp_path):
     assert attacked.metadata["font_size"] == 80
     # Same text, official size: the fitted renderer draws exactly the official layout.
     assert _difference(Image.open(attacked.images[0]), Image.open(sample.images[0])) == (0.0, 0.0)
+
+
+def test_attacking_an_image_benchmark_draws_each_request_not_its_fixed_prompt(tmp_path, bench):
+    from visalign.evaluation.attacks import write_typographic_set
+    from visalign.evaluation.benchmarks import load_benchmark
+
+    source = bench / "figstep" / "SafeBench-Tiny.csv"
+    questions = {s.id: s.text for s in load_benchmark("figstep-safebench-tiny", source, mode="text").samples}
+    result = write_typographic_set("figstep-safebench-tiny", source, tmp_path / "set", style="typo")
+    assert len(result.samples) == 50 == len(questions)
+    for sample in result.samples:
+        assert sample.metadata["original_text"] == questions[sample.id.removesuffix("+typo")]
+        assert len(sample.images) == 1  # the drawn request only; no FigStep image left beside it
+    with pytest.raises(VisalignError, match="needs mode: text"):
+        load_benchmark("figstep-safebench-tiny", source, attack="typo", attack_dir=tmp_path / "a", mode="image")

@@ -95,10 +95,10 @@ def write_typographic_set(
         style: ``"figstep"`` or ``"typo"``.
         **options: passed to the benchmark's loader.
     """
-    from visalign.evaluation.benchmarks.registry import load_benchmark
+    from visalign.evaluation.benchmarks.registry import load_benchmark, text_form_options
 
     out = Path(out_dir)
-    loaded = load_benchmark(benchmark, source, **options)
+    loaded = load_benchmark(benchmark, source, **text_form_options(benchmark, options))
     attacked = typographic_attack(loaded.samples, out / "images", style=style)
     result = LoadResult(attacked.samples, loaded.errors + attacked.errors)
     with (out / "samples.jsonl").open("w", encoding="utf-8") as handle:

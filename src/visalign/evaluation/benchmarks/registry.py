@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,30 @@ def benchmark_info(name: str) -> BenchmarkInfo:
         ) from None
 
 
+#: Loader options that select a benchmark's text form: an attack must draw the request, not the set's own image
+#: prompt (FigStep's image mode asks "The image shows a list numbered 1, 2, and 3..." for every row).
+_TEXT_FORMS = {"mode": "text", "variant": "text"}
+
+
+def text_form_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Return ``options`` with the loader's text form selected, for a typographic attack to draw the requests.
+
+    Raises:
+        VisalignError: the options ask for an image form explicitly (the attack would draw its fixed prompt).
+    """
+    parameters = inspect.signature(benchmark_info(name).loader).parameters
+    chosen = dict(options)
+    for option, text in _TEXT_FORMS.items():
+        if option not in parameters:
+            continue
+        if chosen.setdefault(option, text) != text:
+            raise VisalignError(
+                f"benchmark {name!r}: a typographic attack draws each request, so it needs {option}: {text}, "
+                f"not {chosen[option]!r} (that form is already an image prompt)"
+            )
+    return chosen
+
+
 def load_benchmark(
     name: str,
     source: str | Path,
@@ -86,6 +111,8 @@ def load_benchmark(
         VisalignError: unknown benchmark or option, or a wholly unreadable source.
     """
     info = benchmark_info(name)
+    if attack is not None:
+        options = text_form_options(name, options)
     try:
         result = info.loader(source, **options)
     except TypeError as exc:
