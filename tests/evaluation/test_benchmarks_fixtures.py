@@ -283,3 +283,17 @@ def test_a_jsonl_record_holding_a_unicode_line_separator_stays_one_record(tmp_pa
     record = {"prompt": "first line\u2028second line\u2029third\x85end"}
     (tmp_path / "a.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
     assert list(read_jsonl(tmp_path / "a.jsonl")) == [(1, record, None)]
+
+
+def test_a_damaged_cached_figstep_rendering_is_drawn_again(tmp_path):
+    from visalign.images import load_image
+
+    csv_path = tmp_path / "benign.csv"
+    csv_path.write_text("sentence\nSteps to bake bread.\nSteps to plant a tree.\n")
+    first = load_benchmark("figstep-benign", csv_path, render_dir=tmp_path / "cache")
+    image = first.samples[0].images[0]
+    whole = image.read_bytes()
+    image.write_bytes(whole[: len(whole) // 3])  # a run killed while the image was written
+    again = load_benchmark("figstep-benign", csv_path, render_dir=tmp_path / "cache")
+    assert again.errors == [] and again.samples[0].images[0] == image
+    assert image.read_bytes() == whole and load_image(image).size == (760, 760)

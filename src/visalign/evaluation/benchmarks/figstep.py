@@ -17,7 +17,9 @@ from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks._io import image_problem, read_csv, require_file
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
+from visalign.images import png_bytes
 from visalign.paths import visalign_home
+from visalign.runs import atomic_write_bytes
 
 #: SafeBench's ten forbidden topics, by category_id.
 FIGSTEP_CATEGORIES = {
@@ -105,7 +107,7 @@ def _load_safebench(
     render_dir: str | Path | None = None,
 ) -> LoadResult:
     # Rendering builds on the attacks module, which itself reads samples; import here to keep that direction.
-    from visalign.evaluation.attacks.figstep import FIGSTEP_PROMPT, figstep_filename, render_figstep
+    from visalign.evaluation.attacks.figstep import FIGSTEP_PROMPT, figstep_filename
 
     if mode not in ("image", "text"):
         raise VisalignError(f"{benchmark}: mode must be 'image' or 'text', got {mode!r}")
@@ -140,10 +142,7 @@ def _load_safebench(
                     continue
                 metadata["image_source"] = "official"
             else:
-                image = rendered / figstep_filename(row.category_id, row.task_id)
-                if not image.exists():
-                    rendered.mkdir(parents=True, exist_ok=True)
-                    render_figstep(row.instruction).save(image)
+                image = _rendered(rendered / figstep_filename(row.category_id, row.task_id), row.instruction)
                 metadata["image_source"] = "rendered"
             images = [image]
         result.samples.append(
@@ -158,6 +157,19 @@ def _load_safebench(
             )
         )
     return result
+
+
+def _rendered(path: Path, text: str) -> Path:
+    """Return ``path``, rendering ``text`` into it first unless a complete image is already there.
+
+    Written atomically, and a damaged cached file (a run killed mid-write by an older version) is drawn again:
+    the cache is shared by every run, so a bad file would otherwise fail that row in all of them.
+    """
+    from visalign.evaluation.attacks.figstep import render_figstep  # attacks import this package
+
+    if not path.exists() or image_problem(path):
+        atomic_write_bytes(path, png_bytes(render_figstep(text)))
+    return path
 
 
 @register_benchmark(
@@ -209,7 +221,7 @@ def load_figstep_benign(
             sends the sentence as text.
         render_dir: where the images are rendered; default a cache folder under ``visalign_home()``.
     """
-    from visalign.evaluation.attacks.figstep import FIGSTEP_PROMPT, render_figstep
+    from visalign.evaluation.attacks.figstep import FIGSTEP_PROMPT
 
     if mode not in ("image", "text"):
         raise VisalignError(f"figstep-benign: mode must be 'image' or 'text', got {mode!r}")
@@ -229,11 +241,7 @@ def load_figstep_benign(
         images: list[Path] = []
         text = sentence
         if mode == "image":
-            image = rendered / f"benign_{line - 1}.png"
-            if not image.exists():
-                rendered.mkdir(parents=True, exist_ok=True)
-                render_figstep(sentence).save(image)
-            images, text = [image], FIGSTEP_PROMPT
+            images, text = [_rendered(rendered / f"benign_{line - 1}.png", sentence)], FIGSTEP_PROMPT
         result.samples.append(
             Sample(
                 id=sample_id,
