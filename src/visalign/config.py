@@ -31,6 +31,14 @@ class JobConfig(BaseModel):
 ConfigT = TypeVar("ConfigT", bound=JobConfig)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, in one line: ``line 3, column 7: mapping values are not allowed here``."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def load_config(path: str | Path, model: type[ConfigT], overrides: dict | None = None) -> ConfigT:
     """Read a YAML file into ``model``, applying top-level ``overrides`` first.
 
@@ -42,9 +50,11 @@ def load_config(path: str | Path, model: type[ConfigT], overrides: dict | None =
     if not path.is_file():
         raise VisalignError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except UnicodeDecodeError as exc:
+        raise VisalignError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise VisalignError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise VisalignError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
     if not isinstance(data, dict):
         raise VisalignError(f"{path}: a config must be a YAML mapping of keys to values")
     data.update(overrides or {})

@@ -63,3 +63,27 @@ def test_judge_refusal_evaluate_prints_the_table(capsys):
 def test_judge_refusal_bad_usage(argv, capsys, tmp_path):
     code, _, err = run(argv, capsys)
     assert code == 2 and err.startswith("error: ")
+
+
+@pytest.mark.parametrize(("case", "needle"), [
+    ("yaml", "line 5, column 10: could not find expected ':'"),
+    ("latin1", "not UTF-8 text"),
+    ("out_is_a_file", "not_a_dir"),
+    ("missing_parent", "No such file or directory"),
+])
+def test_bad_files_and_paths_are_one_line_and_exit_2(bench, tmp_path, capsys, case, needle):
+    (tmp_path / "bad.yaml").write_text("title: x\nsystems:\n  - {name: base}\nbenchmarks\n  - {name: xstest}\n")
+    (tmp_path / "latin1.yaml").write_bytes(b"title: caf\xe9\nsystems: []\n")  # saved in Latin-1 by an editor
+    (tmp_path / "not_a_dir").write_text("")
+    (tmp_path / "responses.jsonl").write_text("")
+    argv = {
+        "yaml": ["eval", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")],
+        "latin1": ["eval", "--config", str(tmp_path / "latin1.yaml"), "--out", str(tmp_path / "o")],
+        "out_is_a_file": ["attack", "figstep", "--csv", str(bench / "figstep" / "SafeBench-Tiny.csv"),
+                          "--out", str(tmp_path / "not_a_dir")],
+        "missing_parent": ["judge", "refusal", "--input", str(tmp_path / "responses.jsonl"),
+                           "--out", str(tmp_path / "no" / "such" / "out.jsonl")],
+    }[case]
+    code, _, stderr = run(argv, capsys)
+    assert code == 2 and stderr.startswith("error: ") and needle in stderr
+    assert len(stderr.strip().splitlines()) == 1

@@ -34,13 +34,18 @@ def load_scienceqa_img(
 
     Args:
         source: ScienceQA's ``problems.json``.
-        split: ``train``, ``val``, ``minival`` or ``test``.
+        split: a ``split`` value of ``problems.json``: ``train``, ``val`` or ``test`` (``minival`` is a list of
+            ids in ``pid_splits.json``, not a split of this file).
         image_root: the ``images`` folder; default ``images`` next to the JSON.
     """
     path = require_file(source, "ScienceQA problems.json")
     data = read_json(path)
     if not isinstance(data, dict):
         raise VisalignError(f"{path}: expected a JSON object keyed by problem id")
+    splits = {item.get("split") for item in data.values() if isinstance(item, dict)}
+    if split not in splits:  # a misspelt split would otherwise load nothing, silently
+        known = ", ".join(sorted(map(str, splits)))
+        raise VisalignError(f"scienceqa-img: {path} has no split {split!r}; use one of {known}")
     root = Path(image_root) if image_root else path.parent / "images"
     result = LoadResult()
     for pid, item in data.items():

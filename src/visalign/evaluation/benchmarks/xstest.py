@@ -47,7 +47,8 @@ def load_xstest(source: str | Path) -> LoadResult:
     path = require_file(source, "XSTest prompts CSV")
     result = LoadResult()
     for line, row in read_csv(path, ("id", "prompt", "type", "label")):
-        kind, label, prompt = row["type"].strip(), row["label"].strip(), (row["prompt"] or "").strip()
+        # a short row leaves its last cells None
+        kind, label, prompt = ((row[key] or "").strip() for key in ("type", "label", "prompt"))
 
         def bad(message: str, line: int = line) -> None:
             result.errors.append(
