@@ -189,6 +189,19 @@ def test_mmbench_tsv_with_base64_images(tmp_path):
     assert [e.row for e in result.errors] == ["line 3", "line 4"]
 
 
+def test_mmbench_image_cell_may_name_another_rows_index(tmp_path):
+    good = base64.b64encode(_png_bytes((9, 8, 7))).decode()
+    lines = [
+        "index\tquestion\thint\tA\tB\tanswer\tcategory\timage",
+        f"1\tWhat colour?\tnan\tred\tblue\tB\tattribute\t{good}",
+        "2\tWhat shape?\tnan\tround\tsquare\tA\tattribute\t1",  # the same image as row 1, by its index
+    ]
+    (tmp_path / "mmbench.tsv").write_text("\n".join(lines) + "\n")
+    result = load_benchmark("mmbench", tmp_path / "mmbench.tsv", image_dir=tmp_path / "img")
+    assert [s.id for s in result.samples] == ["mmbench:1", "mmbench:2"] and result.errors == []
+    assert Image.open(result.samples[1].images[0]).getpixel((5, 5)) == (9, 8, 7)
+
+
 def test_mm_vet(tmp_path):
     write_image(tmp_path / "images" / "v1_0.png")
     data = {

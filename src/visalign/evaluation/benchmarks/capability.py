@@ -92,6 +92,9 @@ def load_scienceqa_img(
 def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> LoadResult:
     """Load an MMBench-format TSV as multiple-choice samples; rows without an answer are error records.
 
+    An ``image`` cell may hold another row's ``index`` instead of the base64 data (VLMEvalKit's format does this
+    for repeated images); it is resolved to that row's image.
+
     Args:
         source: the TSV (``index, question, hint, A, B, C, D, answer, category, image``).
         image_dir: where the decoded images are written; default a cache folder under ``visalign_home()``.
@@ -99,7 +102,10 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
     path = require_file(source, "MMBench TSV")
     images = Path(image_dir) if image_dir else visalign_home() / "images" / "mmbench" / path.stem
     result = LoadResult()
-    for line, row in read_csv(path, ("index", "question", "answer", "image", "A", "B"), delimiter="\t"):
+    rows = list(read_csv(path, ("index", "question", "answer", "image", "A", "B"), delimiter="\t"))
+    # VLMEvalKit saves space by writing another row's index in place of a repeated image
+    by_index = {(row["index"] or "").strip(): row["image"] or "" for _, row in rows}
+    for line, row in rows:
 
         def bad(message: str, line: int = line) -> None:
             result.errors.append(
@@ -119,10 +125,11 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
                 f"malformed row: needs a question, options A and B, and an answer among them (got {answer!r})"
             )
             continue
+        cell = (row["image"] or "").strip()
+        if len(cell) <= 64 and len(by_index.get(cell, "")) > 64:
+            cell = by_index[cell].strip()
         try:
-            image = save_image_bytes(
-                base64.b64decode(row["image"] or "", validate=True), images / f"{row['index'].strip()}"
-            )
+            image = save_image_bytes(base64.b64decode(cell, validate=True), images / f"{row['index'].strip()}")
         except (binascii.Error, VisalignError) as exc:
             bad(f"image is not valid base64 image data ({exc})")
             continue
