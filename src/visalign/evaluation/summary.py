@@ -193,8 +193,9 @@ def _grader_failed(record: Mapping[str, Any]) -> bool:
 
 def _capability_row(base: dict[str, Any], rows: Sequence[Mapping[str, Any]], **bootstrap: Any) -> SummaryRow:
     """Capability accuracy: the share correct, or with graded open answers (MM-Vet) the mean credit."""
-    errors = sum(1 for r in rows if r.get("error") or _grader_failed(r))
-    credits = [_credit(r) for r in rows if not (r.get("error") or _grader_failed(r))]
+    failed = [bool(r.get("error")) or _grader_failed(r) for r in rows]
+    errors = sum(failed)
+    credits = [_credit(r) for r, bad in zip(rows, failed, strict=True) if not bad]
     if all(isinstance(c, bool) or c is None for c in credits):
         return _row(base, CAPABILITY, None, len(rows), errors, metrics.capability_accuracy(credits, **bootstrap))
     known = [float(c) for c in credits if c is not None]
