@@ -19,6 +19,7 @@ from PIL import Image
 from visalign.errors import VisalignError
 from visalign.evaluation.attacks.typographic import typographic_attack
 from visalign.evaluation.benchmarks import RowError, Sample, load_benchmark
+from visalign.evaluation.benchmarks.registry import text_form_options
 from visalign.images import load_image
 from visalign.magic.config import MagicConfig, SourceConfig, TargetConfig
 from visalign.magic.value_systems import ValueSystem, slug
@@ -112,6 +113,17 @@ def _select(samples: list[Sample], source: SourceConfig) -> list[Sample]:
     return samples[: source.limit] if source.limit else samples
 
 
+def _source_samples(source: SourceConfig, root: Path, options: dict, errors: list[RowError]) -> list[Sample]:
+    """Load one source with loader ``options`` and filter it; its row errors join ``errors`` once each."""
+    if source.file is not None:
+        samples, found = _file_samples(source.file)
+    else:
+        loaded = load_benchmark(source.benchmark, root / source.path, **options)
+        samples, found = loaded.samples, loaded.errors
+    errors.extend(error for error in found if error not in errors)
+    return _select(samples, source)
+
+
 def _kind(sample: Sample, source: SourceConfig, value_system: ValueSystem) -> Kind:
     if source.role != "by_value_system":
         return source.role
@@ -139,17 +151,15 @@ def load_training_set(config: MagicConfig, value_system: ValueSystem, work_dir: 
     result = TrainingSet([], [])
     refusals = config.targets.refusal_templates
     for index, source in enumerate(config.data.sources):
-        if source.file is not None:
-            samples, errors = _file_samples(source.file)
-        else:
-            loaded = load_benchmark(source.benchmark, root / source.path, **source.options)
-            samples, errors = loaded.samples, loaded.errors
-        result.errors.extend(errors)
-        samples = _select(samples, source)
         forms: list[Sample] = []
         if "text" in source.forms:
+            samples = _source_samples(source, root, dict(source.options), result.errors)
             forms.extend(samples)
         if "figstep" in source.forms:
+            # The drawing must show each request: a benchmark's own image form would draw its fixed image prompt.
+            options = dict(source.options) if source.file is not None else text_form_options(
+                source.benchmark, source.options)
+            samples = _source_samples(source, root, options, result.errors)
             attacked = typographic_attack(samples, work_dir / "typographic" / f"source{index}", style="figstep")
             forms.extend(attacked.samples)
             result.errors.extend(attacked.errors)
