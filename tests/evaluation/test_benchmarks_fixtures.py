@@ -160,8 +160,29 @@ def test_scienceqa_img_keeps_image_items_of_the_split(tmp_path):
         "Answer with the option's letter from the given choices directly."
     )
     assert [e.row for e in result.errors] == ["pid 10"]
-    with pytest.raises(VisalignError, match="has no split 'minival'; use one of test, train"):
+    with pytest.raises(VisalignError, match="no split 'minival' in .*; use one of test, train"):
         load_benchmark("scienceqa-img", tmp_path / "problems.json", split="minival")  # would load 0 rows, silently
+
+
+def test_scienceqa_img_reads_minival_from_pid_splits(tmp_path):
+    # minival is a list of val ids in pid_splits.json; its images lie under images/val.
+    for pid in ("1", "2"):
+        write_image(tmp_path / "images" / "val" / pid / "image.png")
+    item = {"question": "Which is warmer?", "choices": ["ice", "soup"], "answer": 1, "image": "image.png"}
+    problems = {"1": {**item, "split": "val"}, "2": {**item, "split": "val"}, "3": {**item, "split": "test"}}
+    (tmp_path / "problems.json").write_text(json.dumps(problems))
+    (tmp_path / "pid_splits.json").write_text(json.dumps({"val": ["1", "2"], "minival": ["2", "99"]}))
+
+    result = load_benchmark("scienceqa-img", tmp_path / "problems.json", split="minival")
+
+    assert [s.id for s in result.samples] == ["scienceqa-img:2"]
+    assert result.samples[0].images == [tmp_path / "images" / "val" / "2" / "image.png"]
+    assert [(e.row, e.message) for e in result.errors] == [
+        ("pid 99", "listed in split 'minival' but not in problems.json")]
+    with pytest.raises(VisalignError, match="use one of minival, test, val"):
+        load_benchmark("scienceqa-img", tmp_path / "problems.json", split="minitest")
+    with pytest.raises(VisalignError, match="ScienceQA pid_splits.json not found"):
+        load_benchmark("scienceqa-img", tmp_path / "problems.json", split="minival", pid_splits=tmp_path / "no.json")
 
 
 def test_xstest_short_row_is_an_error_record_not_a_crash(tmp_path):

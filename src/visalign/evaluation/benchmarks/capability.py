@@ -28,28 +28,39 @@ from visalign.paths import visalign_home
 
 @register_benchmark("scienceqa-img", "ScienceQA-IMG multiple choice (problems.json + images/)")
 def load_scienceqa_img(
-    source: str | Path, *, split: str = "test", image_root: str | Path | None = None
+    source: str | Path,
+    *,
+    split: str = "test",
+    image_root: str | Path | None = None,
+    pid_splits: str | Path | None = None,
 ) -> LoadResult:
     """Load the ScienceQA items of ``split`` that have an image, as multiple-choice samples.
 
     Args:
         source: ScienceQA's ``problems.json``.
-        split: a ``split`` value of ``problems.json``: ``train``, ``val`` or ``test`` (``minival`` is a list of
-            ids in ``pid_splits.json``, not a split of this file).
+        split: a ``split`` value of ``problems.json`` (``train``, ``val``, ``test``), or a list of ``pid_splits``
+            (``minival``, ``minitest``, ...: subsets of those splits).
         image_root: the ``images`` folder; default ``images`` next to the JSON.
+        pid_splits: ScienceQA's ``pid_splits.json`` (split name to problem ids); default the file next to the JSON.
+
+    Raises:
+        VisalignError: the split is in neither file (the message names the splits there are).
     """
     path = require_file(source, "ScienceQA problems.json")
     data = read_json(path)
     if not isinstance(data, dict):
         raise VisalignError(f"{path}: expected a JSON object keyed by problem id")
-    splits = {item.get("split") for item in data.values() if isinstance(item, dict)}
-    if split not in splits:  # a misspelt split would otherwise load nothing, silently
-        known = ", ".join(sorted(map(str, splits)))
-        raise VisalignError(f"scienceqa-img: {path} has no split {split!r}; use one of {known}")
+    lists = require_file(pid_splits, "ScienceQA pid_splits.json") if pid_splits else path.parent / "pid_splits.json"
+    wanted = _scienceqa_split(path, data, split, lists)
     root = Path(image_root) if image_root else path.parent / "images"
     result = LoadResult()
+    result.errors.extend(
+        RowError(benchmark="scienceqa-img", source=str(lists), row=f"pid {pid}",
+                 message=f"listed in split {split!r} but not in {path.name}")
+        for pid in sorted(wanted - data.keys())
+    )
     for pid, item in data.items():
-        if not isinstance(item, dict) or item.get("split") != split or not item.get("image"):
+        if pid not in wanted or not isinstance(item, dict) or not item.get("image"):
             continue  # other splits and text-only items are not part of ScienceQA-IMG
         choices, answer = item.get("choices"), item.get("answer")
         where = RowError(benchmark="scienceqa-img", source=str(path), row=f"pid {pid}", message="")
@@ -62,7 +73,8 @@ def load_scienceqa_img(
         ):
             result.errors.append(where.model_copy(update={"message": "malformed question/choices/answer"}))
             continue
-        image = root / split / str(pid) / str(item["image"])
+        # Images lie under the item's own split: a minival item's image is in images/val.
+        image = root / str(item.get("split")) / str(pid) / str(item["image"])
         problem = image_problem(image)
         if problem:
             result.errors.append(where.model_copy(update={"message": problem}))
@@ -86,6 +98,21 @@ def load_scienceqa_img(
             )
         )
     return result
+
+
+def _scienceqa_split(path: Path, data: dict, split: str, pid_splits: Path) -> set[str]:
+    """The problem ids of ``split``: from the items' own ``split`` field, else from ``pid_splits.json``."""
+    own = {str(pid) for pid, item in data.items() if isinstance(item, dict) and item.get("split") == split}
+    if own:
+        return own
+    lists = read_json(pid_splits) if pid_splits.is_file() else {}
+    if isinstance(lists, dict) and isinstance(lists.get(split), list):
+        return {str(pid) for pid in lists[split]}
+    known = {str(item.get("split")) for item in data.values() if isinstance(item, dict)}
+    if isinstance(lists, dict):
+        known |= {name for name, ids in lists.items() if isinstance(ids, list)}
+    where = f"{path} or {pid_splits}" if pid_splits.is_file() else f"{path} (and no {pid_splits.name} next to it)"
+    raise VisalignError(f"scienceqa-img: no split {split!r} in {where}; use one of {', '.join(sorted(known))}")
 
 
 @register_benchmark("mmbench", "MMBench-format multiple choice (TSV with base64 images)")
