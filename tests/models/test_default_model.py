@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,6 +48,31 @@ def test_build_is_idempotent_and_verified_by_hash(default_model_dir):
     assert set(recorded) == {p.name for p in weights}
     # the dequantised weights are plain floats: no GGUF marker may survive into the saved config
     assert "quantization_config" not in (default_model_dir / "config.json").read_text()
+
+
+def test_a_rebuild_killed_while_deleting_the_old_build_leaves_a_whole_model(default_model_dir, tmp_path,
+                                                                           monkeypatch):
+    home = tmp_path / "home"
+    gguf = fetch_smollm2_gguf()
+    (home / "downloads").mkdir(parents=True)
+    (home / "downloads" / gguf.name).symlink_to(gguf)
+    target = home / "models" / default_model_dir.name
+    shutil.copytree(default_model_dir, target, copy_function=os.link)  # hard links: the real build is untouched
+    monkeypatch.setenv("VISALIGN_HOME", str(home))
+    real_rmtree = shutil.rmtree
+
+    def killed_partway(path, *args, **kwargs):
+        next(p for p in Path(path).iterdir() if p.suffix == ".safetensors").unlink()
+        raise KeyboardInterrupt  # the run is killed after the delete has removed one weight file
+
+    monkeypatch.setattr(shutil, "rmtree", killed_partway)
+    with pytest.raises(KeyboardInterrupt):
+        build_default_model(force=True)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+
+    assert verify_default_model(target), "the model folder must hold a whole build, the old one or the new one"
+    assert build_default_model() == target
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # the next run clears what was left
 
 
 def test_build_gives_the_same_bits_on_another_instruction_set(default_model_dir, tmp_path):

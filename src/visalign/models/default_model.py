@@ -180,6 +180,8 @@ def build_default_model(*, force: bool = False) -> Path:
     Idempotent: an existing build whose weights match their recorded sha256 is kept. Returns its folder.
     """
     target = default_model_path()
+    for leftover in target.parent.glob(".retired-*"):  # an old build that a killed run had moved aside
+        shutil.rmtree(leftover, ignore_errors=True)
     if not force and verify_default_model(target):
         return target
     gguf_path = fetch_smollm2_gguf()
@@ -187,10 +189,23 @@ def build_default_model(*, force: bool = False) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:
         assemble_default_model(gguf_path, staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.replace(target)  # atomic: a killed build never leaves a half-written model in place
+        _swap_in(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Move a finished build to ``target`` by renames only; the old build is deleted after, out of the way.
+
+    Deleting the old build in place first would leave a half-deleted model at ``target`` if the run were killed
+    during the (seconds-long) delete; two renames leave either the old model or the new one there.
+    """
+    retired = None
+    if target.exists():
+        retired = Path(tempfile.mkdtemp(prefix=".retired-", dir=target.parent))
+        target.replace(retired)  # a directory may replace an empty directory
+    staging.replace(target)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
