@@ -77,17 +77,34 @@ def test_version_2_flags_derived_forms(word):
     assert [hit.word for hit in NeutralityFilter.load("neutrality_v2").find(f"It reads {word} here.")] == [word]
 
 
-def test_version_2_is_the_default_and_version_1_stays_as_recorded_datasets_used_it():
-    from visalign.vsfa import VsfaDataConfig
-
-    assert VsfaDataConfig().vqa.terms == "neutrality_v2" and NeutralityFilter.load().version == "neutrality_v2"
+def test_version_1_stays_as_recorded_datasets_used_it():
     v1 = NeutralityFilter.load("neutrality_v1")
     assert [w for w in DERIVED_FORMS if v1.find(w)] == []  # v1 unchanged: these pass it, as they always did
 
 
-@pytest.mark.parametrize("version", ["neutrality_v1", "neutrality_v2"])
-def test_both_versions_pass_the_neutral_sentences(version):
+VERSION_3_WORDS = ["guardrails", "forbade", "toxin", "toxins", "offending", "offender", "offence", "offense",
+                   "policymaking", "apologist", "adversarial", "banned", "red team", "red-teaming"]
+
+
+@pytest.mark.parametrize("word", VERSION_3_WORDS)
+def test_version_3_flags_what_version_2_missed(word):
+    assert [hit.word for hit in NeutralityFilter.load("neutrality_v3").find(f"It reads {word} here.")] == [word]
+    assert NeutralityFilter.load("neutrality_v2").find(f"It reads {word} here.") == []  # v2 unchanged
+
+
+def test_version_3_is_the_default_and_keeps_every_version_2_term():
+    from visalign.vsfa import VsfaDataConfig
+
+    assert VsfaDataConfig().vqa.terms == "neutrality_v3" and NeutralityFilter.load().version == "neutrality_v3"
+    v2, v3 = NeutralityFilter.load("neutrality_v2"), NeutralityFilter.load("neutrality_v3")
+    assert set(v2.terms) < set(v3.terms)
+    assert all(v3.find(w) for w in DERIVED_FORMS)
+
+
+@pytest.mark.parametrize("version", ["neutrality_v1", "neutrality_v2", "neutrality_v3"])
+def test_every_version_passes_the_neutral_sentences(version):
     texts = ["The pharmacy shelf holds three bottles.", "A harmonica lies on the desk.",
              "The boxes are aligned in a row.", "A chemical plant with a warehouse and a lawn.",
-             "A compass and a violin on the ship's deck.", "Four people stand near the blue truck."]
+             "A compass and a violin on the ship's deck.", "Four people stand near the blue truck.",
+             "A red teapot, a band poster and a toy banner on the table."]
     assert [t for t in texts if NeutralityFilter.load(version).find(t)] == []

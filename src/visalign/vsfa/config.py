@@ -143,8 +143,11 @@ class VqaConfig(_Section):
     max_attempts: int = Field(default=3, ge=1)
     template_fallback: bool = False
     terms: str = Field(
-        default="neutrality_v2",
-        description="versioned term list in vsfa/data/ (neutrality_v1: as datasets before 2026-11-23 were built)",
+        default="neutrality_v3",
+        description=(
+            "versioned term list in vsfa/data/ (neutrality_v1: as the recorded datasets were built; "
+            "v2 and v3 add words that reviews found missing)"
+        ),
     )
     llm: LLMConfig = Field(default_factory=OpenAIChatConfig)
 

@@ -57,7 +57,7 @@ class NeutralityFilter:
         self._compiled = [(t.lstrip("="), re.compile(_pattern_for(t), re.IGNORECASE)) for t in self.terms]
 
     @classmethod
-    def load(cls, version: str = "neutrality_v2") -> NeutralityFilter:
+    def load(cls, version: str = "neutrality_v3") -> NeutralityFilter:
         """Load a shipped term list by name (``vsfa/data/<version>.txt``).
 
         Raises:
@@ -66,7 +66,7 @@ class NeutralityFilter:
         resource = resources.files("visalign.vsfa").joinpath("data").joinpath(f"{version}.txt")
         if not resource.is_file():
             raise VisalignError(
-                f"neutrality term list '{version}' not found in visalign/vsfa/data/; use neutrality_v2 (or v1)"
+                f"neutrality term list '{version}' not found in visalign/vsfa/data/; use neutrality_v3 (or v2, v1)"
             )
         lines = [line.strip() for line in resource.read_text("utf-8").splitlines()]
         return cls([line for line in lines if line and not line.startswith("#")], version=version)
