@@ -8,6 +8,8 @@
 #   transformers==5.23.0 peft==0.21.2 pydantic==2.14.3 pydantic_core==2.50.4 annotated-types typing-inspection
 #   gguf==0.19.0 typer==0.29.2 datasets==5.2.0 dill multiprocess
 # A call carries at most 64 MiB, so the GGUF (98 MB) travels as .gg/part1 and .gg/part2 in two back-to-back calls.
+# `bash benchmarks/prepare_gpu_carry.sh` rebuilds .whl/, .whl2/, .gg/part1, .gg/part2, .bench/ and .bench2/ here
+# (a fresh checkout has none): part1 is 40 MiB so that .whl + .whl2 + part1 fit one call, part2 + .bench the next.
 #
 # Steps:
 #   setup        install the wheels in .whl/ (transformers, peft, pydantic, gguf... at the tested versions) into
