@@ -249,20 +249,24 @@ class RunDir:
         seeds: Mapping[str, int] | int | None = None,
         inputs: Mapping[str, str | Path] | None = None,
         extra: Mapping[str, Any] | None = None,
+        pinned: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Write ``manifest.json``, or check that an existing one was written for the same config.
 
         Args:
             config: the job config, a dict or a pydantic model; secrets are scrubbed before hashing.
             seeds: the random seeds the job uses.
-            inputs: named input files; each is recorded with its sha256 and size.
+            inputs: named input files; each is recorded with its sha256 and size (a changed one is logged).
             extra: anything else worth keeping (backends, counts); scrubbed like the config.
+            pinned: named digests of what the job's results depend on beyond its config (weights, images, rows);
+                a resume that finds one changed is refused, since the finished records used the old one.
 
         Returns:
             The manifest as written (or as found, with this start appended to ``resumed``).
 
         Raises:
-            VisalignError: the directory already holds a run of a different config, or an input is missing.
+            VisalignError: the directory already holds a run of a different config or different pinned inputs,
+                or an input is missing.
         """
         if hasattr(config, "model_dump"):
             config = config.model_dump(mode="json")
@@ -288,6 +292,15 @@ class RunDir:
             ]
             if changed:
                 logger.warning("%s: inputs changed since the run started: %s", self.path, ", ".join(changed))
+            recorded = existing.setdefault("pinned", {})
+            moved = [f"{name} ({recorded[name][:12]} -> {digest[:12]})" for name, digest in (pinned or {}).items()
+                     if name in recorded and recorded[name] != digest]
+            if moved:
+                raise VisalignError(
+                    f"{self.path}: changed since this run began: {'; '.join(moved)}; its finished records were made "
+                    "with the old version, so restore it or start a new --out directory"
+                )
+            recorded.update(pinned or {})  # a run from before a digest was pinned gains it now
             existing.setdefault("resumed", []).append(now)
             atomic_write_json(self.manifest_path, existing)
             return existing
@@ -302,6 +315,7 @@ class RunDir:
             "seeds": scrub_secrets(seeds) if seeds is not None else None,
             "inputs": input_records,
             "extra": scrub_secrets(dict(extra or {})),
+            "pinned": dict(pinned or {}),
         }
         atomic_write_json(self.manifest_path, manifest)
         return manifest

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -14,6 +16,9 @@ from visalign.config import load_config
 from visalign.errors import VisalignError
 from visalign.evaluation.config import EvalConfig
 from visalign.evaluation.runner import run_eval
+from visalign.magic import load_magic_image, save_magic_image
+from visalign.magic.artifact import write_sidecar
+from visalign.models import weights_fingerprint
 from visalign.testing import StandInServer
 from visalign.testing.stand_in_server import Fault
 
@@ -146,3 +151,31 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "eval.yaml" in result.stderr
     with pytest.raises(VisalignError, match="invalid config"):
         load_config(path, EvalConfig)
+
+
+def test_a_resume_is_refused_when_the_magic_image_or_benchmark_changed(tmp_path, tiny_checkpoints, benchmarks_dir):
+    model = str(tiny_checkpoints["llava"])
+    metadata = {"model": {"spec": model, "family": "llava", "fingerprint": weights_fingerprint(model)}}
+    png = save_magic_image(tmp_path / "magic", "standard", torch.full((3, 32, 32), 0.5), metadata)
+    xstest = shutil.copy(benchmarks_dir / "xstest" / "xstest_prompts.csv", tmp_path / "xstest.csv")
+    config = EvalConfig.model_validate({
+        "systems": [{"name": "magic", "model": model, "magic_image": str(png)}],
+        "benchmarks": [{"name": "xstest", "source": str(xstest), "limit": 2}],
+        "max_new_tokens": 4, "batch_size": 2,
+    })
+    run_eval(config, tmp_path / "run")
+    # the optimiser adds figures to the sidecar after the image is final: that changes no answer
+    write_sidecar(png, {**load_magic_image(png).metadata, "evaluation": {"refused": 1.0}})
+    run_eval(config, tmp_path / "run")
+
+    save_magic_image(tmp_path / "magic", "standard", torch.full((3, 32, 32), 0.9), metadata)  # re-optimised
+    with pytest.raises(VisalignError, match="changed since this run began: system:magic:magic_image"):
+        run_eval(config, tmp_path / "run")
+    save_magic_image(tmp_path / "magic", "standard", torch.full((3, 32, 32), 0.5), metadata)
+    run_eval(config, tmp_path / "run")  # the original image back: the run resumes
+
+    rows = xstest.read_text(encoding="utf-8").split("\n")
+    xstest.write_text("\n".join([rows[0]] + [row.replace("kill", "stop") for row in rows[1:]]), encoding="utf-8")
+    with pytest.raises(VisalignError, match="changed since this run began: benchmark:xstest"):
+        run_eval(config, tmp_path / "run")
+    assert len(read_records(tmp_path / "run")) == 2

@@ -20,6 +20,7 @@ from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks import Sample, load_benchmark, score_multiple_choice
 from visalign.evaluation.config import BenchmarkConfig, EvalConfig, SystemConfig
 from visalign.evaluation.judges import get_refusal_judge
+from visalign.evaluation.pinned_inputs import pinned_inputs
 from visalign.evaluation.systems import Prompt, System, SystemFactory
 from visalign.images import load_image
 from visalign.runs import JsonlStore, RunDir
@@ -184,7 +185,8 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None) -
 
     Args:
         config: the validated job config.
-        out: run directory; re-running with the same config resumes, another config is refused.
+        out: run directory; re-running with the same config resumes. Another config is refused, and so is a
+            changed model, adapter, magic image or benchmark file (see :mod:`.pinned_inputs`).
         config_dir: folder that relative benchmark sources resolve against (the config file's folder).
     """
     out = Path(out)
@@ -194,15 +196,17 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None) -
     rows = [load_rows(b, base_dir=base_dir, attack_dir=out / "attacks", seed=config.seed) for b in config.benchmarks]
     refusal_judge = get_refusal_judge(config.refusal_judge)
     llm_judges = build_llm_judges(config, out / "cache")
+    systems = [_resolve_paths(s, base_dir) for s in config.systems]
+    pinned = pinned_inputs(systems, {r.label: r.samples for r in rows})
     run = RunDir(out)
-    run.write_manifest(config, seeds={"sampling": config.seed})
+    run.write_manifest(config, seeds={"sampling": config.seed}, pinned=pinned)
     factory = SystemFactory(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
                             cache_dir=out / "cache")
     store = run.store("records.jsonl")
     _refuse_legacy_ids(store)
     with store, Progress() as progress:
-        for system_config in config.systems:
-            system = factory.build(_resolve_paths(system_config, base_dir))
+        for system_config in systems:
+            system = factory.build(system_config)
             evaluate_system(system, rows, store, refusal_judge=refusal_judge, llm_judges=llm_judges,
                             chunk_size=max(config.batch_size * 4, 16), progress=progress)
         records = list(store.records())
