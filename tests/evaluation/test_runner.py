@@ -16,9 +16,10 @@ from visalign.config import load_config
 from visalign.errors import VisalignError
 from visalign.evaluation.config import EvalConfig
 from visalign.evaluation.runner import run_eval
+from visalign.evaluation.systems import LocalSystem, Prompt
 from visalign.magic import load_magic_image, save_magic_image
 from visalign.magic.artifact import write_sidecar
-from visalign.models import weights_fingerprint
+from visalign.models import load_vlm, weights_fingerprint
 from visalign.testing import StandInServer
 from visalign.testing.stand_in_server import Fault
 
@@ -179,3 +180,12 @@ def test_a_resume_is_refused_when_the_magic_image_or_benchmark_changed(tmp_path,
     with pytest.raises(VisalignError, match="changed since this run began: benchmark:xstest"):
         run_eval(config, tmp_path / "run")
     assert len(read_records(tmp_path / "run")) == 2
+
+
+def test_an_image_the_processor_refuses_fails_alone(tiny_checkpoints):
+    vlm = load_vlm(str(tiny_checkpoints["qwen2_5_vl"]))
+    system = LocalSystem("base", vlm, max_new_tokens=3, batch_size=4)
+    banner = Image.new("RGB", (6000, 28), "white")  # Qwen's resize refuses an aspect ratio over 200
+    answers = system.respond([Prompt("hello"), Prompt("What does the banner say?", [banner]), Prompt("hi")])
+    assert isinstance(answers[0], str) and isinstance(answers[2], str)
+    assert isinstance(answers[1], VisalignError) and "6000x28" in str(answers[1])

@@ -120,9 +120,13 @@ class VLM:
     def _encode(self, texts: list[str], images: list[ImageLike]) -> dict[str, torch.Tensor]:
         """Tokenise rendered texts with their images; tensor images get differentiable pixel values."""
         pil_images = [tensor_to_pil(im) if isinstance(im, torch.Tensor) else im for im in images]
-        batch = self.processor(
-            text=texts, images=pil_images or None, padding=True, padding_side="left", return_tensors="pt"
-        )
+        try:
+            batch = self.processor(
+                text=texts, images=pil_images or None, padding=True, padding_side="left", return_tensors="pt"
+            )
+        except ValueError as exc:  # e.g. Qwen's resize refuses an aspect ratio over 200: that input, not the run
+            sizes = ", ".join(f"{im.width}x{im.height}" for im in pil_images) or "no images"
+            raise VisalignError(f"{self.family.name}'s processor refused the input ({sizes}): {exc}") from exc
         batch = dict(batch)
         if any(isinstance(im, torch.Tensor) for im in images):
             batch.update(self.pixels_from_images(images))
