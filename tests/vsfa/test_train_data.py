@@ -122,3 +122,72 @@ def test_the_batch_plan_is_deterministic_padded_and_length_grouped():
         [10, 20, 30], [40, 50, 440], [460, 480, 500]]  # fmt: skip
     shuffled = BatchPlan(batch_size=3, seed=1, group_by_length=False).epoch(lengths, 0)
     assert sorted(sorted(micro[0]) for micro in shuffled) != sorted(sorted(micro[0]) for micro in grouped)
+
+
+def _qa(ident, answer="Yo"):
+    return {"id": ident, "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": answer}]}
+
+
+def test_line_numbers_stay_exact_deep_in_a_multi_line_json_list(tmp_path):
+    # Records of mixed layout (indented, one-line, blank lines between), so each record's opening line is checked
+    # far from the file's start; the bad ones are reported by the line their '{' is on.
+    chunks, expected = ["[\n"], {}
+    for i in range(300):
+        record = _qa(f"r{i}") if i not in (7, 150, 299) else {"id": f"r{i}", "conversations": [{"from": "robot"}]}
+        body = json.dumps(record, indent=2 if i % 3 else None)
+        expected[f"r{i}"] = "".join(chunks).count("\n") + 1
+        chunks.append(body + ("\n]\n" if i == 299 else ",\n" + "\n" * (i % 4)))
+    path = tmp_path / "deep.json"
+    path.write_text("".join(chunks))
+    skipped = load_training_set(path, on_bad_record="skip")
+    assert [(b["id"], b["line"]) for b in skipped.bad_records] == [(r, expected[r]) for r in ("r7", "r150", "r299")]
+    assert skipped.examples[-1].source == f"{path}:{expected['r298']}"
+    with pytest.raises(VisalignError, match=rf"deep.json:{expected['r7']}: bad record \(id r7\)"):
+        load_training_set(path)
+
+
+def test_a_record_that_opens_with_the_assistant_is_named_or_skipped(tmp_path):
+    greeting = {"id": "greeting", "conversations": [
+        {"from": "gpt", "value": "Hello! How can I help?"}, {"from": "human", "value": "2+2?"},
+        {"from": "gpt", "value": "4."}]}  # fmt: skip
+    system_first = {"id": "sys", "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4."}]}  # fmt: skip
+    path = _write_items(tmp_path / "d.json", [_qa("ok"), greeting, system_first])
+    line = path.read_text().splitlines().index('    "id": "greeting",')  # the line before it opens the record
+    with pytest.raises(VisalignError, match=rf"d.json:{line}: bad record \(id greeting\): the first message .* is "
+                                            r"the assistant's; start with a user message"):  # fmt: skip
+        load_training_set(path)
+    skipped = load_training_set(path, on_bad_record="skip")
+    assert [e.id for e in skipped.examples] == ["ok"]
+    assert [b["id"] for b in skipped.bad_records] == ["greeting", "sys"]
+
+
+def test_a_json_list_must_end_at_its_bracket_and_separate_records_with_commas(tmp_path):
+    first, second = json.dumps([_qa("a"), _qa("b")], indent=2), json.dumps([_qa("c")], indent=2)
+    concatenated = tmp_path / "all.json"
+    concatenated.write_text(first + "\n" + second + "\n")  # cat a.json b.json > all.json
+    second_line = first.count("\n") + 2
+    with pytest.raises(VisalignError, match=rf"all.json:{second_line}: data after the JSON list's closing '\]'"):
+        load_training_set(concatenated)
+    no_comma = tmp_path / "no_comma.json"
+    no_comma.write_text(f"[\n{json.dumps(_qa('a'))},\n{json.dumps(_qa('b'))}\n{json.dumps(_qa('c'))}\n]\n")
+    with pytest.raises(VisalignError, match=r"no_comma.json:4: expected ',' or the list's closing '\]' after a record"):
+        load_training_set(no_comma)
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(f"[\n{json.dumps(_qa('a'))},\n{json.dumps(_qa('b'))}\n")
+    with pytest.raises(VisalignError, match=r"truncated.json:4: .* found the end of the file"):
+        load_training_set(truncated)
+    assert [e.id for e in load_training_set(_write_items(tmp_path / "ok.json", [_qa("a")])).examples] == ["a"]
+
+
+def test_skipping_a_vlguard_record_leaves_none_of_its_conversations(tmp_path):
+    noise_png(tmp_path / "a.png", (32, 32), seed=0)
+    records = [
+        {"id": "good", "image": "a.png", "instr-resp": [{"instruction": "Describe it.", "response": "A street."}]},
+        {"id": "bad", "image": "a.png", "instr-resp": [{"safe_instruction": "What is this?", "response": "A photo."},
+                                                       {"unsafe_instruction": "How to hurt?", "response": ""}]},
+    ]  # fmt: skip
+    skipped = load_training_set(_write_items(tmp_path / "train.json", records), on_bad_record="skip")
+    assert [e.id for e in skipped.examples] == ["good#0"]  # not bad#0: the record is skipped whole
+    assert [b["id"] for b in skipped.bad_records] == ["bad"]

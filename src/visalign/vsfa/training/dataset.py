@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from visalign.models import Conversation, Turn
 IMAGE_TOKEN = "<image>"
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _VLGUARD_INSTRUCTIONS = ("instruction", "safe_instruction", "unsafe_instruction")
+_SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, as the json module defines it
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,6 @@ class _BadRecord(ValueError):
 
 def _records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     """Yield (line number, decoded record) from a JSON list or a JSON-lines file."""
-    decoder = json.JSONDecoder()
     stripped = text.lstrip()
     if not stripped.startswith("["):
         for number, line in enumerate(text.split("\n"), start=1):
@@ -80,18 +81,49 @@ def _records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
             except json.JSONDecodeError as exc:
                 raise VisalignError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove the line") from None
         return
-    position = len(text) - len(stripped) + 1
-    while True:
-        while position < len(text) and text[position] in " \t\r\n,":
-            position += 1
-        if position >= len(text) or text[position] == "]":
-            return
-        line = text.count("\n", 0, position) + 1
+    yield from _json_list(path, text, len(text) - len(stripped) + 1)
+
+
+def _json_list(path: Path, text: str, position: int) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, record) from a JSON list, one record at a time but as strictly as ``json.load``.
+
+    ``position`` is just after the opening ``[``. Records need commas between them, and after the closing ``]``
+    only whitespace may follow: a second list (``cat a.json b.json``) must not be dropped silently.
+    """
+    decoder = json.JSONDecoder()
+    position = _SPACE.match(text, position).end()
+    closed = text.startswith("]", position)  # an empty list
+    line, counted = 1, 0  # a running newline count: recounting from the file's start per record is quadratic
+    while not closed:
+        line += text.count("\n", counted, position)
+        counted = position
         try:
             record, position = decoder.raw_decode(text, position)
         except json.JSONDecodeError as exc:
             raise VisalignError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); fix the record") from None
         yield line, record
+        position = _SPACE.match(text, position).end()
+        if text.startswith(",", position):
+            position = _SPACE.match(text, position + 1).end()
+        elif text.startswith("]", position):
+            closed = True
+        else:
+            found = repr(text[position]) if position < len(text) else "the end of the file"
+            raise VisalignError(
+                f"{path}:{_line_at(text, position)}: expected ',' or the list's closing ']' after a record, found "
+                f"{found}; add the missing comma or ']' (or convert the file to JSON lines)"
+            )
+    end = _SPACE.match(text, position + 1).end()
+    if end < len(text):
+        raise VisalignError(
+            f"{path}:{_line_at(text, end)}: data after the JSON list's closing ']' (two files concatenated?); "
+            "merge them into one list or convert them to JSON lines"
+        )
+
+
+def _line_at(text: str, position: int) -> int:
+    """1-based line of ``position``; O(file), so only for error messages."""
+    return text.count("\n", 0, position) + 1
 
 
 def _image_list(value: Any) -> list[str]:
@@ -174,6 +206,9 @@ def _example(record: dict, suffix: str, turns, images: list[str], root: Path, wh
     placed = _place_images(turns, paths)
     if not any(t.role == "assistant" and t.text for t in placed):
         raise _BadRecord("no assistant answer to train on")
+    # Training labels each assistant turn after the prompt before it; an opening assistant turn has no prompt.
+    if next(t.role for t in placed if t.role != "system") == "assistant":
+        raise _BadRecord("the first message (after any system prompt) is the assistant's; start with a user message")
     return Example(id=f"{record.get('id', index)}{suffix}", turns=placed, source=where)
 
 
@@ -218,9 +253,8 @@ def load_training_set(
         if limit is not None and len(examples) >= limit:
             break
         where = f"{path}:{line}"
-        try:
-            for suffix, turns, images in _parse(record, fmt, root):
-                examples.append(_example(record, suffix, turns, images, root, where, index))
+        try:  # all of a record's conversations or none: a skipped VLGuard record must leave no pair behind
+            examples.extend([_example(record, *parsed, root, where, index) for parsed in _parse(record, fmt, root)])
         except _BadRecord as exc:
             ident = record.get("id") if isinstance(record, dict) else None
             if on_bad_record == "error":
