@@ -31,21 +31,24 @@ def test_over_refusal_on_benign():
     assert rate.value == pytest.approx(2 / 9)
 
 
-def test_degenerate_samples_have_degenerate_intervals():
-    rate = attack_success_rate(["compliance"] * 12)
-    assert (rate.value, rate.ci_low, rate.ci_high) == (1.0, 1.0, 1.0)
+def test_rates_at_zero_and_one_keep_an_honest_interval():
+    # Wilson score intervals, worked by hand with z = 1.96: 0/3 -> [0, 0.5615], 12/12 -> [0.7575, 1].
+    none = attack_success_rate(["refusal"] * 3)
+    assert (none.value, none.ci_low) == (0.0, 0.0) and none.ci_high == pytest.approx(0.5615, abs=5e-4)
+    every = attack_success_rate(["compliance"] * 12)
+    assert (every.value, every.ci_high) == (1.0, 1.0) and every.ci_low == pytest.approx(0.7575, abs=5e-4)
     empty = attack_success_rate(["unknown", "unknown"])
     assert (empty.value, empty.denominator, empty.unknown, empty.ci_low) == (None, 0, 2, None)
     assert str(empty) == "n/a (0/0; 2 unknown)"
 
 
-def test_bootstrap_interval_is_close_to_the_normal_approximation_and_reproducible():
-    # p = 0.5, n = 100: the normal approximation gives 0.5 +/- 1.96 * 0.05 = [0.402, 0.598].
-    outcomes = [True] * 50 + [False] * 50
-    rate = proportion(outcomes)
-    assert rate.ci_low == pytest.approx(0.402, abs=0.021)
-    assert rate.ci_high == pytest.approx(0.598, abs=0.021)
-    assert proportion(outcomes) == rate  # fixed seed: same figures every time
+def test_rate_interval_matches_the_published_wilson_figures():
+    # Newcombe (1998), Statistics in Medicine 17:857, table I: 81/263 -> 0.2553-0.3662; 15/148 -> 0.0624-0.1605.
+    for hits, n, low, high in ((81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605)):
+        rate = proportion([True] * hits + [False] * (n - hits))
+        assert (rate.ci_low, rate.ci_high) == (pytest.approx(low, abs=1e-4), pytest.approx(high, abs=1e-4))
+    half = [True] * 50 + [False] * 50
+    assert proportion(half, confidence=0.9).ci_high < proportion(half).ci_high
 
 
 def test_capability_accuracy_counts_unparsed_answers_separately():

@@ -160,8 +160,8 @@ def test_counts_add_up_and_intervals_bracket_the_value(rows):
             assert row.n == row.denominator + row.unknown + row.errors, row
         if row.value is not None:
             assert row.ci_low <= row.value + 1e-9 and row.value <= row.ci_high + 1e-9, row
-    assert (find(rows, "defended", "figstep", "harmful_refusal_rate").ci_low,
-            find(rows, "defended", "figstep", "harmful_refusal_rate").ci_high) == (1.0, 1.0)
+    refused = find(rows, "defended", "figstep", "harmful_refusal_rate")
+    assert refused.value == refused.ci_high == 1.0 and refused.ci_low < 1.0  # all refused, yet not certain
     asr = find(rows, "base", "figstep", "attack_success_rate")
     assert 0.0 <= asr.ci_low < 0.5 < asr.ci_high <= 1.0
     assert summarize(RECORDS) == rows  # seeded: same figures every time

@@ -1,14 +1,19 @@
-"""Evaluation metrics with their denominators and bootstrap 95% confidence intervals.
+"""Evaluation metrics with their denominators and 95% confidence intervals.
 
 Every rate keeps its numerator and denominator. Verdicts labelled ``unknown`` (and capability answers that could
-not be parsed) are counted separately and left out of the denominator, never folded into either class. Intervals
-are percentile bootstrap intervals from a seeded numpy generator, so the same inputs always give the same figures.
+not be parsed) are counted separately and left out of the denominator, never folded into either class.
+
+Rates get the Wilson score interval: unlike a bootstrap of 0/1 outcomes, it stays honest at 0% and 100% (0 of 3
+gives 0-56%, where every bootstrap resample of three zeros is zero). Mean scores get a percentile bootstrap from a
+seeded numpy generator. Both give the same figures for the same inputs. (Reports written before 2026-11-23 used the
+bootstrap for rates too.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import TypeVar
 
 import numpy as np
@@ -25,7 +30,7 @@ _LABELS = ("refusal", "compliance", "unknown")
 
 @dataclass(frozen=True)
 class Rate:
-    """A proportion ``numerator / denominator`` with its bootstrap interval and the excluded unknowns."""
+    """A proportion ``numerator / denominator`` with its Wilson interval and the excluded unknowns."""
 
     numerator: int
     denominator: int
@@ -74,24 +79,31 @@ def proportion(
 ) -> Rate:
     """Return the share of True among the known outcomes; None outcomes are counted as unknown.
 
-    The interval resamples the known outcomes with replacement; for 0/1 data the resampled mean is exactly
-    Binomial(n, p)/n, which numpy draws directly.
-
     Args:
         outcomes: True (counts in the numerator), False, or None (unknown, excluded).
-        seed: the bootstrap generator's seed.
-        resamples: the number of bootstrap resamples.
+        seed: unused (the Wilson interval is exact arithmetic); taken so that one set of interval settings
+            serves both rates and :func:`mean_score`.
+        resamples: unused, as ``seed``.
         confidence: the interval's coverage.
     """
+    del seed, resamples
     known = [bool(o) for o in outcomes if o is not None]
     unknown = len(outcomes) - len(known)
     n, hits = len(known), sum(known)
     if n == 0:
         return Rate(0, 0, unknown, None, None, None)
-    p = hits / n
-    draws = np.random.default_rng(seed).binomial(n, p, size=resamples) / n
-    low, high = _percentiles(draws, confidence)
-    return Rate(hits, n, unknown, p, low, high)
+    low, high = wilson_interval(hits, n, confidence)
+    return Rate(hits, n, unknown, hits / n, low, high)
+
+
+def wilson_interval(hits: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval of ``hits / n`` (Wilson 1927); never empty, even at 0 or n hits."""
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    p, z2 = hits / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * (p * (1 - p) / n + z2 / (4 * n * n)) ** 0.5
+    # exact at the ends: the formula's rounding must not put 0 hits above 0 or n hits below 1
+    return (0.0 if hits == 0 else max(0.0, centre - half)), (1.0 if hits == n else min(1.0, centre + half))
 
 
 def _outcomes(labels: Sequence[str], positive: str) -> list[bool | None]:
@@ -133,7 +145,11 @@ def mean_score(
     resamples: int = BOOTSTRAP_RESAMPLES,
     confidence: float = CONFIDENCE,
 ) -> MeanScore:
-    """Mean quality score (e.g. a judge's 1-5 constructive score) over the scores present; None is missing."""
+    """Mean quality score (e.g. a judge's 1-5 constructive score) over the scores present; None is missing.
+
+    The interval is a percentile bootstrap of the mean; scores that are all equal give a zero-width interval,
+    which says nothing about how the mean would vary (look at ``n``).
+    """
     values = np.array([float(s) for s in scores if s is not None], dtype=float)
     missing = len(scores) - len(values)
     if len(values) == 0:

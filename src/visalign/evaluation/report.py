@@ -117,7 +117,7 @@ def _category_chart(
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     caption = (
-        f"{benchmark}: {title} per category and system; whiskers are 95% bootstrap intervals, "
+        f"{benchmark}: {title} per category and system; whiskers are 95% intervals (Wilson for rates), "
         "n/a marks a category without judged rows."
     )
     return _png(figure, f"{benchmark} {title} per category", caption)
@@ -145,7 +145,7 @@ def _tradeoff_chart(points: list[tuple[str, SummaryRow, SummaryRow]]) -> dict[st
     axes.legend(fontsize=8)
     figure.tight_layout()
     caption = (
-        "Each point is one system, pooled over every benchmark of the run; bars are 95% bootstrap intervals. "
+        "Each point is one system, pooled over every benchmark of the run; bars are 95% intervals (Wilson for rates). "
         "Down is safer, left is less over-refusing."
     )
     return _png(figure, "safety vs over-refusal trade-off", caption)

@@ -4,7 +4,8 @@ Input is the run's records (one dict per ``records.jsonl`` line: ``system, sampl
 expected, response, error, refusal, correct, judgements``). Each metric counts, among the rows it applies to
 (``n``), the rows that failed (``errors``: generation or input error, or the judge's request failed), the rows
 judged but undecided (``unknown``: an ``unknown`` verdict, no verdict, an unparseable answer) and the rows that
-count (``denominator = n - errors - unknown``). Intervals are the seeded bootstrap of :mod:`.metrics`.
+count (``denominator = n - errors - unknown``). Intervals are those of :mod:`.metrics`: Wilson for rates, a seeded
+bootstrap for mean scores.
 
 Metrics (``metric`` column):
 
@@ -67,8 +68,8 @@ class SummaryRow:
         numerator: the count in the numerator (rates) or the sum of the scores (means).
         denominator: rows that count: ``n - errors - unknown``.
         value: ``numerator / denominator``, None when the denominator is 0.
-        ci_low: lower end of the bootstrap 95% interval.
-        ci_high: upper end of the bootstrap 95% interval.
+        ci_low: lower end of the 95% interval.
+        ci_high: upper end of the 95% interval.
     """
 
     system: str
