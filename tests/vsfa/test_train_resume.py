@@ -5,15 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_support import one_thread, train_config, write_dataset
+from train_support import Crash, one_thread, train_config, validated_config, write_dataset
 
 from visalign.errors import VisalignError
 from visalign.models import load_vlm
-from visalign.vsfa.training import VsfaTrainConfig, load_adapter, merge_adapter, read_metrics, train
-
-
-class Crash(RuntimeError):
-    """Stands for the process dying: raised after a step, before the next checkpoint."""
+from visalign.vsfa.training import load_adapter, merge_adapter, read_metrics, train
 
 
 @pytest.fixture(autouse=True)
@@ -21,14 +17,10 @@ def _threads():
     one_thread()
 
 
-def _config(checkpoint, data, **overrides) -> VsfaTrainConfig:
-    return VsfaTrainConfig.model_validate(train_config(checkpoint, data, **overrides))
-
-
 def test_a_crashed_and_resumed_run_has_the_uninterrupted_loss_curve(tiny_checkpoints, tmp_path):
     data = write_dataset(tmp_path / "data", "llava")
     # dropout draws random numbers and accumulation spans micro-batches: both must resume exactly
-    config = _config(tiny_checkpoints["llava"], data, grad_accum=2, checkpoint_every=2, lora={"dropout": 0.1},
+    config = validated_config(tiny_checkpoints["llava"], data, grad_accum=2, checkpoint_every=2, lora={"dropout": 0.1},
                      optim={"schedule": "cosine", "warmup_steps": 1})
     whole = train(config, tmp_path / "whole")
 
@@ -53,14 +45,15 @@ def test_a_crashed_and_resumed_run_has_the_uninterrupted_loss_curve(tiny_checkpo
 
 def test_resuming_with_another_config_is_refused(tiny_checkpoints, tmp_path):
     data = write_dataset(tmp_path / "data", "llava", count=4)
-    train(_config(tiny_checkpoints["llava"], data, epochs=1), tmp_path / "run")
+    train(validated_config(tiny_checkpoints["llava"], data, epochs=1), tmp_path / "run")
     with pytest.raises(VisalignError, match="different config"):
-        train(_config(tiny_checkpoints["llava"], data, epochs=1, optim={"lr": 0.5}), tmp_path / "run")
+        train(validated_config(tiny_checkpoints["llava"], data, epochs=1, optim={"lr": 0.5}), tmp_path / "run")
 
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_checkpoints, tmp_path):
     data = write_dataset(tmp_path / "data", "llava")
-    config = _config(tiny_checkpoints["llava"], data, checkpoint_every=1, optim={"lr": 1e30, "max_grad_norm": None})
+    config = validated_config(tiny_checkpoints["llava"], data, checkpoint_every=1,
+                              optim={"lr": 1e30, "max_grad_norm": None})
     with pytest.raises(VisalignError, match=r"non-finite loss .* at step 2; .*last good checkpoint is .*step-00000001"):
         train(config, tmp_path / "run")
     kept = tmp_path / "run" / "checkpoints" / "step-00000001" / "trainable.safetensors"
@@ -70,7 +63,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_checkpo
 
 def test_out_of_memory_stops_with_advice_and_a_rerun_resumes(tiny_checkpoints, tmp_path):
     data = write_dataset(tmp_path / "data", "llava")
-    config = _config(tiny_checkpoints["llava"], data, epochs=1, checkpoint_every=1)
+    config = validated_config(tiny_checkpoints["llava"], data, epochs=1, checkpoint_every=1)
     steps_done = []
 
     def allocator_fails_in_step_3(module, args, output):
@@ -87,7 +80,9 @@ def test_out_of_memory_stops_with_advice_and_a_rerun_resumes(tiny_checkpoints, t
     message = str(stopped.value)
     assert "\n" not in message
     assert "batch_size: 1 with grad_accum: 2" in message and "gradient_checkpointing: true" in message
-    assert "stopped at step 3" in message and "step-00000002 (run the same command again" in message
+    assert "stopped at step 3" in message
+    assert message.endswith("step-00000002 (the same command resumes from it; a changed config trains into a new "
+                            "--out directory)")  # each tip changes the config hash, which this --out refuses
     assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2]
     again = train(config, tmp_path / "run")
     assert again.resumed_from == 2 and [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
@@ -95,8 +90,8 @@ def test_out_of_memory_stops_with_advice_and_a_rerun_resumes(tiny_checkpoints, t
 
 def test_gradient_checkpointing_gives_the_same_steps(tiny_checkpoints, tmp_path):
     data = write_dataset(tmp_path / "data", "qwen2_5_vl", count=4)
-    plain = _config(tiny_checkpoints["qwen2_5_vl"], data, epochs=1)
-    checkpointed = _config(tiny_checkpoints["qwen2_5_vl"], data, epochs=1, gradient_checkpointing=True)
+    plain = validated_config(tiny_checkpoints["qwen2_5_vl"], data, epochs=1)
+    checkpointed = validated_config(tiny_checkpoints["qwen2_5_vl"], data, epochs=1, gradient_checkpointing=True)
     train(plain, tmp_path / "plain")
     train(checkpointed, tmp_path / "checkpointed")
     a, b = read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "checkpointed")
@@ -107,7 +102,7 @@ def test_gradient_checkpointing_gives_the_same_steps(tiny_checkpoints, tmp_path)
 
 def test_a_trainable_projector_trains_with_the_deepstack_mergers_and_merges(tiny_checkpoints, tmp_path):
     data = write_dataset(tmp_path / "data", "qwen3_vl", count=4)
-    result = train(_config(tiny_checkpoints["qwen3_vl"], data, epochs=2, lora={"train_projector": True}),
+    result = train(validated_config(tiny_checkpoints["qwen3_vl"], data, epochs=2, lora={"train_projector": True}),
                    tmp_path / "run")  # fmt: skip
     base = load_vlm(str(tiny_checkpoints["qwen3_vl"])).model
     merged = load_vlm(str(merge_adapter(result.adapter, tmp_path / "merged"))).model
@@ -149,7 +144,8 @@ def test_two_processes_under_torchrun_split_the_batches_and_train_like_one(tiny_
     trained = load_adapter(tmp_path / "run" / "adapter")
     assert any(".lora_B." in n and p.abs().sum() > 0 for n, p in trained.model.named_parameters())
     # one process with the same global batch sees the same examples per step: the same objective, the same steps
-    train(_config(tiny_checkpoints["llava"], data, epochs=1, checkpoint_every=1, batch_size=4), tmp_path / "single")
+    single_config = validated_config(tiny_checkpoints["llava"], data, epochs=1, checkpoint_every=1, batch_size=4)
+    train(single_config, tmp_path / "single")
     single = read_metrics(tmp_path / "single")
     assert [m["loss"] for m in metrics] == pytest.approx([m["loss"] for m in single], rel=1e-5)
     assert [m["grad_norm"] for m in metrics] == pytest.approx([m["grad_norm"] for m in single], rel=1e-4)

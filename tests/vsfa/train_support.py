@@ -87,3 +87,14 @@ def train_config(model: str | Path, data: Path, **overrides) -> dict:
         "logging": {"progress": False, "tensorboard": False},
     }
     return merge_overrides(config, overrides)
+
+
+class Crash(RuntimeError):
+    """Stands for the process dying: raised after a step, before the next checkpoint."""
+
+
+def validated_config(model: str | Path, data: Path, **overrides):
+    """:func:`train_config` as a validated :class:`VsfaTrainConfig`."""
+    from visalign.vsfa.training import VsfaTrainConfig
+
+    return VsfaTrainConfig.model_validate(train_config(model, data, **overrides))

@@ -104,8 +104,12 @@ def merge_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the merged checkpoint")],
     base: Annotated[str | None, typer.Option("--base", help="base model spec; default: the adapter's")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="bfloat16 or float32; default: float32")] = None,
+    allow_base_mismatch: Annotated[bool, typer.Option(
+        "--allow-base-mismatch", help="merge into base weights other than those the adapter was trained on",
+    )] = False,
 ) -> None:
     """Fold a trained adapter into its base model; the result loads like any checkpoint (`--model DIR`)."""
     from visalign.vsfa.training import merge_adapter
 
-    typer.echo(f"{merge_adapter(adapter, out, base=base, dtype=dtype)}: merged checkpoint")
+    merged = merge_adapter(adapter, out, base=base, dtype=dtype, allow_base_mismatch=allow_base_mismatch)
+    typer.echo(f"{merged}: merged checkpoint")

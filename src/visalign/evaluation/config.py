@@ -22,8 +22,8 @@ class SystemConfig(BaseModel):
         adapter: a VSFA (LoRA) adapter folder applied to the local model.
         magic_image: a Magic Image PNG (with its JSON sidecar) attached to every conversation.
         value_system: which value system's magic image to use, when ``magic_image`` is a folder of several.
-        allow_model_mismatch: evaluate a magic image on weights other than those it was optimised against (a
-            transfer study); otherwise such a system is refused with the reason.
+        allow_model_mismatch: evaluate a magic image or an adapter on weights other than those it was optimised
+            or trained against (a transfer study); otherwise such a system is refused with the reason.
         defence_prompt: a system prompt defence: ``adashield-s`` for the built-in one, or the prompt text.
         concurrency: parallel requests for the ``openai`` backend.
     """

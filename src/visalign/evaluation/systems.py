@@ -148,6 +148,11 @@ class SystemFactory:
             client = ChatClient(config.base_url, api_key_env=config.api_key_env, model=config.model,
                                 concurrency=config.concurrency, cache_dir=self.cache_dir / "api")
             return ApiSystem(config.name, client, self.max_new_tokens, system_prompt, decoding)
+        if config.adapter is not None and not config.allow_model_mismatch:
+            from visalign.vsfa.training import base_mismatch  # same layer; imported where it is used
+
+            if reason := base_mismatch(config.adapter, config.model):  # before a model load that would be wasted
+                raise VisalignError(f"system {config.name!r}: {reason}")
         vlm = self._vlm(config)
         hook = None
         if config.magic_image is not None:

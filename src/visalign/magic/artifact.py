@@ -16,7 +16,7 @@ from PIL import Image
 
 from visalign.errors import VisalignError
 from visalign.images import load_image
-from visalign.models import tensor_to_pil, weights_fingerprint
+from visalign.models import changed_fingerprint, tensor_to_pil
 from visalign.runs import atomic_write_bytes, atomic_write_json
 
 FORMAT = "visalign-magic-image"
@@ -110,10 +110,8 @@ def model_mismatch(magic: MagicImage, spec: str) -> str | None:
     fingerprints were recorded, and hub ids, are not checked.
     """
     recorded = (magic.metadata.get("model") or {}).get("fingerprint")
-    if not recorded:
-        return None
-    current = weights_fingerprint(spec)
-    if current is None or current == recorded:
+    current = changed_fingerprint(recorded, spec)
+    if current is None:
         return None
     return (f"{magic.path}: optimised against model weights {recorded}, but '{spec}' here has {current}; a magic "
             "image's pixels do not carry over to other weights. Run `visalign magic optimize` against this model "

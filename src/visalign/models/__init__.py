@@ -3,7 +3,14 @@
 from visalign.models.adapter import IGNORE_INDEX, VLM, Generation, ImageEncoding, collate_rows, scored_token_count
 from visalign.models.conversation import Conversation, Turn, assistant, pil_to_tensor, tensor_to_pil, user
 from visalign.models.families import FAMILIES, Family, ModuleNames
-from visalign.models.loading import default_model_path, detect_family, load_vlm, resolve_spec, weights_fingerprint
+from visalign.models.loading import (
+    changed_fingerprint,
+    default_model_path,
+    detect_family,
+    load_vlm,
+    resolve_spec,
+    weights_fingerprint,
+)
 
 __all__ = [
     "FAMILIES",
@@ -26,4 +33,5 @@ __all__ = [
     "tensor_to_pil",
     "user",
     "weights_fingerprint",
+    "changed_fingerprint",
 ]

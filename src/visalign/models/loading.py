@@ -180,6 +180,18 @@ def weights_fingerprint(spec: str) -> str | None:
     return _files_fingerprint(state)
 
 
+def changed_fingerprint(recorded: str | None, spec: str) -> str | None:
+    """The weights fingerprint of ``spec`` now, when it differs from ``recorded``; else None.
+
+    None also when nothing can be compared: no fingerprint was recorded (an artefact from before they were), or
+    ``spec`` is a hub id.
+    """
+    if not recorded:
+        return None
+    current = weights_fingerprint(spec)
+    return None if current is None or current == recorded else current
+
+
 @functools.lru_cache(maxsize=16)
 def _files_fingerprint(state: tuple[tuple[str, int, int], ...]) -> str:
     cache_path = visalign_home() / _FILE_HASH_CACHE

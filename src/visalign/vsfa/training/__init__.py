@@ -4,7 +4,13 @@
 ``merge_adapter`` writes merged full weights; ``load_training_set`` reads LLaVA / ShareGPT / VLGuard data.
 """
 
-from visalign.vsfa.training.artefact import load_adapter, merge_adapter, read_adapter_metadata, save_adapter
+from visalign.vsfa.training.artefact import (
+    base_mismatch,
+    load_adapter,
+    merge_adapter,
+    read_adapter_metadata,
+    save_adapter,
+)
 from visalign.vsfa.training.batching import BatchPlan
 from visalign.vsfa.training.config import VsfaTrainConfig
 from visalign.vsfa.training.dataset import Example, TrainingSet, load_training_set
@@ -19,6 +25,7 @@ __all__ = [
     "TrainingSet",
     "VsfaTrainConfig",
     "apply_lora",
+    "base_mismatch",
     "load_adapter",
     "load_training_set",
     "lora_target_pattern",

@@ -1,8 +1,8 @@
 """The trained adapter as an artefact: peft's files plus a visalign sidecar; loading it back; merging it.
 
 ``adapter/`` holds ``adapter_config.json`` and ``adapter_model.safetensors`` (peft ``save_pretrained``, so peft,
-transformers and vLLM read it as is) and ``visalign_adapter.json``: base model spec, family, data hash, the
-training config and its hash, steps and final loss, package versions.
+transformers and vLLM read it as is) and ``visalign_adapter.json``: base model spec and weights fingerprint, family,
+data hash, the training config and its hash, steps and final loss, package versions.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from visalign.errors import VisalignError
-from visalign.models import VLM, load_vlm
+from visalign.models import VLM, changed_fingerprint, load_vlm
 from visalign.models.processors import _IMAGE_ONLY, save_qwen_processor
 from visalign.runs import atomic_write_json, package_versions
 
@@ -63,16 +63,49 @@ def _base_spec(adapter: Path, base: str | None) -> str:
     return read_adapter_metadata(adapter)["base_model"]
 
 
-def load_adapter(adapter: str | Path, *, base: str | None = None, **load_kwargs) -> VLM:
+def base_mismatch(adapter: str | Path, spec: str) -> str | None:
+    """Why the adapter cannot be expected to work on the base model ``spec``, or None when nothing says so.
+
+    Compares the base weights fingerprint recorded at training time with the model's now; adapters saved before
+    fingerprints were recorded (or without a sidecar), and hub ids, are not checked.
+    """
+    adapter = Path(adapter)
+    sidecar = adapter / SIDECAR
+    recorded = json.loads(sidecar.read_text()).get("base_fingerprint") if sidecar.is_file() else None
+    current = changed_fingerprint(recorded, spec)
+    if current is None:
+        return None
+    return (f"{adapter}: trained on base model weights {recorded}, but '{spec}' here has {current}; LoRA weights "
+            "do not carry over to other base weights. Use the base model it was trained on, retrain against this "
+            "model (the embedded default model built on another machine can differ), or allow the mismatch to "
+            "study transfer on purpose (--allow-base-mismatch; allow_model_mismatch in an eval system)")  # fmt: skip
+
+
+def _checked_base(adapter: Path, base: str | None, allow_base_mismatch: bool) -> str:
+    """The base model spec to load the adapter on, refused when its weights are not the ones it was trained on."""
+    spec = _base_spec(adapter, base)
+    if not allow_base_mismatch and (reason := base_mismatch(adapter, spec)):
+        raise VisalignError(reason)
+    return spec
+
+
+def load_adapter(
+    adapter: str | Path, *, base: str | None = None, allow_base_mismatch: bool = False, **load_kwargs
+) -> VLM:
     """Load the base model named in the adapter's sidecar (or ``base``) with the adapter applied.
 
     Args:
         adapter: the ``adapter/`` folder written by ``visalign vsfa train``.
         base: a model spec overriding the sidecar's base model (e.g. the same model in another folder).
+        allow_base_mismatch: apply the adapter even to base weights other than those it was trained on.
         **load_kwargs: passed to :func:`visalign.models.load_vlm` (``dtype``, ``device`` ...).
+
+    Raises:
+        VisalignError: the base model's weights differ from those the adapter was trained on (see
+            :func:`base_mismatch`), or the adapter does not load.
     """
     adapter = Path(adapter)
-    return load_vlm(_base_spec(adapter, base), adapter=adapter, **load_kwargs)
+    return load_vlm(_checked_base(adapter, base, allow_base_mismatch), adapter=adapter, **load_kwargs)
 
 
 def _save_processor(processor, out: Path) -> None:
@@ -100,7 +133,8 @@ def _drop_gguf_marker(model) -> None:
 
 
 def merge_adapter(
-    adapter: str | Path, out: str | Path, *, base: str | None = None, dtype: str | None = None
+    adapter: str | Path, out: str | Path, *, base: str | None = None, dtype: str | None = None,
+    allow_base_mismatch: bool = False,
 ) -> Path:
     """Fold the LoRA weights into the base model and save full weights that :func:`load_vlm` loads.
 
@@ -109,9 +143,14 @@ def merge_adapter(
         out: the folder for the merged checkpoint (replaced if it exists).
         base: base model spec overriding the sidecar's.
         dtype: weights dtype of the merged model (``bfloat16``, ``float32``); default: the base model's default.
+        allow_base_mismatch: merge even into base weights other than those the adapter was trained on.
 
     Returns:
         The merged checkpoint folder.
+
+    Raises:
+        VisalignError: the base model's weights differ from those the adapter was trained on (see
+            :func:`base_mismatch`), the adapter does not apply, or ``out`` holds something else.
     """
     from peft import PeftModel
 
@@ -120,7 +159,7 @@ def merge_adapter(
         raise VisalignError(f"--dtype {dtype}: choose float32, bfloat16 or float16")
     if out.exists() and not (out / MERGED_SIDECAR).is_file() and any(out.iterdir()):
         raise VisalignError(f"{out}: exists and is not an earlier merge output; choose an empty or new folder")
-    spec = _base_spec(adapter, base)
+    spec = _checked_base(adapter, base, allow_base_mismatch)
     vlm = load_vlm(spec, dtype=getattr(torch, dtype) if dtype else None, device="cpu")
     try:
         merged = PeftModel.from_pretrained(vlm.model, str(adapter)).merge_and_unload()

@@ -105,8 +105,57 @@ def save_checkpoint(out: Path, step: int, *, model, optimizer, scheduler, state:
     return target
 
 
+def check_resumable(
+    path: Path, *, config_hash: str, data_hash: str, base_spec: str, base_fingerprint: str | None
+) -> dict:
+    """Refuse to resume from ``path`` unless it was written for this config, this data and these base weights.
+
+    Cheap (reads ``state.json`` only), so the trainer calls it before loading the model.
+
+    Args:
+        path: the checkpoint folder (``<out>/checkpoints/step-N``).
+        config_hash: the current config's hash (``VsfaTrainConfig.config_hash``).
+        data_hash: the current training set's hash.
+        base_spec: the base model as the config names it (for the message).
+        base_fingerprint: :func:`visalign.models.weights_fingerprint` of the base model now; None (a hub id) is not
+            checked, nor is a checkpoint written before fingerprints were recorded.
+
+    Returns:
+        The checkpoint's ``state.json``.
+
+    Raises:
+        VisalignError: the checkpoint belongs to another config, other data or other base weights.
+    """
+    state = json.loads((path / "state.json").read_text())
+    run = path.parent.parent
+    if state.get("config_hash") != config_hash:
+        raise VisalignError(
+            f"{path}: checkpoint of a different config ({state.get('config_hash')} != {config_hash}); "
+            "resume with the original config or use a new --out directory"
+        )
+    # the steps already taken were on the old data / weights: continuing would silently mix the two
+    recorded = state.get("data_hash")
+    if recorded is not None and recorded != data_hash:
+        raise VisalignError(
+            f"{run}: the training data changed since checkpoint {path.name} was written (data hash "
+            f"{recorded[:12]} != {data_hash[:12]}: the data file or one of its images differs); restore the data "
+            "the run began with, or train into a new --out directory"
+        )
+    recorded = state.get("base_fingerprint")
+    if base_fingerprint is not None and recorded is not None and recorded != base_fingerprint:
+        raise VisalignError(
+            f"{run}: checkpoint {path.name} was trained on base model weights {recorded}, but '{base_spec}' here "
+            f"has {base_fingerprint}; LoRA weights do not carry over to other base weights. Restore the base model "
+            "the run began with (the embedded default model built on another machine can differ), or train into "
+            "a new --out directory"
+        )
+    return state
+
+
 def load_checkpoint(path: Path, *, model, optimizer, scheduler, accelerator, config_hash: str) -> dict:
     """Restore weights, optimiser, scheduler and this process's RNG from ``path``; return its ``state.json``.
+
+    Call :func:`check_resumable` first: this checks only the config hash and the parameter names.
 
     Raises:
         VisalignError: the checkpoint belongs to another config or does not fit the model.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -67,6 +69,10 @@ class LoggingConfig(_Section):
     wandb_run_name: str | None = None
 
 
+# Settings that change how a run is watched and saved, never the weights it trains: a resumed run may change them.
+UNHASHED_SETTINGS = frozenset({"logging", "checkpoint_every", "keep_checkpoints"})
+
+
 class VsfaTrainConfig(JobConfig):
     """Everything ``visalign vsfa train`` needs. Paths are relative to the working directory."""
 
@@ -96,6 +102,22 @@ class VsfaTrainConfig(JobConfig):
         "optimiser state stay float32; default: on for bfloat16/float16 weights on a GPU",
     )
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def hashed_settings(self) -> dict[str, Any]:
+        """The config as JSON without :data:`UNHASHED_SETTINGS`: what resume compares and the run manifest hashes."""
+        return self.model_dump(mode="json", exclude=set(UNHASHED_SETTINGS))
+
+    def unhashed_settings(self) -> dict[str, Any]:
+        """The settings a resumed run may change (logging, checkpoint frequency and retention), as JSON."""
+        return self.model_dump(mode="json", include=set(UNHASHED_SETTINGS))
+
+    def config_hash(self) -> str:
+        """Return a short stable hash of :meth:`hashed_settings`: what the trained weights depend on.
+
+        Turning TensorBoard on or keeping more checkpoints for a re-run must not make it refuse to resume.
+        """
+        payload = json.dumps(self.hashed_settings(), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
 
     @model_validator(mode="after")
     def _targets_not_empty(self) -> VsfaTrainConfig:

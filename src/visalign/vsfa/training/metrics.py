@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,37 @@ from visalign.runs import atomic_write_text
 from visalign.vsfa.training.config import LoggingConfig
 
 METRICS_FILE = "metrics.jsonl"
+logger = logging.getLogger(__name__)
 
 
 def read_metrics(out: str | Path) -> list[dict[str, Any]]:
-    """The logged steps of a run directory, in order (empty when none yet)."""
+    """The logged steps of a run directory, in order (empty when none yet).
+
+    A torn last line (the process was killed mid-write) is logged and left out, as :class:`visalign.runs.JsonlStore`
+    does; the next training run rewrites the file without it.
+
+    Raises:
+        VisalignError: a line before the last is not a JSON object.
+    """
     path = Path(out) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
+    lines = [(number, line) for number, line in enumerate(path.read_text().split("\n"), start=1) if line.strip()]
+    metrics = []
+    for number, line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            metrics.append(record)
+        elif number == lines[-1][0]:
+            logger.warning("%s:%d: ignoring a torn last line (%d bytes) left by an interrupted run",
+                           path, number, len(line))  # fmt: skip
+        else:
+            raise VisalignError(f"{path}:{number}: corrupt line in the middle of the metrics file; "
+                                "delete that line, or train into a new --out directory")  # fmt: skip
+    return metrics
 
 
 _TENSORBOARD_MISSING = "TensorBoard logging needs the tensorboard package: pip install 'visalign[tensorboard]'"

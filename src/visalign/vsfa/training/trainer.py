@@ -20,11 +20,11 @@ from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 
 from visalign.errors import VisalignError
-from visalign.models import VLM, load_vlm, scored_token_count
+from visalign.models import VLM, load_vlm, scored_token_count, weights_fingerprint
 from visalign.runs import RunDir, atomic_write_text
 from visalign.vsfa.training.artefact import save_adapter
 from visalign.vsfa.training.batching import BatchPlan
-from visalign.vsfa.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from visalign.vsfa.training.checkpoint import check_resumable, latest_checkpoint, load_checkpoint, save_checkpoint
 from visalign.vsfa.training.config import VsfaTrainConfig
 from visalign.vsfa.training.dataset import Example, TrainingSet, load_training_set
 from visalign.vsfa.training.lora import apply_lora, set_train_mode
@@ -160,12 +160,28 @@ def oom_advice(config: VsfaTrainConfig) -> str:
     return "CUDA out of memory; try " + "; ".join(tips)
 
 
-def _kept(out: Path) -> str:
-    """Where a stopped run's finished work is, for its error message."""
+def _kept(out: Path, note: str) -> str:
+    """Where a stopped run's finished work is, with ``note`` on what it is good for, for its error message."""
     kept = latest_checkpoint(out)
     if kept is None:
         return "no checkpoint was written yet"
-    return f"the last good checkpoint is {kept} (run the same command again to resume from it)"
+    return f"the last good checkpoint is {kept} ({note})"
+
+
+def _non_finite_message(what: str, step: int, config: VsfaTrainConfig, weights: torch.dtype, out: Path) -> str:
+    """The error for a non-finite loss or gradient: advice that works.
+
+    The same config fails the same way at the same step (the batch plan and the RNG are seeded), and a changed
+    config does not resume in ``out`` (its hash differs), so the way on is a changed config in a new directory.
+    """
+    tips = [f"lower optim.lr (now {config.optim.lr:g})"]
+    if config.optim.max_grad_norm is None:
+        tips.append("set optim.max_grad_norm: 1.0")
+    if weights == torch.float16:
+        tips.append("use dtype: bfloat16 instead of float16")
+    kept = _kept(out, "it resumes only this config, which fails the same way again")
+    return (f"non-finite {what} at step {step}; training stopped, {kept}; {' or '.join(tips)}, and train into a "
+            "new --out directory")  # fmt: skip
 
 
 class _NonFinite(Exception):
@@ -234,8 +250,8 @@ def train(
         A :class:`TrainResult` with the trained model.
 
     Raises:
-        VisalignError: bad data, a config that differs from the run's, a non-finite loss (the last good
-            checkpoint is kept and named), or CUDA out of memory (with advice).
+        VisalignError: bad data, a config, training data or base weights that differ from the run's checkpoint,
+            a non-finite loss (the last good checkpoint is kept and named), or CUDA out of memory (with advice).
     """
     out = Path(out)
     check_logging_backends(config.logging)
@@ -247,12 +263,21 @@ def train(
     config_hash = config.config_hash()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        RunDir(out).write_manifest(config, seeds={"seed": config.seed}, inputs={"data": config.data.path},
-                                   extra={"data_hash": training_set.data_hash,
+        # the manifest hashes the settings resume compares; logging and checkpointing may change between runs
+        RunDir(out).write_manifest(config.hashed_settings(), seeds={"seed": config.seed},
+                                   inputs={"data": config.data.path},
+                                   extra={"unhashed_settings": config.unhashed_settings(),
+                                          "data_hash": training_set.data_hash,
                                           "examples": len(training_set.examples),
                                           "bad_records": len(training_set.bad_records)})  # fmt: skip
         _write_bad_records(out, training_set)
     accelerator.wait_for_everyone()
+    # LoRA weights fit only the base weights they were trained on (None for a hub id: nothing local to hash)
+    base_fingerprint = weights_fingerprint(config.model)
+    resumed = latest_checkpoint(out)
+    if resumed is not None:  # before the model loads: a refusal should not wait for a 7B load
+        check_resumable(resumed, config_hash=config_hash, data_hash=training_set.data_hash, base_spec=config.model,
+                        base_fingerprint=base_fingerprint)  # fmt: skip
 
     set_seed(config.seed)
     vlm = _load_model(config, accelerator)
@@ -276,7 +301,6 @@ def train(
     loss_module, optimizer = accelerator.prepare(LabelledLoss(vlm, autocast_dtype(config, vlm)), optimizer)
 
     start = 0
-    resumed = latest_checkpoint(out)
     if resumed is not None:
         start = load_checkpoint(resumed, model=vlm.model, optimizer=optimizer, scheduler=scheduler,
                                 accelerator=accelerator, config_hash=config_hash)["step"]  # fmt: skip
@@ -284,7 +308,8 @@ def train(
                             start_step=start) if accelerator.is_main_process else None)  # fmt: skip
     lengths = _lengths(vlm, examples)
     epoch_cache: dict[int, list] = {}
-    state = {"config_hash": config_hash, "data_hash": training_set.data_hash, "total_steps": total_steps}
+    state = {"config_hash": config_hash, "data_hash": training_set.data_hash, "base_fingerprint": base_fingerprint,
+             "total_steps": total_steps}
     last_loss = next((m["loss"] for m in reversed(read_metrics(out)) if m["step"] == start), None)
     try:
         for step in range(start + 1, total_steps + 1):
@@ -298,12 +323,12 @@ def train(
                 metrics = _run_step(loss_module, micro_batches, vlm=vlm, accelerator=accelerator,
                                     optimizer=optimizer, params=params, max_grad_norm=config.optim.max_grad_norm)
             except _NonFinite as exc:
-                raise VisalignError(
-                    f"non-finite {exc} at step {step}; training stopped, {_kept(out)}; lower optim.lr, keep "
-                    "optim.max_grad_norm set, or use dtype: bfloat16 instead of float16"
-                ) from None
+                raise VisalignError(_non_finite_message(str(exc), step, config, vlm.model.dtype, out)) from None
             except torch.OutOfMemoryError:
-                raise VisalignError(f"{oom_advice(config)}; stopped at step {step}, {_kept(out)}") from None
+                # each tip changes the config hash, which this --out refuses: only the same command resumes here
+                kept = _kept(out, "the same command resumes from it; a changed config trains into a new --out "
+                                  "directory")  # fmt: skip
+                raise VisalignError(f"{oom_advice(config)}; stopped at step {step}, {kept}") from None
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
             elapsed = time.perf_counter() - started
@@ -330,6 +355,7 @@ def train(
     if accelerator.is_main_process:
         save_adapter(peft_model, adapter, {
             "base_model": config.model,
+            "base_fingerprint": base_fingerprint,
             "family": vlm.family.model_type,
             "data": {"path": str(config.data.path), "hash": training_set.data_hash,
                      "examples": len(examples)},
