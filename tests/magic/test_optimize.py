@@ -46,6 +46,9 @@ def test_resume_continues_exactly_and_weights_stay(tmp_path, tiny_checkpoints):
     other = make(tmp_path, model, name="other.yaml", objective={"l1": 0.9, "l2": 0.1})
     with pytest.raises(VisalignError, match="different config"):
         optimize_magic_images(other, tmp_path / "split")
+    # A shorter run may not pass off the 4-step image as its own.
+    with pytest.raises(VisalignError, match="already took 4 steps, more than optim.steps = 2"):
+        optimize_magic_images(make(tmp_path, model, name="half.yaml", optim={"steps": 2}), tmp_path / "split")
 
 
 def test_artefact_is_8bit_png_and_reload_behaves_like_float(tmp_path, tiny_checkpoints):

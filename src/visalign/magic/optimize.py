@@ -106,7 +106,11 @@ def start_image(init: str, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _batch_indices(count: int, take: int, step: int, seed: int, salt: int) -> list[int]:
-    """``take`` distinct indices for ``step``: consecutive slices of a per-epoch permutation (stable on resume)."""
+    """``take`` indices for ``step``: consecutive slices of a per-epoch permutation (stable on resume).
+
+    Distinct within an epoch; a batch that straddles two epochs can repeat an index (left so: changing it would
+    change the batches of every recorded run).
+    """
     take = min(take, count)
     chosen: list[int] = []
     position = step * take
@@ -163,6 +167,11 @@ def optimize_pixels(vlm: VLM, config: MagicConfig, harmful: list[list[Row]], ben
         if adam is not None:
             adam.load_state_dict(state["optimizer"])
         history, start = state["history"], state["step"]
+        if start > optim.steps:  # the image there is the longer run's: saving it under this config would mislabel it
+            raise VisalignError(
+                f"{checkpoint}: this run already took {start} steps, more than optim.steps = {optim.steps}; set "
+                f"optim.steps to {start} or more (a longer run resumes), or use a new --out folder"
+            )
         logger.info("resuming %s from step %d", work_dir.name, start)
     for step in range(start, optim.steps):
         began = time.perf_counter()
