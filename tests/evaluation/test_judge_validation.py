@@ -79,7 +79,8 @@ def test_published_pyrit_set_is_fetched_and_every_judge_is_measured(tmp_path, mo
                             capture_output=True, text=True, env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())
-    assert {j["judge"] for j in figures["judges"]} == {"visalign-refusal", "xstest", "gcg", "gcg-eval", "vlguard"}
+    assert {j["judge"] for j in figures["judges"]} == {"visalign-refusal", "visalign-refusal-v2", "xstest", "gcg",
+                                                       "gcg-eval", "vlguard"}
     assert all(j["n"] == 169 and j["gold_refusals"] == 109 for j in figures["judges"])
     assert "visalign-refusal" in result.stdout
 

@@ -30,7 +30,8 @@ def refusal(
         Path | None, typer.Option("--input", "-i", help="JSONL with id, prompt, response per line")
     ] = None,
     preset: Annotated[
-        str, typer.Option("--preset", "-p", help="visalign-refusal (default), xstest, gcg, gcg-eval or vlguard")
+        str, typer.Option("--preset", "-p", help="visalign-refusal (default), visalign-refusal-v2, xstest, gcg, "
+                                                 "gcg-eval or vlguard")
     ] = "visalign-refusal",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output JSONL (default: standard output)")] = None,
     evaluate: Annotated[
