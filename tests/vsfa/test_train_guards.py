@@ -184,7 +184,7 @@ def test_logging_and_checkpoint_settings_may_change_when_a_run_resumes(tiny_chec
     run = tmp_path / "run"
     _killed_after_step_3(config, run)
     watched = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=1, keep_checkpoints=3,
-                      logging={"tensorboard": True, "every": 2})  # fmt: skip
+                               logging={"tensorboard": True, "every": 2})  # fmt: skip
     assert watched.config_hash() == config.config_hash()
     resumed = train(watched, run)
     assert resumed.resumed_from == 2

@@ -20,8 +20,8 @@ def _threads():
 def test_a_crashed_and_resumed_run_has_the_uninterrupted_loss_curve(tiny_checkpoints, tmp_path):
     data = write_dataset(tmp_path / "data", "llava")
     # dropout draws random numbers and accumulation spans micro-batches: both must resume exactly
-    config = validated_config(tiny_checkpoints["llava"], data, grad_accum=2, checkpoint_every=2, lora={"dropout": 0.1},
-                     optim={"schedule": "cosine", "warmup_steps": 1})
+    config = validated_config(tiny_checkpoints["llava"], data, grad_accum=2, checkpoint_every=2,
+                              lora={"dropout": 0.1}, optim={"schedule": "cosine", "warmup_steps": 1})
     whole = train(config, tmp_path / "whole")
 
     def crash_at_3(metrics):
