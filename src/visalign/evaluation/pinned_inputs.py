@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks import Sample
 from visalign.evaluation.config import SystemConfig
 from visalign.models import weights_fingerprint
@@ -39,15 +40,16 @@ def _folder_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _magic_digest(system: SystemConfig) -> str:
+def _magic_digest(name: str, image: Path, value_system: str | None) -> str:
     """A digest of the magic image a system attaches: its pixels file and how it is placed."""
     from visalign.magic import find_magic_image, load_magic_image  # same layer; imported where it is used
 
-    assert system.magic_image is not None
-    if system.magic_image.is_dir():
-        magic = find_magic_image(system.magic_image, system.value_system or "")
+    if image.is_dir():
+        if not value_system:
+            raise VisalignError(f"system {name!r}: magic_image is a folder; name a value_system in it")
+        magic = find_magic_image(image, value_system)
     else:
-        magic = load_magic_image(system.magic_image)
+        magic = load_magic_image(image)
     # The sidecar also gathers evaluation figures after optimisation; only the placement changes the answers.
     return hashlib.sha256(f"{sha256_file(magic.path)}:{magic.placement}".encode()).hexdigest()[:16]
 
@@ -70,7 +72,8 @@ def pinned_inputs(systems: Sequence[SystemConfig], benchmarks: Mapping[str, Sequ
         if system.adapter is not None and system.adapter.is_dir():
             pinned[f"system:{system.name}:adapter"] = _folder_digest(system.adapter)
         if system.magic_image is not None:
-            pinned[f"system:{system.name}:magic_image"] = _magic_digest(system)
+            pinned[f"system:{system.name}:magic_image"] = _magic_digest(system.name, system.magic_image,
+                                                                        system.value_system)
     for label, samples in benchmarks.items():
         pinned[f"benchmark:{label}"] = samples_digest(samples)
     return pinned
