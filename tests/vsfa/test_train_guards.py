@@ -11,11 +11,13 @@ import pytest
 from cli_in_process import run_in_process as run_cli
 from train_support import Crash, noise_png, one_thread, validated_config, write_dataset
 
+from visalign.config import JobConfig
 from visalign.errors import VisalignError
 from visalign.evaluation.config import SystemConfig
 from visalign.evaluation.systems import SystemFactory
 from visalign.models import weights_fingerprint
 from visalign.models.random_checkpoints import write_random_checkpoint
+from visalign.runs import config_hash, scrub_secrets
 from visalign.vsfa.training import VsfaTrainConfig, load_adapter, merge_adapter, read_metrics, train
 
 
@@ -199,3 +201,28 @@ def test_logging_and_checkpoint_settings_may_change_when_a_run_resumes(tiny_chec
     # what the weights depend on still counts
     with pytest.raises(VisalignError, match="different config"):
         train(validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=2, seed=4), run)
+
+
+def test_a_run_folder_from_before_the_hash_split_resumes_after_the_upgrade(tiny_checkpoints, tmp_path):
+    data = write_dataset(tmp_path / "data", "llava")
+    config = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=2)
+    whole = train(config, tmp_path / "whole")
+    run = tmp_path / "run"
+    _killed_after_step_3(config, run)
+    # what a run killed before 2026-11-23 left: the whole config and its hash in the manifest, the config's full
+    # hash (logging settings included) in each checkpoint
+    manifest = json.loads((run / "manifest.json").read_text())
+    full = scrub_secrets(config.model_dump(mode="json"))
+    (run / "manifest.json").write_text(json.dumps({**manifest, "config": full, "config_hash": config_hash(full)}))
+    state_file = run / "checkpoints" / "step-00000002" / "state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "config_hash": JobConfig.config_hash(config)}))
+    resumed = train(config, run)
+    assert resumed.resumed_from == 2
+    assert [m["loss"] for m in read_metrics(run)] == pytest.approx([m["loss"] for m in read_metrics(whole.out)],
+                                                                   abs=1e-6)  # fmt: skip
+    other = tmp_path / "other"  # an old folder of another config is still refused
+    _killed_after_step_3(config, other)
+    (other / "manifest.json").write_text(json.dumps({**manifest, "config_hash": "0" * 64}))
+    with pytest.raises(VisalignError, match="different config"):
+        train(config, other)

@@ -20,8 +20,11 @@ import torch
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 
+from visalign.config import JobConfig
 from visalign.errors import VisalignError
-from visalign.runs import atomic_write_json
+from visalign.runs import RunDir, atomic_write_json, scrub_secrets
+from visalign.runs import config_hash as runs_config_hash
+from visalign.vsfa.training.config import VsfaTrainConfig
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
@@ -180,3 +183,30 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, accelerator, con
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
     return state
+
+
+def adopt_pre_split_hashes(out: Path, config: VsfaTrainConfig) -> bool:
+    """Re-label a run folder written before 2026-11-23 for the resume hash that leaves logging settings out.
+
+    Until then the config hash covered ``logging``, ``checkpoint_every`` and ``keep_checkpoints`` too. A folder of
+    exactly this config (its manifest and checkpoints carry the old full hash) gets the new hash, so the same
+    command resumes it after an upgrade; any other folder is left alone for the usual refusal.
+
+    Returns:
+        True when the folder was re-labelled.
+    """
+    run = RunDir(out)
+    manifest = run.read_manifest()
+    old_manifest_hash = runs_config_hash(scrub_secrets(config.model_dump(mode="json")))
+    if manifest is None or manifest.get("config_hash") != old_manifest_hash:
+        return False
+    clean = scrub_secrets(config.hashed_settings())
+    manifest.update(config=clean, config_hash=runs_config_hash(clean))
+    manifest.setdefault("extra", {})["unhashed_settings"] = config.unhashed_settings()
+    atomic_write_json(run.manifest_path, manifest)
+    old_state_hash, new_state_hash = JobConfig.config_hash(config), config.config_hash()
+    for state_file in sorted((out / "checkpoints").glob("step-*/state.json")):
+        state = json.loads(state_file.read_text())
+        if state.get("config_hash") == old_state_hash:
+            atomic_write_json(state_file, {**state, "config_hash": new_state_hash})
+    return True

@@ -24,7 +24,13 @@ from visalign.models import VLM, load_vlm, scored_token_count, weights_fingerpri
 from visalign.runs import RunDir, atomic_write_text
 from visalign.vsfa.training.artefact import save_adapter
 from visalign.vsfa.training.batching import BatchPlan
-from visalign.vsfa.training.checkpoint import check_resumable, latest_checkpoint, load_checkpoint, save_checkpoint
+from visalign.vsfa.training.checkpoint import (
+    adopt_pre_split_hashes,
+    check_resumable,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from visalign.vsfa.training.config import VsfaTrainConfig
 from visalign.vsfa.training.dataset import Example, TrainingSet, load_training_set
 from visalign.vsfa.training.lora import apply_lora, set_train_mode
@@ -263,6 +269,7 @@ def train(
     config_hash = config.config_hash()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        adopt_pre_split_hashes(out, config)
         # the manifest hashes the settings resume compares; logging and checkpointing may change between runs
         RunDir(out).write_manifest(config.hashed_settings(), seeds={"seed": config.seed},
                                    inputs={"data": config.data.path},
