@@ -37,6 +37,15 @@ def _killed_after_step_3(config: VsfaTrainConfig, out) -> None:
     assert [m["step"] for m in read_metrics(out)] == [1, 2, 3]
 
 
+def _whole_and_killed_runs(tiny_checkpoints, tmp_path):
+    """The data, a config, the run trained through, and the same run killed after step 3 (checkpoint: step 2)."""
+    data = write_dataset(tmp_path / "data", "llava")
+    config = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=2)
+    whole = train(config, tmp_path / "whole")
+    _killed_after_step_3(config, tmp_path / "run")
+    return data, config, whole, tmp_path / "run"
+
+
 def test_resuming_after_the_images_were_redrawn_is_refused_and_restoring_them_resumes(tiny_checkpoints, tmp_path):
     data = write_dataset(tmp_path / "data", "llava")
     config = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=2)
@@ -180,11 +189,7 @@ def test_a_corrupt_metrics_line_before_the_last_names_its_line(tmp_path):
 
 
 def test_logging_and_checkpoint_settings_may_change_when_a_run_resumes(tiny_checkpoints, tmp_path):
-    data = write_dataset(tmp_path / "data", "llava")
-    config = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=2)
-    whole = train(config, tmp_path / "whole")
-    run = tmp_path / "run"
-    _killed_after_step_3(config, run)
+    data, config, whole, run = _whole_and_killed_runs(tiny_checkpoints, tmp_path)
     watched = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=1, keep_checkpoints=3,
                                logging={"tensorboard": True, "every": 2})  # fmt: skip
     assert watched.config_hash() == config.config_hash()
@@ -204,11 +209,7 @@ def test_logging_and_checkpoint_settings_may_change_when_a_run_resumes(tiny_chec
 
 
 def test_a_run_folder_from_before_the_hash_split_resumes_after_the_upgrade(tiny_checkpoints, tmp_path):
-    data = write_dataset(tmp_path / "data", "llava")
-    config = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=2)
-    whole = train(config, tmp_path / "whole")
-    run = tmp_path / "run"
-    _killed_after_step_3(config, run)
+    data, config, whole, run = _whole_and_killed_runs(tiny_checkpoints, tmp_path)
     # what a run killed before 2026-11-23 left: the whole config and its hash in the manifest, the config's full
     # hash (logging settings included) in each checkpoint
     manifest = json.loads((run / "manifest.json").read_text())
