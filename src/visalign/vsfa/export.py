@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from visalign.errors import VisalignError
-from visalign.runs import JsonlStore, atomic_write_json, atomic_write_text
+from visalign.runs import JsonlStore, atomic_write_bytes, atomic_write_json, atomic_write_text
 from visalign.vsfa.imagegen import png_intact
 
 DATASET_DIR = "dataset"
@@ -27,14 +27,39 @@ def _order(record: dict) -> tuple[str, int]:
     return (str(record.get("abstract_id", record["id"])), int(record.get("index", 0)))
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def current_images(image_records: Iterable[dict]) -> dict[str, str]:
+    """Map each scene id to the image of its ``ok`` images record: the one image its VQA record may describe."""
+    return {r["id"]: r["image"] for r in image_records if r["status"] == "ok"}
+
+
+def describes_current_image(vqa_record: dict, current: Mapping[str, str]) -> bool:
+    """Whether a VQA record still holds: its scene has an ``ok`` image and the record was written about that image.
+
+    A record without an image (a failed request) holds while its scene's image does. Pairs about an image since
+    redrawn differently, or whose redraw finally failed, describe no image of the dataset: the VQA stage writes
+    them again for a new image, and the export leaves them out.
+    """
+    scene = vqa_record["id"]
+    return scene in current and vqa_record.get("image") in (None, current[scene])
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make ``target`` hold ``source``'s PNG: a hard link, else an atomic copy; a complete ``target`` is kept.
+
+    Args:
+        source: a complete PNG file.
+        target: where it goes (named by content hash, so an intact file of the same size is the same image).
+    """
     if target.is_file():
-        return
+        if target.stat().st_size == source.stat().st_size and png_intact(target):
+            return
+        target.unlink()  # torn by a kill during an older, non-atomic copy: never keep it
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, target)
     except OSError:  # another filesystem, or links not allowed
-        shutil.copyfile(source, target)
+        # temporary file + rename: a kill mid-copy leaves no partial file under the final name
+        atomic_write_bytes(target, source.read_bytes())
 
 
 def llava_entry(record: dict) -> dict:
@@ -97,7 +122,10 @@ def compute_stats(root: Path) -> dict[str, Any]:
     corpus = json.loads(corpus_stats_path.read_text()) if corpus_stats_path.is_file() else {}
     scenes = list(stores["scenes.jsonl"].records())
     images = list(stores["images.jsonl"].records())
-    vqa = list(stores["vqa.jsonl"].records())
+    stored_vqa = list(stores["vqa.jsonl"].records())
+    # pairs about an image that is no longer the scene's (redrawn, or its redraw finally failed) are not in the set
+    current = current_images(images)
+    vqa = [r for r in stored_vqa if describes_current_image(r, current)]
     statuses = {
         name: Counter(r["status"] for r in recs)
         for name, recs in (("scenes", scenes), ("images", images), ("vqa", vqa))
@@ -144,6 +172,7 @@ def compute_stats(root: Path) -> dict[str, Any]:
             ),
             "failed": statuses["vqa"]["failed"],
             "service_errors": statuses["vqa"]["error"],
+            "without_current_image": len(stored_vqa) - len(vqa),
             "malformed_replies": malformed["vqa"],
             "pairs_generated": generated,
             "pairs_rejected_by_neutrality": rejected,
@@ -164,12 +193,22 @@ def export_dataset(root: str | Path, *, backends: dict[str, str] | None = None) 
     Returns:
         The statistics written to ``dataset/stats.json`` (with ``examples`` and ``pairs`` counts).
 
+    Only VQA records about their scene's current ``ok`` image are exported (see :func:`describes_current_image`):
+    a scene whose image was lost and then failed to redraw is left out, counted in ``vqa.without_current_image``.
+
     Raises:
-        VisalignError: the run has no VQA records to export, or an image file is missing.
+        VisalignError: no question-answer pair survived from the run's abstracts (every item failed, or the filter
+            rejected all pairs), or an exported image file is missing or damaged.
     """
     root = Path(root)
+    current = current_images(JsonlStore(root / "images.jsonl").records())
     vqa_store = JsonlStore(root / "vqa.jsonl")
-    records = sorted((r for r in vqa_store.records() if r["status"] == "ok" and r["pairs"]), key=_order)
+    records = sorted(
+        (r for r in vqa_store.records() if r["status"] == "ok" and r["pairs"] and describes_current_image(r, current)),
+        key=_order,
+    )
+    if not records and (stats := compute_stats(root))["scenes"]["abstracts"]:  # (a shard given no abstracts is fine)
+        raise VisalignError(_nothing_to_export(root, stats))
     out = root / DATASET_DIR
     for record in records:
         source = root / record["image"]
@@ -177,7 +216,7 @@ def export_dataset(root: str | Path, *, backends: dict[str, str] | None = None) 
             raise VisalignError(
                 f"{source}: image of {record['id']} is missing or damaged; run the same command again to redraw it"
             )
-        _link_or_copy(source, out / record["image"])
+        link_or_copy(source, out / record["image"])
     llava = [llava_entry(r) for r in records]
     sharegpt = [sharegpt_entry(r) for r in records]
     atomic_write_json(out / "llava.json", llava)
@@ -190,6 +229,18 @@ def export_dataset(root: str | Path, *, backends: dict[str, str] | None = None) 
     atomic_write_json(out / "stats.json", stats)
     atomic_write_text(out / "README.md", dataset_card(stats))
     return stats
+
+
+def _nothing_to_export(root: Path, stats: dict[str, Any]) -> str:
+    scenes, images, vqa = stats["scenes"], stats["images"], stats["vqa"]
+    scenes_ok = scenes["ok_llm"] + scenes["ok_template"] + scenes["ok_llm_topped_up"]
+    return (
+        f"{root}: no question-answer pair survived to export (ok: scenes {scenes_ok} of {scenes['abstracts']} "
+        f"abstracts, images {images['ok']} of {images['scenes']}, VQA {vqa['ok_llm'] + vqa['ok_template']} of "
+        f"{vqa['images']}; {vqa['pairs_rejected_by_neutrality']} of {vqa['pairs_generated']} pairs rejected by the "
+        "neutrality filter); read the 'reason' of the failed and error records in scenes.jsonl, images.jsonl and "
+        "vqa.jsonl there and check that the services answer, then run the same command again"
+    )
 
 
 def _write_parquet(out: Path, sharegpt: list[dict]) -> None:

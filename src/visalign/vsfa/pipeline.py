@@ -15,7 +15,7 @@ from visalign.errors import VisalignError
 from visalign.runs import JsonlStore, RunDir, atomic_write_json
 from visalign.vsfa.config import OpenAIChatConfig, OpenAIImagesConfig, VsfaDataConfig
 from visalign.vsfa.corpus import load_corpus
-from visalign.vsfa.export import CORPUS_STATS, export_dataset
+from visalign.vsfa.export import CORPUS_STATS, describes_current_image, export_dataset
 from visalign.vsfa.imagegen import make_image_backend, png_intact
 from visalign.vsfa.images_stage import draw_scene
 from visalign.vsfa.llm import make_chat_backend
@@ -145,8 +145,8 @@ def build_dataset(
         ``{"plan": ...}`` for a dry run; otherwise the export statistics plus per-stage session reports.
 
     Raises:
-        VisalignError: bad corpus or config, a missing API key (named), a dead endpoint, or ``out`` holding a
-            different config or shard.
+        VisalignError: bad corpus or config, a missing API key (named), a dead endpoint, ``out`` holding a
+            different config or shard, or no question-answer pair surviving to export (the records are kept).
     """
     out = Path(out)
     shard = shard or Shard()
@@ -247,7 +247,7 @@ async def _run_stages(config, out, abstracts, scene_llm, painter, vqa_llm, templ
                 concurrency=vqa_llm.concurrency * 2,
                 progress=progress,
                 # pairs written about an image that has since been redrawn differently are written again
-                still_valid=lambda r: r.get("image") in (None, current_image.get(r["id"])),
+                still_valid=lambda r: describes_current_image(r, current_image),
             )
     finally:
         for store in stores.values():

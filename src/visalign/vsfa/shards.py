@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from visalign.errors import VisalignError
 from visalign.runs import JsonlStore, RunDir, atomic_write_json
-from visalign.vsfa.export import CORPUS_STATS, STORES, export_dataset
+from visalign.vsfa.export import CORPUS_STATS, STORES, export_dataset, link_or_copy
+from visalign.vsfa.imagegen import png_intact
 
 _SUMMED = ("in_shard",)
 
@@ -92,13 +91,8 @@ def merge_shards(shard_dirs: list[str | Path], out: str | Path) -> dict[str, Any
                         target.append(record)
     for path in paths:
         for image in sorted((path / "images").glob("*.png")):
-            destination = out / "images" / image.name
-            if not destination.is_file():
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(image, destination)
-                except OSError:
-                    shutil.copyfile(image, destination)
+            if png_intact(image):  # a damaged shard file must not replace a good copy of the same image
+                link_or_copy(image, out / "images" / image.name)
     corpus = [json.loads((p / CORPUS_STATS).read_text()) for p in paths if (p / CORPUS_STATS).is_file()]
     merged = dict(corpus[0]) if corpus else {}
     merged["in_shard"] = sum(c.get("in_shard", 0) for c in corpus)
