@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from cli_in_process import run_in_process
 from PIL import Image
@@ -89,7 +90,7 @@ def test_unknown_value_system_is_one_line_and_writes_nothing(tmp_path, benchmark
     assert not out.exists()
 
 
-def test_a_checkpoint_rebuilt_at_the_same_path_does_not_resume_the_old_answers(tmp_path, benchmarks_dir, capsys):
+def test_a_refusal_only_set_is_refused_and_a_rebuilt_checkpoint_does_not_resume(tmp_path, benchmarks_dir, capsys):
     from visalign.models.random_checkpoints import write_random_checkpoint
 
     model = write_random_checkpoint("llava", tmp_path / "model", seed=0)
@@ -97,8 +98,26 @@ def test_a_checkpoint_rebuilt_at_the_same_path_does_not_resume_the_old_answers(t
     argv = ["baseline", "refusal-data", "--config", config, "--out", str(tmp_path / "refusal"),
             "--max-answer-tokens", "4"]
     code, _, stderr = run_in_process(argv, capsys)
-    assert code == 0, stderr
+    # a random model ends no answer within 4 tokens: every benign answer is cut, and a refusal-only set is refused
+    assert code == 2 and "none of the 3 benign answers is usable (0 empty, 3 cut at --max-answer-tokens 4)" in stderr
     write_random_checkpoint("llava", tmp_path / "model", seed=1)  # retrained or rebuilt in place
     capsys.readouterr()  # the writer's progress bar is not the command's output
     code, _, stderr = run_in_process(argv, capsys)
     assert code == 2 and "different config" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_benign_answers_are_cached_as_they_finish_so_a_stopped_run_keeps_them(tmp_path, default_model_dir):
+    from visalign.errors import VisalignError
+    from visalign.magic.config import TargetConfig
+    from visalign.magic.data import Example, fill_benign_targets
+
+    vlm = load_vlm("default", device="cpu")
+    prompts = ["Hi!", "Hello!", "Good morning!", "Hey there!", "Say <image> back to me."]  # the last one fails
+    examples = [Example(id=f"b{i}", kind="benign", prompt=p) for i, p in enumerate(prompts)]
+    cache = tmp_path / "benign_targets.jsonl"
+    targets = TargetConfig(benign="self", benign_max_new_tokens=4)
+    with pytest.raises(VisalignError, match="'<image>'"):
+        fill_benign_targets(vlm, examples, targets, cache, batch_size=1)
+    # batches of one, four batches at a time: the first four answers were written before the fifth failed
+    assert [json.loads(line)["id"] for line in cache.read_text().splitlines()] == ["b0", "b1", "b2", "b3"]
+    assert fill_benign_targets(vlm, examples[:4], targets, cache, batch_size=1) == 0  # a re-run generates none

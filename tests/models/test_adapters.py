@@ -230,3 +230,18 @@ def test_a_truncated_checkpoint_and_an_adapter_without_weights_are_one_line_erro
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
     with pytest.raises(VisalignError, match="adapter weights missing"):
         load_vlm(str(tiny_checkpoints["llava"]), adapter=adapter)
+
+
+def test_a_typed_video_placeholder_or_a_batch_size_below_one_is_refused_before_any_batch(tiny_checkpoints,
+                                                                                         monkeypatch):
+    vlm = load_vlm(str(tiny_checkpoints["qwen2_5_vl"]))
+    calls = []
+    original = vlm.model.generate
+    monkeypatch.setattr(vlm.model, "generate", lambda **kw: calls.append(1) or original(**kw))
+    conversations = [[user(f"Say {word}.")] for word in ("one", "two", "three")] + [[user("Play <|video_pad|> now.")]]
+    with pytest.raises(VisalignError, match="'<\\|video_pad\\|>', Qwen2.5-VL's image or video placeholder"):
+        vlm.generate(conversations, max_new_tokens=2, batch_size=1)
+    assert calls == []  # found before the first batch, not after three were thrown away
+    for size in (0, -1):
+        with pytest.raises(VisalignError, match=f"batch_size must be at least 1, got {size}"):
+            vlm.generate([[user("Hi")]], max_new_tokens=2, batch_size=size)

@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from visalign.errors import VisalignError
 from visalign.images import png_bytes
 from visalign.magic import Example, MagicConfig, fill_benign_targets, get_value_system, load_training_set
 from visalign.models import load_vlm, weights_fingerprint
@@ -79,6 +80,13 @@ def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str |
     generated = fill_benign_targets(vlm, data.benign, answers, out / "work" / "benign_targets.jsonl",
                                     batch_size=batch_size)
     usable = [e for e in data.harmful + data.benign if has_words(e.target) and e.complete]
+    if not any(e.kind == "benign" for e in usable):  # a refusal-only set would teach refusing everything
+        empty = sum(not has_words(e.target) for e in data.benign)
+        raise VisalignError(
+            f"{out}: none of the {len(data.benign)} benign answers is usable ({empty} empty, "
+            f"{len(data.benign) - empty} cut at --max-answer-tokens {max_answer_tokens}); raise "
+            f"--max-answer-tokens, or check the model's answers in {out / 'work' / 'benign_targets.jsonl'}"
+        )
     records = [llava_record(example, out) for example in usable]
     atomic_write_json(out / "llava.json", records)
     if data.errors:

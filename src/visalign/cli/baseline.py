@@ -18,7 +18,7 @@ def refusal_data(
     out: Annotated[Path, typer.Option(help="Output folder: llava.json, images/, stats.json; re-run to resume.")],
     value_system: Annotated[str, typer.Option(help="Value system that decides which requests are harmful.")] = (
         "standard"),
-    batch_size: Annotated[int, typer.Option(help="Generation batch for the benign answers.")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Generation batch for the benign answers.")] = 16,
     max_answer_tokens: Annotated[int, typer.Option(
         min=1, help="Token budget of a benign answer; an answer cut at it is left out (and counted).")] = 256,
 ) -> None:

@@ -205,7 +205,8 @@ def fill_benign_targets(vlm: VLM, examples: list[Example], targets: TargetConfig
     """Give every benign example its target; returns how many answers were generated (not read from cache).
 
     ``targets.benign == "data"`` requires each example to carry its answer. ``"self"`` uses the model's own greedy
-    answer to the request without the magic image, generated once and appended to the JSONL ``cache``.
+    answer to the request without the magic image, generated once and appended to the JSONL ``cache`` a few
+    batches at a time (a killed run keeps the answers it finished).
     """
     if targets.benign == "data":
         missing = [e.id for e in examples if not e.target]
@@ -226,12 +227,15 @@ def fill_benign_targets(vlm: VLM, examples: list[Example], targets: TargetConfig
     identity = model_identity(vlm)
     keys = [benign_target_key(vlm.spec, e, targets.benign_max_new_tokens, identity) for e in examples]
     todo = [i for i, key in enumerate(keys) if key not in known]
-    if todo:
-        answers = vlm.generate_detailed([[user(examples[i].prompt, *examples[i].images)] for i in todo],
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # a few batches at a time, each appended as it finishes: a killed run keeps what it generated
+    chunk = max(1, batch_size) * 4
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        answers = vlm.generate_detailed([[user(examples[i].prompt, *examples[i].images)] for i in part],
                                         max_new_tokens=targets.benign_max_new_tokens, batch_size=batch_size)
-        cache.parent.mkdir(parents=True, exist_ok=True)
         with cache.open("a", encoding="utf-8") as handle:
-            for i, answer in zip(todo, answers, strict=True):
+            for i, answer in zip(part, answers, strict=True):
                 known[keys[i]] = (answer.text, answer.finished)
                 handle.write(json.dumps({"key": keys[i], "id": examples[i].id, "answer": answer.text,
                                          "finished": answer.finished}) + "\n")

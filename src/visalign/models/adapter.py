@@ -108,14 +108,15 @@ class VLM:
             raise VisalignError(
                 f"{self.family.name} takes one image per conversation, got {count}; compose them on one canvas"
             )
-        # The processor expands every image token it finds, so a literal one in a prompt would claim an image.
-        token = getattr(self.processor, "image_token", None)
+        # The processor expands every image (and video) token it finds, so a literal one in a prompt would claim one.
+        tokens = [getattr(self.processor, name, None) for name in ("image_token", "video_token")]
         for turn in conversation:
-            if isinstance(token, str) and token and token in turn.text:
-                raise VisalignError(
-                    f"a {turn.role} turn contains {token!r}, {self.family.name}'s image placeholder, as text "
-                    f"({turn.text[:60]!r}); remove or reword it (images go in the turn's images)"
-                )
+            for token in tokens:
+                if isinstance(token, str) and token and token in turn.text:
+                    raise VisalignError(
+                        f"a {turn.role} turn contains {token!r}, {self.family.name}'s image or video placeholder, "
+                        f"as text ({turn.text[:60]!r}); remove or reword it (images go in the turn's images)"
+                    )
 
     def _encode(self, texts: list[str], images: list[ImageLike]) -> dict[str, torch.Tensor]:
         """Tokenise rendered texts with their images; tensor images get differentiable pixel values."""
@@ -169,6 +170,8 @@ class VLM:
         Raises:
             VisalignError: a conversation the model cannot take, found before anything is generated.
         """
+        if batch_size < 1:  # range() would run no batch and every answer would be the empty placeholder
+            raise VisalignError(f"batch_size must be at least 1, got {batch_size}")
         for conversation in conversations:  # all of them first: a late refusal would discard finished batches
             self._check_images(conversation)
         texts = [self.render(c, add_generation_prompt=True) for c in conversations]
