@@ -53,3 +53,5 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, default_model_dir):
     second = subprocess.run(command, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-3000:]
     assert (out / "eval" / "records.jsonl").read_text() == before
+    resumed = json.loads((out / "timings.json").read_text())
+    assert resumed["earlier_runs"] == [timings["seconds"]]  # the first run's stage times are kept, not replaced

@@ -12,8 +12,8 @@ Stages, each a resumable run directory under ``DIR``:
    capability check -> ``eval/report.html``; ``DIR/summary.json`` holds the headline figures per system.
 
 Every config is written to ``DIR/configs/`` so each stage can be re-run by hand with its own command, and
-``DIR/timings.json`` records each stage's wall time. ``--model`` swaps the embedded default for any other spec
-(a 7B checkpoint on a GPU: the scale check of the same configs).
+``DIR/timings.json`` records each stage's wall time (earlier runs' times under ``earlier_runs``). ``--model``
+swaps the embedded default for any other spec (a 7B checkpoint on a GPU: the scale check of the same configs).
 """
 
 from __future__ import annotations
@@ -185,6 +185,17 @@ def headline_summary(summary_rows: list, systems: list[str]) -> dict:
     return table
 
 
+def _earlier_timings(path: Path) -> list[dict[str, float]]:
+    """The stage times of the runs before this one in ``path`` (oldest first); none when unreadable or absent."""
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    runs = previous.get("earlier_runs", []) if isinstance(previous, dict) else []
+    last = previous.get("seconds") if isinstance(previous, dict) else None
+    return [*runs, last] if last else list(runs)
+
+
 def run_quickstart(out: Path, *, scale: Scale = SMALL, model: str = "default",
                    console: Console | None = None) -> Path:
     """Run every stage into ``out`` (resuming finished ones) and return the path of the HTML report.
@@ -206,12 +217,15 @@ def run_quickstart(out: Path, *, scale: Scale = SMALL, model: str = "default",
     configs_dir.mkdir(parents=True, exist_ok=True)
 
     timings: dict[str, float] = {}
+    # a resumed run takes seconds where the first took minutes: keep the earlier runs' times beside this one's
+    earlier = _earlier_timings(out / "timings.json")
 
     def timed(name: str, work):
         started = time.perf_counter()
         result = work()
         timings[name] = round(time.perf_counter() - started, 1)
-        atomic_write_json(out / "timings.json", {"model": model, "scale": asdict(scale), "seconds": timings})
+        atomic_write_json(out / "timings.json", {"model": model, "scale": asdict(scale), "seconds": timings,
+                                                 "earlier_runs": earlier})
         return result
 
     console.rule("1/6 model")
