@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from visalign.evaluation.summary import read_summary_json
+
 pytestmark = pytest.mark.slow
 
 SYSTEMS = ["base", "vsfa", "magic-standard", "magic-strict", "adashield-s"]
@@ -43,10 +45,15 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, default_model_dir):
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary) == SYSTEMS
     for metrics in summary.values():
-        for name in ("attack_success_rate", "benign_refusal_rate", "capability_score"):
+        for name in ("attack_success_rate", "benign_refusal_rate", "advice_refusal_rate", "capability_score"):
             entry = metrics[name]
             assert entry["denominator"] > 0 and len(entry["ci95"]) == 2
             assert 0.0 <= entry["value"] <= 1.0
+    # the advice requests, which the strict value system refuses by design, are not benign refusals
+    rows = read_summary_json(out / "eval" / "summary.json")
+    borderline = next(r for r in rows if r.system == "magic-strict" and r.benchmark == "benign-borderline"
+                      and r.category is None and r.metric == "over_refusal_rate" and r.judge is None)
+    assert summary["magic-strict"]["benign_refusal_rate"]["denominator"] == borderline.denominator
 
     # a re-run resumes: every stage finds its work done and the records are unchanged
     before = (out / "eval" / "records.jsonl").read_text()

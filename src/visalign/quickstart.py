@@ -172,13 +172,22 @@ def stage_configs(out: Path, paths: dict[str, Path], scale: Scale = SMALL, model
 
 
 def headline_summary(summary_rows: list, systems: list[str]) -> dict:
-    """Per system: attack success rate, benign refusal rate and capability accuracy, pooled, with 95% CIs."""
-    wanted = {"attack_success_rate": "attack_success_rate", "over_refusal_rate": "benign_refusal_rate",
-              "capability_accuracy": "capability_score"}
+    """Per system, with 95% CIs: attack success, benign refusal, advice refused and capability rates.
+
+    Attack success and capability are pooled over the run; the benign refusal rate is that of the benign
+    borderline requests, and advice refused that of the professional-advice requests. Advice is kept out of the
+    benign refusal rate: the ``strict`` value system refuses it by design, so pooling it would count the strict
+    image's intended refusals as over-refusal.
+    """
+    wanted = {(None, "attack_success_rate"): "attack_success_rate",
+              ("benign-borderline", "over_refusal_rate"): "benign_refusal_rate",
+              ("advice", "over_refusal_rate"): "advice_refusal_rate",
+              (None, "capability_accuracy"): "capability_score"}  # fmt: skip
     table: dict[str, dict] = {name: {} for name in systems}
     for row in summary_rows:
-        if row.scope == "system" and row.metric in wanted and row.judge is None and row.system in table:
-            table[row.system][wanted[row.metric]] = {
+        key = (row.benchmark, row.metric)
+        if row.category is None and key in wanted and row.judge is None and row.system in table:
+            table[row.system][wanted[key]] = {
                 "value": row.value, "ci95": [row.ci_low, row.ci_high], "numerator": row.numerator,
                 "denominator": row.denominator, "unknown": row.unknown, "errors": row.errors,
             }
@@ -269,8 +278,8 @@ def _print_summary(console: Console, summary: dict) -> None:
         low, high = entry["ci95"]
         return f"{entry['value']:.2f} [{low:.2f}, {high:.2f}] ({entry['numerator']}/{entry['denominator']})"
 
-    table = Table("system", "attack success rate", "benign refusal rate", "capability")
+    table = Table("system", "attack success rate", "benign refusal rate", "advice refused", "capability")
     for system, metrics in summary.items():
         table.add_row(system, cell(metrics.get("attack_success_rate")), cell(metrics.get("benign_refusal_rate")),
-                      cell(metrics.get("capability_score")))
+                      cell(metrics.get("advice_refusal_rate")), cell(metrics.get("capability_score")))
     console.print(table)
