@@ -228,7 +228,8 @@ class ApiClient:
         return f"{self.base_url}/{path.lstrip('/')}"
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
+        # cap the exponent: 2**1024 overflows a float, and max_retries may be set that high
+        delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(attempt, 60)) * random.uniform(0.5, 1.0)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.max_retry_after_s))
         return delay
@@ -304,6 +305,8 @@ class ApiClient:
                     last_status = response.status_code
                     if is_retryable_status(last_status):
                         last_error = f"HTTP {last_status}"
+                        if last_status == 429:  # the body tells a spent quota from a rate limit
+                            last_error += f" ({self._error_detail(response) or 'no detail'})"
                         retry_after = parse_retry_after(response.headers.get("Retry-After"))
                         if last_status == 429 and retry_after:
                             self._hold_back(min(retry_after, self.max_retry_after_s))
@@ -337,9 +340,15 @@ class ApiClient:
                 )
                 await asyncio.sleep(delay)
         self.usage.failures += 1
+        if last_error.startswith("HTTP 429"):  # the last attempt too was refused for the rate limit or quota
+            hint = (
+                "the quota or rate limit of this API key is exhausted; check the account's quota and billing, "
+                "or lower concurrency/requests_per_second"
+            )
+        else:
+            hint = "check that the endpoint is up and base_url is right, or raise max_retries/timeout_s"
         raise ClientError(
-            f"POST {shown} failed after {self.max_retries + 1} attempts, last: {last_error}; check that the "
-            "endpoint is up and base_url is right, or raise max_retries/timeout_s",
+            f"POST {shown} failed after {self.max_retries + 1} attempts, last: {last_error}; {hint}",
             url=shown,
             status=last_status,
         )
@@ -372,14 +381,18 @@ class ApiClient:
             status=status,
         )
 
-    def _status_error(self, shown: str, response: httpx.Response) -> ClientError:
-        """Build the one-line error for a non-retryable 4xx answer."""
+    def _error_detail(self, response: httpx.Response) -> str:
+        """Return the error message of an answer's body on one line, redacted and cut to 200 characters."""
         try:
             detail = response.json().get("error", {}).get("message", "")
         except (ValueError, AttributeError):
             detail = response.text
         # redact before cutting: a cut inside the key would leave a prefix that no longer matches it
-        detail = redact(" ".join(str(detail).split()), self._api_key)[:200]
+        return redact(" ".join(str(detail).split()), self._api_key)[:200]
+
+    def _status_error(self, shown: str, response: httpx.Response) -> ClientError:
+        """Build the one-line error for a non-retryable 4xx answer."""
+        detail = self._error_detail(response)
         status = response.status_code
         if status in (401, 403):
             hint = (

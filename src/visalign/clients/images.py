@@ -27,6 +27,7 @@ from visalign.clients.errors import ClientError, InvalidImageError, ResponseForm
 IMAGES_PATH = "/images/generations"
 MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64_000_000
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk a complete PNG file ends with
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,10 @@ def _parse_images(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_png(data: bytes, *, origin: str, max_pixels: int = MAX_IMAGE_PIXELS) -> bytes:
-    """Verify that ``data`` is a whole image and return it as PNG bytes.
+    """Verify that ``data`` is a whole image and return it as PNG bytes that end with the IEND chunk.
+
+    A PNG is returned unchanged unless bytes follow its IEND chunk (padding some encoders and CDNs append): it is
+    then re-encoded, since a stored PNG that does not end with IEND reads as a truncated file.
 
     Args:
         data: encoded image bytes from a backend.
@@ -89,9 +93,12 @@ def to_png(data: bytes, *, origin: str, max_pixels: int = MAX_IMAGE_PIXELS) -> b
                         " size"
                     )
                 image.load()
-                if image.format == "PNG":
+                if image.format == "PNG" and data.endswith(_PNG_END):
                     return data
-                converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+                if image.format == "PNG":
+                    converted = image.copy()  # same mode and pixels, written without the trailing bytes
+                else:
+                    converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     except InvalidImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
@@ -160,6 +167,8 @@ class ImageClient(ApiClient):
     async def generate(self, prompt: str, *, size: str = "1024x1024", seed: int | None = None) -> ImageResult:
         """Generate one image for ``prompt``, or return it from the cache.
 
+        A cached image that no longer decodes (a damaged copy of the cache) counts as a miss and is drawn again.
+
         Args:
             prompt: the scene to draw.
             size: ``WIDTHxHEIGHT`` as the backend accepts it.
@@ -173,6 +182,8 @@ class ImageClient(ApiClient):
         key = request_key(self.endpoint(IMAGES_PATH), body)
         if self.cache is not None:
             meta, png = self.cache.get_json(key), self.cache.get_bytes(key)
+            if meta is not None and png is not None:
+                png = self._checked_cache_entry(key, png)
             if meta is not None and png is not None:
                 self.usage.cached += 1
                 return ImageResult(png, meta.get("revised_prompt"), 0.0, True, meta.get("source_url"))
@@ -202,6 +213,23 @@ class ImageClient(ApiClient):
             self.usage.cached += 1
             return ImageResult(result.png_bytes, result.revised_prompt, 0.0, True, result.source_url)
         return result
+
+    def _checked_cache_entry(self, key: str, data: bytes) -> bytes | None:
+        """Return a cached image as PNG bytes, or None (a miss) when it does not decode.
+
+        A run folder copied with an interrupted copy holds truncated cache entries; serving one would record the
+        scene as a final failure that is never drawn again, so it is drawn (and cached) anew instead.
+        """
+        origin = str(self.cache._path(key, ".bin")) if self.cache is not None else key
+        try:
+            return to_png(data, origin=origin)
+        except InvalidImageError:
+            logger.warning(
+                "%s: cached image does not decode (a damaged cache entry, e.g. from an interrupted copy); "
+                "ignoring it and generating the image again",
+                origin,
+            )
+            return None
 
     @staticmethod
     def _decode_b64(text: str, origin: str) -> bytes:

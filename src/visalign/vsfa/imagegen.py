@@ -248,6 +248,8 @@ def png_intact(path: Path) -> bool:
 def store_png(png: bytes, root: Path, *, origin: str) -> StoredImage:
     """Validate ``png`` and store it as ``<root>/images/<sha256>.png`` (idempotent: same bytes, same file).
 
+    What is stored passes :func:`png_intact`: a PNG with bytes after its IEND chunk is re-encoded without them.
+
     Args:
         png: image bytes from a backend (any format Pillow reads; converted to PNG when needed).
         root: the run directory.
@@ -264,9 +266,10 @@ def store_png(png: bytes, root: Path, *, origin: str) -> StoredImage:
         with Image.open(io.BytesIO(png)) as image:
             image.load()
             width, height = image.size
-            if image.format != "PNG":
+            # bytes after IEND (padding some services append) would fail png_intact: every run would redraw it
+            if image.format != "PNG" or not png.endswith(_PNG_END):
                 buffer = io.BytesIO()
-                image.convert("RGB").save(buffer, format="PNG")
+                (image if image.format == "PNG" else image.convert("RGB")).save(buffer, format="PNG")
                 png = buffer.getvalue()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise CorruptImageError(f"{origin}: image bytes are not a valid image ({exc})") from None

@@ -18,17 +18,20 @@ from visalign.runs import JsonlStore
 
 #: Statuses that a re-run keeps; ``error`` records are tried again.
 FINAL_STATUSES = frozenset({"ok", "failed"})
-#: Stop a stage when this many service errors arrive before any answer (dead endpoint, wrong model name). A fixed
-#: count, not capped by the items left: one item that always fails must not stop every resume of the run. A todo
+#: Stop a stage when this many service errors arrive before any answer (dead endpoint, wrong model name); records
+#: finished by earlier sessions of the run count as answers, so a resume left with only items that always fail goes
+#: on. A fixed count, not capped by the items left: one item that always fails must not stop every resume. A todo
 #: list too short to reach it is stopped only when the stage has never had an answer in the whole run (see the end
 #: of :func:`run_stage`), so a dead service on a one-abstract run still ends in its own error, not in 0 examples.
 _BREAKER = 3
-#: HTTP statuses that say the service itself is unusable; a 400/413/422 is about one item and never trips it.
-_SERVICE_STATUSES = frozenset({401, 403, 404})
+#: HTTP statuses that say the service itself is unusable; a 400/413/422 is about one item and never trips it. A 429
+#: is here because the client retried it: one that outlived every retry is a spent quota (OpenAI's
+#: ``insufficient_quota``) or a rate limit the run cannot get under, which no other item will get past either.
+_SERVICE_STATUSES = frozenset({401, 403, 404, 429})
 
 
 def _service_down(status: int | None) -> bool:
-    """Whether a failed request points at the service (unreachable, 5xx, bad key, no such model), not the item."""
+    """Whether a failed request points at the service (unreachable, 5xx, bad key, no such model, no quota)."""
     return status is None or status >= 500 or status in _SERVICE_STATUSES
 
 
@@ -86,11 +89,11 @@ async def run_stage(
             rejects is done again.
 
     Raises:
-        VisalignError: the service failed for three items before any answer (dead endpoint, bad key or model
-            name), or for every item of a stage that has never had an answer in this run, or a backend raised a
-            fatal error. Records finished before that are kept. Otherwise fewer failing items than that, or items
-            the service rejects one by one (a 400), are recorded as ``error`` and the run goes on, so a resume is
-            never blocked by one item that always fails.
+        VisalignError: the service failed for three items before any answer in this run (dead endpoint, bad key
+            or model name, spent quota), or for every item of a stage that has never had an answer in this run, or
+            a backend raised a fatal error. Records finished before that are kept. Otherwise fewer failing items
+            than that, or items the service rejects one by one (a 400), are recorded as ``error`` and the run goes
+            on, so a resume is never blocked by items that always fail.
     """
     from visalign.clients import ClientError
 
@@ -117,7 +120,10 @@ async def run_stage(
             except ClientError as exc:
                 if _service_down(exc.status):
                     service_errors += 1
-                if exc.status in (401, 403) or (report.ok + report.failed == 0 and service_errors >= _BREAKER):
+                # records finished by earlier sessions count as answers: a resume whose todo list is only items
+                # that always fail must record them and go on to the next stage, not stop at every run
+                answered = report.already_done + report.ok + report.failed
+                if exc.status in (401, 403) or (answered == 0 and service_errors >= _BREAKER):
                     raise VisalignError(f"{name} stage stopped: {exc}") from None
                 report.errors += 1
                 if len(report.error_examples) < 3:
