@@ -27,7 +27,8 @@ from visalign.clients.errors import ClientError, InvalidImageError, ResponseForm
 IMAGES_PATH = "/images/generations"
 MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64_000_000
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk a complete PNG file ends with
+#: The IEND chunk a complete PNG file ends with.
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def to_png(data: bytes, *, origin: str, max_pixels: int = MAX_IMAGE_PIXELS) -> b
                         " size"
                     )
                 image.load()
-                if image.format == "PNG" and data.endswith(_PNG_END):
+                if image.format == "PNG" and data.endswith(PNG_END):
                     return data
                 if image.format == "PNG":
                     converted = image.copy()  # same mode and pixels, written without the trailing bytes

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from visalign.clients.images import PNG_END
 from visalign.errors import VisalignError
 from visalign.images import png_bytes
 from visalign.runs import atomic_write_bytes
@@ -227,7 +228,6 @@ class StoredImage:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG file ends with
 
 
 def png_intact(path: Path) -> bool:
@@ -239,8 +239,8 @@ def png_intact(path: Path) -> bool:
     try:
         with path.open("rb") as handle:
             head = handle.read(len(_PNG_SIGNATURE))
-            handle.seek(-len(_PNG_END), 2)
-            return head == _PNG_SIGNATURE and handle.read() == _PNG_END
+            handle.seek(-len(PNG_END), 2)
+            return head == _PNG_SIGNATURE and handle.read() == PNG_END
     except OSError:  # missing, unreadable, or shorter than the end chunk
         return False
 
@@ -267,7 +267,7 @@ def store_png(png: bytes, root: Path, *, origin: str) -> StoredImage:
             image.load()
             width, height = image.size
             # bytes after IEND (padding some services append) would fail png_intact: every run would redraw it
-            if image.format != "PNG" or not png.endswith(_PNG_END):
+            if image.format != "PNG" or not png.endswith(PNG_END):
                 buffer = io.BytesIO()
                 (image if image.format == "PNG" else image.convert("RGB")).save(buffer, format="PNG")
                 png = buffer.getvalue()
