@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -65,8 +66,7 @@ def detect_format(path: Path) -> str:
     )
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    rows: list[tuple[int, dict]] = []
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     # utf-8-sig: files saved by Excel or Notepad start with a byte-order mark, which is not part of the data
     with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, 1):
@@ -80,11 +80,10 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
                 ) from None
             if not isinstance(row, dict):
                 raise VisalignError(f"{path}:{number}: expected a JSON object with title and abstract fields")
-            rows.append((number, row))
-    return rows
+            yield number, row
 
 
-def _read_csv(path: Path) -> list[tuple[int, dict]]:
+def _read_csv(path: Path) -> Iterator[tuple[int, dict]]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with path.open(encoding="utf-8-sig", newline="") as handle:  # a leading BOM would join the first header
         reader = csv.DictReader(handle, delimiter=delimiter)
@@ -94,10 +93,8 @@ def _read_csv(path: Path) -> list[tuple[int, dict]]:
                 f"{path}: no abstract column (found {sorted(columns) or 'no header'}); add a column named "
                 "'abstract' (and optionally 'title', 'id', 'categories')"
             )
-        rows = []
         for number, row in enumerate(reader, 2):
-            rows.append((number, {(k or "").strip().lower(): v for k, v in row.items()}))
-    return rows
+            yield number, {(k or "").strip().lower(): v for k, v in row.items()}
 
 
 def _read_starter() -> list[tuple[int, dict]]:
@@ -154,15 +151,36 @@ def load_corpus(config: CorpusConfig, *, seed: int = 0) -> CorpusResult:
             raise VisalignError(f"{path}: corpus file not found; check corpus.path")
         fmt = detect_format(path) if config.format == "auto" else config.format
         where_name = str(path)
-        try:
-            rows = _read_csv(path) if fmt == "csv" else _read_jsonl(path)
-        except UnicodeDecodeError:
-            raise VisalignError(f"{path}: not UTF-8 text; re-encode the corpus as UTF-8") from None
-    result = CorpusResult(abstracts=[], read=len(rows))
+        rows = _read_csv(path) if fmt == "csv" else _read_jsonl(path)
+    result = CorpusResult(abstracts=[])
+    try:
+        # one row at a time: an arXiv snapshot (GBs of JSON with authors and versions) never sits in memory whole
+        kept = _select_rows(rows, config, where_name, result)
+    except UnicodeDecodeError:
+        raise VisalignError(f"{where_name}: not UTF-8 text; re-encode the corpus as UTF-8") from None
+    if not result.read:
+        raise VisalignError(f"{where_name}: the corpus is empty; give it at least one record with an abstract")
+    if not kept:
+        raise VisalignError(
+            f"{where_name}: no abstract left after reading {result.read} record(s) "
+            f"({len(result.skipped)} without text, {result.filtered_out} filtered out); check the file and filters"
+        )
+    if config.limit is not None and len(kept) > config.limit:
+        chosen = {a.id for a in sorted(kept, key=lambda a: sample_key(seed, a.id))[: config.limit]}
+        result.sampled_out = len(kept) - len(chosen)
+        kept = [a for a in kept if a.id in chosen]
+    result.abstracts = kept
+    return result
+
+
+def _select_rows(rows: Iterable[tuple[int, dict]], config: CorpusConfig, where_name: str,
+                 result: CorpusResult) -> list[Abstract]:
+    """Parse, filter and dedupe ``rows``; count what was read and dropped in ``result``; return what is kept."""
     seen_text: set[str] = set()
     seen_ids: set[str] = set()
     kept: list[Abstract] = []
     for number, row in rows:
+        result.read += 1
         parsed = _to_abstract(row, f"{where_name}:{number}")
         if isinstance(parsed, str):
             result.skipped.append({"where": parsed.split(": ", 1)[0], "reason": parsed.split(": ", 1)[1]})
@@ -179,16 +197,4 @@ def load_corpus(config: CorpusConfig, *, seed: int = 0) -> CorpusResult:
         seen_text.add(key)
         seen_ids.add(parsed.id)
         kept.append(parsed)
-    if not rows:
-        raise VisalignError(f"{where_name}: the corpus is empty; give it at least one record with an abstract")
-    if not kept:
-        raise VisalignError(
-            f"{where_name}: no abstract left after reading {len(rows)} record(s) "
-            f"({len(result.skipped)} without text, {result.filtered_out} filtered out); check the file and filters"
-        )
-    if config.limit is not None and len(kept) > config.limit:
-        chosen = {a.id for a in sorted(kept, key=lambda a: sample_key(seed, a.id))[: config.limit]}
-        result.sampled_out = len(kept) - len(chosen)
-        kept = [a for a in kept if a.id in chosen]
-    result.abstracts = kept
-    return result
+    return kept
