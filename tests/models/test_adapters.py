@@ -239,7 +239,7 @@ def test_a_typed_video_placeholder_or_a_batch_size_below_one_is_refused_before_a
     original = vlm.model.generate
     monkeypatch.setattr(vlm.model, "generate", lambda **kw: calls.append(1) or original(**kw))
     conversations = [[user(f"Say {word}.")] for word in ("one", "two", "three")] + [[user("Play <|video_pad|> now.")]]
-    with pytest.raises(VisalignError, match="'<\\|video_pad\\|>', Qwen2.5-VL's image or video placeholder"):
+    with pytest.raises(VisalignError, match="'<\\|video_pad\\|>', Qwen2.5-VL's video placeholder, as text"):
         vlm.generate(conversations, max_new_tokens=2, batch_size=1)
     assert calls == []  # found before the first batch, not after three were thrown away
     for size in (0, -1):

@@ -109,13 +109,13 @@ class VLM:
                 f"{self.family.name} takes one image per conversation, got {count}; compose them on one canvas"
             )
         # The processor expands every image (and video) token it finds, so a literal one in a prompt would claim one.
-        tokens = [getattr(self.processor, name, None) for name in ("image_token", "video_token")]
+        tokens = {kind: getattr(self.processor, f"{kind}_token", None) for kind in ("image", "video")}
         for turn in conversation:
-            for token in tokens:
+            for kind, token in tokens.items():
                 if isinstance(token, str) and token and token in turn.text:
                     raise VisalignError(
-                        f"a {turn.role} turn contains {token!r}, {self.family.name}'s image or video placeholder, "
-                        f"as text ({turn.text[:60]!r}); remove or reword it (images go in the turn's images)"
+                        f"a {turn.role} turn contains {token!r}, {self.family.name}'s {kind} placeholder, as text "
+                        f"({turn.text[:60]!r}); remove or reword it (images go in the turn's images)"
                     )
 
     def _encode(self, texts: list[str], images: list[ImageLike]) -> dict[str, torch.Tensor]:
