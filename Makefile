@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_OUT ?= runs/quickstart
 
-.PHONY: demo test lint venv install install-dev
+.PHONY: demo test lint venv install install-dev fonts
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,16 +17,19 @@ $(PY):
 venv: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 
-install: venv
+install: venv fonts
 	$(PIP) install -q -e .
 
-# FigStep's official images use FreeMonoBold (Debian fonts-freefont-ttf); no PyPI package ships it.
+# FigStep's official images use FreeMonoBold (Debian fonts-freefont-ttf); no PyPI package ships it. The demo needs
+# it as much as the tests: its Magic Image trains on FigStep-style renders, and another font trains another image.
 FREEFONT := /usr/share/fonts/truetype/freefont/FreeMonoBold.ttf
-install-dev: venv
-	$(PIP) install -q -e ".[dev]"
+fonts:
 	@test -f $(FREEFONT) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -qq && apt-get install -y -qq fonts-freefont-ttf fonts-liberation >/dev/null; } \
 	  || echo "warning: FreeMonoBold missing (apt-get install fonts-freefont-ttf): FigStep images will differ"
+
+install-dev: venv fonts
+	$(PIP) install -q -e ".[dev]"
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "warning: chromium missing (apt-get install chromium): the HTML report render test will fail"
