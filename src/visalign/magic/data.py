@@ -152,14 +152,16 @@ def load_training_set(config: MagicConfig, value_system: ValueSystem, work_dir: 
     refusals = config.targets.refusal_templates
     for index, source in enumerate(config.data.sources):
         forms: list[Sample] = []
-        if "text" in source.forms:
-            samples = _source_samples(source, root, dict(source.options), result.errors)
-            forms.extend(samples)
+        text_options = dict(source.options)
+        text_samples = _source_samples(source, root, text_options, result.errors) if "text" in source.forms else []
+        forms.extend(text_samples)
         if "figstep" in source.forms:
             # The drawing must show each request: a benchmark's own image form would draw its fixed image prompt.
-            options = dict(source.options) if source.file is not None else text_form_options(
-                source.benchmark, source.options)
-            samples = _source_samples(source, root, options, result.errors)
+            drawn_options = (text_options if source.file is not None
+                             else text_form_options(source.benchmark, text_options))
+            # one read when both forms take the same loader options (every shipped config)
+            samples = (text_samples if "text" in source.forms and drawn_options == text_options
+                       else _source_samples(source, root, drawn_options, result.errors))
             attacked = typographic_attack(samples, work_dir / "typographic" / f"source{index}", style="figstep")
             forms.extend(attacked.samples)
             result.errors.extend(attacked.errors)
