@@ -9,7 +9,7 @@ from visalign.evaluation.judges.verdict import RefusalJudge
 
 DEFAULT_REFUSAL_JUDGE = "visalign-refusal"
 #: The project's judges by name and version (version 1 is the default every recorded figure used).
-OUR_JUDGES = {DEFAULT_REFUSAL_JUDGE: 1, "visalign-refusal-v2": 2}
+OUR_JUDGES = {DEFAULT_REFUSAL_JUDGE: 1, "visalign-refusal-v2": 2, "visalign-refusal-v3": 3}
 
 
 def refusal_judge_names() -> list[str]:
@@ -18,7 +18,7 @@ def refusal_judge_names() -> list[str]:
 
 
 def get_refusal_judge(name: str = DEFAULT_REFUSAL_JUDGE) -> RefusalJudge:
-    """Return the refusal judge called ``name`` (``visalign-refusal``, ``-v2``, ``xstest``, ``gcg``, ``gcg-eval``, ...).
+    """Return the refusal judge called ``name`` (``visalign-refusal``, ``-v2``, ``-v3``, ``xstest``, ``gcg``, ...).
 
     Raises:
         VisalignError: no judge has that name; the message lists the known ones.
