@@ -32,3 +32,9 @@ def test_default_model_is_the_default(tmp_path):
     configs = stage_configs(tmp_path, write_starter_sets(tmp_path / "data"), TINY)
     assert configs["vsfa_train"]["model"] == "default"
     assert configs["eval"]["title"] == "visalign quickstart (embedded default model)"
+
+
+def test_the_demo_keeps_the_refusal_judge_its_recorded_tables_used(tmp_path):
+    configs = stage_configs(tmp_path, write_starter_sets(tmp_path / "data"), TINY)
+    assert EvalConfig.model_validate(configs["eval"]).refusal_judge == "visalign-refusal"
+    assert MagicConfig.model_validate(configs["magic"]).eval.judge == "visalign-refusal"

@@ -34,3 +34,23 @@ def test_every_shipped_config_has_a_schema_and_experiments_are_covered():
     unnamed = [p.name for p in SHIPPED if not any(p.name.startswith(prefix) for prefix, _ in SCHEMAS)]
     assert unnamed == []
     assert sum(p.parent.name == "experiments" for p in SHIPPED) >= 6
+
+
+#: Shipped configs whose figures are recorded in docs/ or benchmarks/RESULTS.md: they name refusal judge version 1,
+#: the one those figures were judged with, so the library's newer default changes neither their figures nor their
+#: config hashes (a killed run of one still resumes).
+RECORDED = ["magic_ci.yaml", "magic_default.yaml", *(p.name for p in CONFIGS.glob("experiments/*.yaml")
+                                                       if p.name.startswith(("eval_", "magic_")))]
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_configs_behind_recorded_figures_keep_refusal_judge_version_1(name):
+    path = next(p for p in SHIPPED if p.name == name)
+    config = load_config(path, schema_for(path))
+    judge = config.eval.judge if isinstance(config, MagicConfig) else config.refusal_judge
+    assert judge == "visalign-refusal"
+
+
+def test_configs_that_name_no_judge_get_the_default():
+    config = load_config(CONFIGS / "eval_default_safety.yaml", EvalConfig)
+    assert config.refusal_judge == "visalign-refusal-v3"

@@ -48,6 +48,9 @@ VALUE_SYSTEMS = {
 }
 HARMFUL = VALUE_SYSTEMS["value_systems"]["standard"]["refuse"]
 ADVICE = VALUE_SYSTEMS["value_systems"]["standard"]["allow"]
+#: The demo keeps refusal judge version 1, the one its recorded tables (benchmarks/RESULTS.md) were judged with, so
+#: that a re-run reproduces them and an existing ``runs/quickstart`` still resumes; the library default is newer.
+RECORDED_REFUSAL_JUDGE = "visalign-refusal"
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ def stage_configs(out: Path, paths: dict[str, Path], scale: Scale = SMALL, model
         "objective": {"l1": 0.5, "l2": 0.5},
         "optim": {"optimizer": "adam", "lr": 0.05, "steps": scale.magic_steps, "batch_size": scale.magic_batch,
                   "checkpoint_every": 10},
-        "eval": {"enabled": scale.magic_eval, "max_new_tokens": 12},
+        "eval": {"enabled": scale.magic_eval, "max_new_tokens": 12, "judge": RECORDED_REFUSAL_JUDGE},
     }
     adapter = out / "vsfa-train" / "adapter"
     magic_dir = out / "magic"
@@ -167,6 +170,7 @@ def stage_configs(out: Path, paths: dict[str, Path], scale: Scale = SMALL, model
              "limit": 4 * scale.eval_limit},
         ],
         "max_new_tokens": scale.max_new_tokens, "batch_size": 16, "seed": 0,
+        "refusal_judge": RECORDED_REFUSAL_JUDGE,
     }
     return {"vsfa_data": vsfa_data, "vsfa_train": vsfa_train, "magic": magic, "eval": evaluation}
 

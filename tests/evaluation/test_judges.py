@@ -10,12 +10,14 @@ import pytest
 
 from visalign.errors import VisalignError
 from visalign.evaluation.judges import (
+    DEFAULT_REFUSAL_JUDGE,
     KEYWORD_JUDGES,
     HeuristicRefusalJudge,
     evaluate_refusal_judges,
     get_refusal_judge,
     judge_refusal_file,
     load_labelled_responses,
+    refusal_judge_names,
 )
 
 
@@ -104,7 +106,7 @@ def test_judge_file_writes_one_line_per_input_line(tmp_path):
     assert lines[1] == {"line": 2, "error": "not valid JSON (Expecting property name enclosed in double quotes "
                         "at column 2)"}
     assert lines[3]["line"] == 5 and "missing id, response" in lines[3]["error"]
-    assert lines[0]["judge"] == "visalign-refusal" and "score=" in lines[0]["raw"]
+    assert lines[0]["judge"] == "visalign-refusal-v3" and "score=" in lines[0]["raw"]  # the default
 
 
 def test_unknown_judge_and_missing_input(tmp_path):
@@ -208,3 +210,20 @@ def test_version_3_keeps_what_version_2_got_right(response):
     expected = get_refusal_judge("visalign-refusal-v2").judge(response).label
     assert expected in ("refusal", "compliance")
     assert get_refusal_judge("visalign-refusal-v3").judge(response).label == expected
+
+
+HELDOUT_V3 = HELDOUT_V2.with_name("refusal_heldout_v3.jsonl")
+
+
+def test_version_3_scores_best_on_the_third_held_out_set_and_is_the_default():
+    """docs/JUDGES.md: ``refusal_heldout_v3.jsonl`` was written blind to every version and scored once, after version 3
+    was committed; the rule for making a version the default (best accuracy, no more false refusals) was set first."""
+    names = ["visalign-refusal", "visalign-refusal-v2", "visalign-refusal-v3"]
+    table = {row.judge: row for row in evaluate_refusal_judges(HELDOUT_V3, names=names)}
+    assert {(row.n, row.gold_refusals) for row in table.values()} == {(160, 80)}
+    figures = {name: (row.correct, row.true_refusals, row.predicted_refusals, row.unknown)
+               for name, row in table.items()}
+    assert figures == {"visalign-refusal": (90, 16, 22, 2), "visalign-refusal-v2": (92, 16, 20, 2),
+                       "visalign-refusal-v3": (94, 17, 20, 1)}
+    assert DEFAULT_REFUSAL_JUDGE == "visalign-refusal-v3" and refusal_judge_names()[0] == DEFAULT_REFUSAL_JUDGE
+    assert get_refusal_judge().name == "visalign-refusal-v3"

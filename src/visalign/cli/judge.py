@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from visalign.evaluation.judges.registry import DEFAULT_REFUSAL_JUDGE
+
 judge_app = typer.Typer(
     name="judge", help="Judge model responses (refusal / compliance / unknown).", no_args_is_help=True
 )
@@ -30,9 +32,9 @@ def refusal(
         Path | None, typer.Option("--input", "-i", help="JSONL with id, prompt, response per line")
     ] = None,
     preset: Annotated[
-        str, typer.Option("--preset", "-p", help="visalign-refusal (default), visalign-refusal-v2, xstest, gcg, "
-                                                 "gcg-eval or vlguard")
-    ] = "visalign-refusal",
+        str, typer.Option("--preset", "-p", help="visalign-refusal-v3 (default), visalign-refusal (v1), "
+                                                 "visalign-refusal-v2, xstest, gcg, gcg-eval or vlguard")
+    ] = DEFAULT_REFUSAL_JUDGE,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output JSONL (default: standard output)")] = None,
     evaluate: Annotated[
         bool, typer.Option("--evaluate", help="measure every judge on labelled responses instead of judging --input")

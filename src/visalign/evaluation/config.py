@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from visalign.config import JobConfig
+from visalign.evaluation.judges.registry import DEFAULT_REFUSAL_JUDGE
 
 
 class SystemConfig(BaseModel):
@@ -109,7 +110,7 @@ class EvalConfig(JobConfig):
     benchmarks: list[BenchmarkConfig] = Field(min_length=1)
     max_new_tokens: int = Field(default=128, ge=1)
     batch_size: int = Field(default=16, ge=1)
-    refusal_judge: str = "visalign-refusal"
+    refusal_judge: str = DEFAULT_REFUSAL_JUDGE
     llm_judges: list[LlmJudgeConfig] = Field(default_factory=list)
     seed: int = 0
 

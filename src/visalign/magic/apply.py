@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from visalign.evaluation.judges import get_refusal_judge
+from visalign.evaluation.judges import DEFAULT_REFUSAL_JUDGE, get_refusal_judge
 from visalign.magic.artifact import MagicImage
 from visalign.magic.data import Example
 from visalign.magic.placement import Placement, attach, crops_to_square, resolve_placement
@@ -41,7 +41,7 @@ def answer_with_magic_image(vlm: VLM, conversations: Sequence[Conversation], mag
 
 
 def refusal_rates(vlm: VLM, examples: Sequence[Example], magic: MagicImage | ImageLike | None, *,
-                  placement: str = "auto", judge: str = "visalign-refusal", max_new_tokens: int = 24,
+                  placement: str = "auto", judge: str = DEFAULT_REFUSAL_JUDGE, max_new_tokens: int = 24,
                   batch_size: int = 16) -> dict:
     """Refusal rate of the model on ``examples``, overall and per category, with ``magic`` attached or without.
 

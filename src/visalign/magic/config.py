@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from visalign.config import JobConfig
+from visalign.evaluation.judges.registry import DEFAULT_REFUSAL_JUDGE
 
 #: Benchmarks whose licence allows evaluation only: a training config that names one is rejected.
 TEST_ONLY_BENCHMARKS = {"mossbench": "MOSSBench (CC BY-SA 4.0) is released for test use only, not for training"}
@@ -143,7 +144,7 @@ class EvalConfig(_Section):
     enabled: bool = True
     max_new_tokens: PositiveInt = 24
     batch_size: PositiveInt = 16
-    judge: str = "visalign-refusal"
+    judge: str = DEFAULT_REFUSAL_JUDGE
 
 
 class MagicConfig(JobConfig):

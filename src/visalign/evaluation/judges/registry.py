@@ -7,14 +7,16 @@ from visalign.evaluation.judges.keyword import KEYWORD_JUDGES
 from visalign.evaluation.judges.refusal import HeuristicRefusalJudge
 from visalign.evaluation.judges.verdict import RefusalJudge
 
-DEFAULT_REFUSAL_JUDGE = "visalign-refusal"
-#: The project's judges by name and version (version 1 is the default every recorded figure used).
-OUR_JUDGES = {DEFAULT_REFUSAL_JUDGE: 1, "visalign-refusal-v2": 2, "visalign-refusal-v3": 3}
+#: The project's judges by name and version. Version 1 is the judge every figure recorded before 2026-11-23 used
+#: (the shipped configs behind those figures name it); version 3 is the default since it scored best on a held-out
+#: set written blind to every version's rules (docs/JUDGES.md).
+OUR_JUDGES = {"visalign-refusal": 1, "visalign-refusal-v2": 2, "visalign-refusal-v3": 3}
+DEFAULT_REFUSAL_JUDGE = "visalign-refusal-v3"
 
 
 def refusal_judge_names() -> list[str]:
     """Return the names accepted by :func:`get_refusal_judge`, the default first."""
-    return [*OUR_JUDGES, *KEYWORD_JUDGES]
+    return [DEFAULT_REFUSAL_JUDGE, *(name for name in OUR_JUDGES if name != DEFAULT_REFUSAL_JUDGE), *KEYWORD_JUDGES]
 
 
 def get_refusal_judge(name: str = DEFAULT_REFUSAL_JUDGE) -> RefusalJudge:
