@@ -15,9 +15,10 @@ judge_app = typer.Typer(
 
 
 def _print_agreement(rows) -> None:
-    typer.echo(f"{'judge':<18}{'n':>5}{'accuracy':>10}{'precision':>11}{'recall':>8}{'unknown':>9}")
+    width = max([len("judge"), *(len(row.judge) for row in rows)]) + 2
+    typer.echo(f"{'judge':<{width}}{'n':>5}{'accuracy':>10}{'precision':>11}{'recall':>8}{'unknown':>9}")
     for row in rows:
-        typer.echo(f"{row.judge:<18}{row.n:>5}{row.accuracy:>10.3f}{row.precision:>11.3f}{row.recall:>8.3f}"
+        typer.echo(f"{row.judge:<{width}}{row.n:>5}{row.accuracy:>10.3f}{row.precision:>11.3f}{row.recall:>8.3f}"
                    f"{row.unknown:>9}")  # fmt: skip
 
 
