@@ -88,3 +88,14 @@ def test_default_model_not_built_says_what_to_run(tmp_path):
 
     env = {**os.environ, "VISALIGN_HOME": str(tmp_path / "empty-home")}
     assert_one_line_error(run_cli("chat", "hi", env=env), "visalign models build-default")
+
+
+def test_usage_errors_are_click_messages_with_exit_2_not_tracebacks():
+    """Typer >= 0.29 raises its own copy of click's exceptions: each must still end as a usage message, exit 2."""
+    for args, message in ((["eval"], "Missing option '--config'"), (["nosuch"], "No such command 'nosuch'"),
+                          (["chat", "--max-new-tokens", "abc"], "Invalid value for '--max-new-tokens'")):
+        result = run_cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and message in result.stderr
+    bare = run_cli()
+    assert bare.returncode == 2 and "Traceback" not in bare.stderr and "Usage:" in bare.stdout

@@ -57,10 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         where = f"{exc.filename}: " if exc.filename else ""
         typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
         sys.exit(2)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:
+        # Usage errors (a missing option, an unknown command, a bad number). Typer >= 0.29 raises its own copy of
+        # click's exceptions, which the separate ``click`` package's classes do not match; each carries its exit code.
+        exc.show()
+        sys.exit(exc.exit_code)
