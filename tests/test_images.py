@@ -58,3 +58,16 @@ def test_transparent_pixels_load_on_white_and_sixteen_bit_images_are_scaled(tmp_
     Image.fromarray(ramp).save(tmp_path / "ramp.png")
     grey = np.asarray(load_image(tmp_path / "ramp.png"))[0, :, 0]
     assert grey[0] == 0 and grey[-1] == 255 and 120 <= grey[32] <= 135  # a ramp, not clipped to white
+
+
+def test_a_photo_tagged_as_rotated_is_loaded_upright(tmp_path):
+    """A phone stores a portrait photo as landscape pixels plus an EXIF orientation tag; viewers turn it."""
+    stored = Image.new("RGB", (200, 100), "white")
+    stored.paste((255, 0, 0), (0, 0, 20, 100))  # a red band on the stored image's left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "portrait.jpg"
+    stored.save(path, exif=exif.tobytes(), quality=95)
+    image = load_image(path)
+    assert image.size == (100, 200)
+    assert image.getpixel((50, 5))[0] > 200 and image.getpixel((50, 5))[1] < 60  # the band is now on top

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from visalign.config import load_config
+from visalign.errors import VisalignError
 from visalign.evaluation.config import EvalConfig
 from visalign.magic import MagicConfig
 from visalign.vsfa import VsfaDataConfig
@@ -54,3 +55,11 @@ def test_configs_behind_recorded_figures_keep_refusal_judge_version_1(name):
 def test_configs_that_name_no_judge_get_the_default():
     config = load_config(CONFIGS / "eval_default_safety.yaml", EvalConfig)
     assert config.refusal_judge == "visalign-refusal-v3"
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "eval.yaml"
+    path.write_text("systems:\n  - {name: base, model: default}\nbenchmarks: []\n"
+                    "systems:\n  - {name: b, model: default}\n")
+    with pytest.raises(VisalignError, match=r"eval.yaml: not valid YAML \(line 4, column 1: key 'systems' is given"):
+        load_config(path, EvalConfig)

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from visalign.errors import VisalignError
 
@@ -32,8 +32,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation tag says (a phone photo is stored sideways and tagged)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block must not reject pixels that decoded fine
+        return image
+
+
 def load_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Open an image file fully and return it as RGB (transparency on white, see :func:`to_rgb`).
+    """Open an image file fully and return it upright (EXIF orientation applied) as RGB (see :func:`to_rgb`).
 
     Args:
         path: the image file.
@@ -56,7 +64,7 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
                         f"{max_pixels:,} (possible decompression bomb); resize it or raise the limit"
                     )
                 image.load()
-                return to_rgb(image)
+                return to_rgb(_upright(image))
     except VisalignError:
         raise
     except UnidentifiedImageError:
