@@ -97,3 +97,13 @@ def test_images_without_a_recorded_fingerprint_are_not_checked(two_builds, tmp_p
     first, second, _ = two_builds
     png = save_magic_image(tmp_path / "old", "standard", torch.full((3, 32, 32), 0.5), {"model": {"spec": "x"}})
     assert model_mismatch(load_magic_image(png), str(second)) is None
+
+
+def test_apply_with_a_sidecar_that_names_no_model_asks_for_one(tmp_path, capsys):
+    from cli_in_process import run_in_process
+
+    save_magic_image(tmp_path / "images", "standard", torch.ones(3, 8, 8), {"value_system": {"name": "standard"}})
+    code, _, err = run_in_process(["magic", "apply", "--images", str(tmp_path / "images"), "--value-system",
+                                   "standard", "--prompt", "hi"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "standard image's sidecar names no model; pass --model SPEC" in err

@@ -53,7 +53,9 @@ def apply(
     from visalign.models import load_vlm, user
 
     magic = find_magic_image(images, value_system)
-    spec = model or magic.metadata["model"]["spec"]
+    spec = model or (magic.metadata.get("model") or {}).get("spec")
+    if not spec:
+        raise VisalignError(f"{images}: the {value_system} image's sidecar names no model; pass --model SPEC")
     if not allow_model_mismatch and (reason := model_mismatch(magic, spec)):
         raise VisalignError(reason)
     requests = list(prompt or [])
