@@ -227,3 +227,14 @@ def test_a_run_folder_from_before_the_hash_split_resumes_after_the_upgrade(tiny_
     (other / "manifest.json").write_text(json.dumps({**manifest, "config_hash": "0" * 64}))
     with pytest.raises(VisalignError, match="different config"):
         train(config, other)
+
+
+def test_a_mistyped_model_folder_leaves_no_run_behind(tiny_checkpoints, tmp_path):
+    """The corrected config must be able to use the same --out (a manifest would call it a different config)."""
+    data = write_dataset(tmp_path / "data", "llava")
+    typo = validated_config(tmp_path / "modles" / "typo", data, epochs=1)
+    with pytest.raises(VisalignError, match="typo"):
+        train(typo, tmp_path / "run")
+    assert not (tmp_path / "run" / "manifest.json").exists()
+    result = train(validated_config(tiny_checkpoints["llava"], data, epochs=1), tmp_path / "run")
+    assert result.adapter.is_dir()

@@ -267,6 +267,9 @@ def train(
         on_bad_record=config.data.on_bad_record,
     )
     config_hash = config.config_hash()
+    # LoRA weights fit only the base weights they were trained on (None for a hub id: nothing local to hash).
+    # Before the manifest: a mistyped model folder must not leave a run folder that the corrected config can't use.
+    base_fingerprint = weights_fingerprint(config.model)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         adopt_pre_split_hashes(out, config)
@@ -279,8 +282,6 @@ def train(
                                           "bad_records": len(training_set.bad_records)})  # fmt: skip
         _write_bad_records(out, training_set)
     accelerator.wait_for_everyone()
-    # LoRA weights fit only the base weights they were trained on (None for a hub id: nothing local to hash)
-    base_fingerprint = weights_fingerprint(config.model)
     resumed = latest_checkpoint(out)
     if resumed is not None:  # before the model loads: a refusal should not wait for a 7B load
         check_resumable(resumed, config_hash=config_hash, data_hash=training_set.data_hash, base_spec=config.model,
