@@ -121,3 +121,23 @@ def test_benign_answers_are_cached_as_they_finish_so_a_stopped_run_keeps_them(tm
     # batches of one, four batches at a time: the first four answers were written before the fifth failed
     assert [json.loads(line)["id"] for line in cache.read_text().splitlines()] == ["b0", "b1", "b2", "b3"]
     assert fill_benign_targets(vlm, examples[:4], targets, cache, batch_size=1) == 0  # a re-run generates none
+
+
+def test_a_mistyped_source_leaves_no_run_that_refuses_the_corrected_config(tmp_path, benchmarks_dir, capsys):
+    from visalign.models.random_checkpoints import write_random_checkpoint
+
+    model = write_random_checkpoint("llava", tmp_path / "model", seed=0)
+    config = write_magic_config(tmp_path, benchmarks_dir, model=str(model))
+    good = yaml.safe_load((tmp_path / "magic.yaml").read_text())
+    typo = json.loads(json.dumps(good))
+    typo["data"]["sources"][1]["path"] = "xstest/xstest_promts.csv"
+    (tmp_path / "magic.yaml").write_text(yaml.safe_dump(typo, sort_keys=False))
+    argv = ["baseline", "refusal-data", "--config", config, "--out", str(tmp_path / "refusal"),
+            "--max-answer-tokens", "4"]
+    code, _, stderr = run_in_process(argv, capsys)
+    assert code == 2 and "xstest_promts.csv" in stderr
+    assert not (tmp_path / "refusal" / "manifest.json").exists()
+    (tmp_path / "magic.yaml").write_text(yaml.safe_dump(good, sort_keys=False))
+    code, _, stderr = run_in_process(argv, capsys)
+    # the corrected config runs in the same folder (and stops at the random model's cut answers, not at the manifest)
+    assert code == 2 and "different config" not in stderr and "benign answers is usable" in stderr

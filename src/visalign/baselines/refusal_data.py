@@ -73,8 +73,13 @@ def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str |
     # the weights, not only the path: a checkpoint rebuilt or retrained in place must not resume the old answers
     job = {"builder": "refusal-data", "value_system": value_system, "magic_config": config.model_dump(mode="json"),
            "weights": weights_fingerprint(config.model), "max_answer_tokens": max_answer_tokens}
-    RunDir(out).write_manifest(job, seeds=config.seed)
+    run = RunDir(out)
+    resuming = run.read_manifest() is not None
+    if resuming:  # another config's run is refused before its work files are touched
+        run.write_manifest(job, seeds=config.seed)
     data = load_training_set(config, system, out / "work")
+    if not resuming:  # after the sources are read: a mistyped path leaves no run that refuses the corrected config
+        run.write_manifest(job, seeds=config.seed)
     vlm = load_vlm(config.model, dtype=config.dtype, device=config.device)
     answers = config.targets.model_copy(update={"benign_max_new_tokens": max_answer_tokens})
     generated = fill_benign_targets(vlm, data.benign, answers, out / "work" / "benign_targets.jsonl",
