@@ -407,3 +407,18 @@ def test_pairs_about_an_image_that_was_replaced_are_written_again(server, corpus
     assert JsonlStore(tmp_path / "run" / "vqa.jsonl").get(old["id"])["image"] == new.path
     llava = json.loads((tmp_path / "run" / "dataset" / "llava.json").read_text())
     assert new.path in {entry["image"] for entry in llava} and old["image"] not in {e["image"] for e in llava}
+
+
+def test_resuming_on_an_edited_corpus_is_refused_and_restoring_it_resumes(server, corpus, tmp_path):
+    from visalign.errors import VisalignError
+
+    config = api_config(server.base_url, corpus)
+    build(config, tmp_path / "run")
+    original = corpus.read_bytes()
+    write_arxiv(corpus, [("2402.00001", "Other", "A different corpus: cranes over a harbour at dusk.", "cs.RO")])
+    with pytest.raises(VisalignError, match=r"changed since this run began: corpus"):
+        build(config, tmp_path / "run")
+    assert [r["id"] for r in JsonlStore(tmp_path / "run" / "corpus.jsonl").records()] == [
+        "2401.00001", "2401.00002", "2401.00003", "2401.00004", "2401.00005", "2401.00006"]
+    corpus.write_bytes(original)
+    assert build(config, tmp_path / "run")["export"] == {"examples": 12, "pairs": 36}

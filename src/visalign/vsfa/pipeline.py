@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from visalign.errors import VisalignError
-from visalign.runs import JsonlStore, RunDir, atomic_write_json
+from visalign.runs import JsonlStore, RunDir, atomic_write_json, sha256_file
 from visalign.vsfa.config import OpenAIChatConfig, OpenAIImagesConfig, VsfaDataConfig
 from visalign.vsfa.corpus import load_corpus
 from visalign.vsfa.export import CORPUS_STATS, describes_current_image, export_dataset
@@ -176,6 +176,8 @@ def build_dataset(
         config,
         seeds={"seed": config.seed},
         inputs=inputs,
+        # an edited or replaced corpus would mix two corpora's records in one run (merge-shards refuses it too)
+        pinned={"corpus": sha256_file(Path(config.corpus.path))} if inputs else None,
         extra={
             "shard": str(shard),
             "backends": backends,
