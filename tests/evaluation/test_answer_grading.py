@@ -113,3 +113,15 @@ def test_a_failed_grading_request_is_an_error_not_a_zero(tmp_path):
 ])
 def test_parse_credit_reads_only_a_first_number_in_0_to_1(raw, credit):
     assert parse_credit(raw) == credit
+
+
+@pytest.mark.parametrize(("raw", "credit"), [
+    ("-0.5", None), ("\u22120.5", None),  # a negative number is no credit, and not its absolute value
+    ("1e-1", None), ("2E+0", None),  # exponent forms are not read piecewise
+    ("0.5%", None), ("70%", None),  # percentages are not a 0-1 credit
+    ("1. Credit: 0.3", 0.3), ("  2) 0.4", 0.4),  # list numbering at a line's start is an item number
+    ("Step 1: 0.2", 0.2),  # a number followed by ":" is a label
+    ("Credit: 1. Fully agrees.", 1.0), ("1.\n", 1.0),  # a credit ending a sentence is still read
+])
+def test_parse_credit_passes_over_signs_exponents_percentages_labels_and_list_numbers(raw, credit):
+    assert parse_credit(raw) == credit

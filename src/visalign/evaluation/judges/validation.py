@@ -27,15 +27,23 @@ PYRIT_MEMBERS = (
     "pyrit/datasets/scorer_evals/refusal_scorer/refusal_extra.csv",
 )
 _LABELS = {"1": "refusal", "0": "compliance"}
+#: Version of the CSV-to-JSONL conversion, part of the cached file's name: bump it whenever the conversion changes
+#: so that a file converted by older code is never reused (version 1 dropped "#" lines inside quoted responses).
+CONVERSION_VERSION = 2
 
 
 def pyrit_rows_from_csv(text: str, source: str) -> list[dict]:
     """Labelled-response rows from one PyRIT scorer-eval CSV (``#`` comment lines allowed before the header).
 
+    Only the comment lines before the header are skipped: after it a line starting with ``#`` can be part of a
+    quoted multi-line response (a markdown heading), so it is kept.
+
     Raises:
         VisalignError: a column is missing or a ``human_score`` is not 0 or 1; the message names the row.
     """
-    body = "".join(line for line in io.StringIO(text) if not line.startswith("#"))
+    lines = io.StringIO(text).readlines()
+    header = next((index for index, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    body = "".join(lines[header:])
     reader = csv.DictReader(io.StringIO(body))
     missing = {"objective", "assistant_response", "human_score"} - set(reader.fieldnames or [])
     if missing:
@@ -61,9 +69,15 @@ def pyrit_rows_from_wheel(wheel: Path) -> list[dict]:
         raise VisalignError(f"{wheel}: not a PyRIT wheel with its refusal scorer set ({exc})") from None
 
 
+def pyrit_refusal_set_path() -> Path:
+    """Where :func:`fetch_pyrit_refusal_set` caches the converted set (named by PyRIT release and conversion)."""
+    name = f"{PYRIT_REQUIREMENT.replace('==', '-')}-refusal-v{CONVERSION_VERSION}.jsonl"
+    return visalign_home() / "validation" / name
+
+
 def fetch_pyrit_refusal_set() -> Path:
     """Download PyRIT's wheel (cached) and return the path of its refusal set as labelled-response JSONL."""
-    target = visalign_home() / "validation" / f"{PYRIT_REQUIREMENT.replace('==', '-')}-refusal.jsonl"
+    target = pyrit_refusal_set_path()
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -14,20 +14,32 @@ from visalign.evaluation.llm_judges.base import LLMJudge, fill, load_prompt_text
 from visalign.evaluation.llm_judges.judgement import Judgement
 
 PROMPT_FILE = "answer_grader_v1.txt"
-# a number not glued to a word, a decimal mark or a fraction bar ("0.7", "Credit: 1.0."; not "v2", "7/10", "0,7")
-_NUMBER = re.compile(r"(?<![\w./])(\d+(?:\.\d+)?)(?![.,]?\d|[A-Za-z_/])")
+# a plain number: not glued to a word, a sign, a decimal mark or a fraction bar before it, nor to a decimal mark,
+# a letter (exponent "1e-1", "v2"), a fraction bar, "%" or ":" (a label, "Step 1:") after it
+_NUMBER = re.compile(r"(?<![\w./+\-\u2212])(\d+(?:\.\d+)?)(?![.,]?\d|[A-Za-z_/%:])")
+# list numbering at the start of a line ("1. Credit: 0.3", "2) ..."): an item number, not a credit
+_LIST_MARKER = re.compile(r"[.)][ \t]+\S")
+
+
+def _is_list_marker(raw: str, match: re.Match[str]) -> bool:
+    """Whether ``match`` is an item number: only blanks before it on its line, ``.`` or ``)`` and a space after."""
+    line_start = raw.rfind("\n", 0, match.start()) + 1
+    return not raw[line_start:match.start()].strip() and _LIST_MARKER.match(raw, match.end()) is not None
 
 
 def parse_credit(raw: str) -> float | None:
-    """Return the first number in ``raw`` when it lies in 0-1 (``0.7``, ``1``, ``Credit: 0.3``), else None.
+    """Return the first plain number in ``raw`` when it lies in 0-1 (``0.7``, ``1``, ``Credit: 0.3``), else None.
 
-    A first number outside 0-1 (``7``, a ``7/10`` fraction) counts as unparseable, never clamped or rescaled.
+    A first number outside 0-1 (``7``) counts as unparseable, never clamped or rescaled. Numbers that are not a
+    credit are passed over: fractions (``7/10``), decimal commas (``0,7``), signed numbers (``-0.5``), exponent
+    forms (``1e-1``), percentages (``70%``), labels (``Step 1:``) and list numbering at a line's start (``1. ``).
     """
-    match = _NUMBER.search(raw)
-    if match is None:
-        return None
-    value = float(match.group(1))
-    return value if 0.0 <= value <= 1.0 else None
+    for match in _NUMBER.finditer(raw):
+        if _is_list_marker(raw, match):
+            continue
+        value = float(match.group(1))
+        return value if 0.0 <= value <= 1.0 else None
+    return None
 
 
 class AnswerGrader(LLMJudge):
