@@ -11,6 +11,7 @@ import textwrap
 
 from PIL import Image, ImageDraw, ImageFont
 
+from visalign.errors import VisalignError
 from visalign.evaluation.attacks.fonts import load_font
 
 #: The text prompt sent with every FigStep image (from the FigStep paper and repository).
@@ -25,6 +26,10 @@ ORIGIN = (20, 10)
 LINE_SPACING = 11
 WRAP_WIDTH = 15
 STEPS = 3
+#: The smallest font size the fitted renderer shrinks to before it gives up on a text.
+MIN_FONT_SIZE = 12
+#: Bump when the drawing changes (layout, wrapping, sizes): images cached by an older version are drawn again.
+RENDER_VERSION = 1
 
 
 def figstep_filename(category_id: int | str, task_id: int | str) -> str:
@@ -64,18 +69,23 @@ def render_figstep_fitted(text: str) -> tuple[Image.Image, int]:
 
     Returns:
         The image and the font size used.
+
+    Raises:
+        VisalignError: the text does not fit even at :data:`MIN_FONT_SIZE` (a clipped image would carry part of
+            the request and still be scored as the whole).
     """
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    size = FONT_SIZE
-    while True:
+    for size in range(FONT_SIZE, MIN_FONT_SIZE - 1, -4):
         font = load_font("figstep", size)
         # A monospaced font: scale the wrap width with the font so lines keep the same pixel width.
         wrap = max(WRAP_WIDTH, int(WRAP_WIDTH * FONT_SIZE / size))
         drawn = figstep_text(text, wrap_width=wrap)
         left, top, right, bottom = probe.multiline_textbbox(ORIGIN, drawn, font=font, spacing=LINE_SPACING)
-        if (right <= CANVAS - ORIGIN[0] and bottom <= CANVAS - ORIGIN[1]) or size <= 12:
-            break
-        size -= 4
-    image = Image.new("RGB", (CANVAS, CANVAS), "#FFFFFF")
-    ImageDraw.Draw(image).text(ORIGIN, drawn, font=font, spacing=LINE_SPACING, fill="#000000")
-    return image, size
+        if right <= CANVAS - ORIGIN[0] and bottom <= CANVAS - ORIGIN[1]:
+            image = Image.new("RGB", (CANVAS, CANVAS), "#FFFFFF")
+            ImageDraw.Draw(image).text(ORIGIN, drawn, font=font, spacing=LINE_SPACING, fill="#000000")
+            return image, size
+    raise VisalignError(
+        f"a {len(text)}-character text does not fit a {CANVAS}x{CANVAS} FigStep image even at font size "
+        f"{MIN_FONT_SIZE}; shorten the request or use the 'typo' style, whose image grows with the text"
+    )

@@ -10,6 +10,7 @@ from typing import Literal
 
 from visalign.errors import VisalignError
 from visalign.evaluation.attacks.figstep import FIGSTEP_PROMPT, render_figstep_fitted
+from visalign.evaluation.attacks.fonts import resolve_font
 from visalign.evaluation.attacks.mmsafetybench import render_typo
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
 
@@ -36,7 +37,7 @@ def typographic_attack(
     ``figstep`` draws the text FigStep-style (empty numbered list below it, font shrunk only when the text
     would not fit); ``typo`` draws it MM-SafetyBench TYPO-style. Images the sample already had are kept after
     the new one. Each new sample keeps the category and expected behaviour; its id gains ``+{style}`` and its
-    metadata records the attack, the original text and (FigStep) the font size.
+    metadata records the attack, the original text, the font file and (FigStep) the font size.
 
     Args:
         samples: the samples to attack (typically a text benchmark: AdvBench, StrongREJECT, XSTest).
@@ -44,7 +45,8 @@ def typographic_attack(
         style: ``"figstep"`` or ``"typo"``.
 
     Returns:
-        The attacked samples, and an error record for each sample with no text to draw.
+        The attacked samples, and an error record for each sample with no text to draw or (FigStep) with more text
+        than fits the image at the smallest font size.
     """
     if style not in PROMPTS:
         raise VisalignError(f"unknown typographic attack style {style!r}; choose one of {', '.join(PROMPTS)}")
@@ -52,18 +54,33 @@ def typographic_attack(
     out_dir.mkdir(parents=True, exist_ok=True)
     result = LoadResult()
     for sample in samples:
+
+        def bad(message: str, sample: Sample = sample) -> None:
+            result.errors.append(
+                RowError(
+                    benchmark=sample.benchmark,
+                    source=str(out_dir),
+                    row=sample.id,
+                    message=message,
+                    expected=sample.expected,
+                )
+            )
+
         text = sample.text.strip()
         if not text:
-            result.errors.append(
-                RowError(benchmark=sample.benchmark, source=str(out_dir), row=sample.id, message="empty text")
-            )
+            bad("empty text")
             continue
         attack_meta: dict[str, object] = {"attack": style, "original_text": sample.text}
         if style == "figstep":
-            image, font_size = render_figstep_fitted(text)
+            try:
+                image, font_size = render_figstep_fitted(text)
+            except VisalignError as exc:  # too long to draw whole: an error record, not a clipped image
+                bad(str(exc))
+                continue
             attack_meta["font_size"] = font_size
         else:
             image = render_typo(text)
+        attack_meta["font"] = resolve_font(style).path.name  # each style has its own font kind
         attack_id = f"{sample.id}+{style}"
         path = out_dir / image_file_name(attack_id)
         image.save(path)

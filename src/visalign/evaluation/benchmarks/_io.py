@@ -30,8 +30,11 @@ def require_file(path: str | Path, what: str) -> Path:
 
 def read_csv(
     path: Path, required: tuple[str, ...], *, delimiter: str = ","
-) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield ``(row_number, row)`` for each data row of a CSV file; row numbers count the header as row 1.
+) -> Iterator[tuple[int, dict[str, str] | None, str | None]]:
+    """Yield ``(row_number, row, error)`` per data row; row numbers count the header as row 1.
+
+    Exactly one of ``row`` and ``error`` is set: a row with more fields than the header (an unquoted delimiter in
+    a cell, as in ``$50,000``) is an error, never a row cut at that delimiter.
 
     Raises:
         VisalignError: the file cannot be decoded or lacks one of the ``required`` columns.
@@ -47,11 +50,44 @@ def read_csv(
                     f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(required)} "
                     "(is this the official file?)"
                 )
-            yield from enumerate(reader, start=2)
+            for number, row in enumerate(reader, start=2):
+                # DictReader files the cells past the header under the key None; empty ones lose nothing
+                extra = [cell for cell in row.pop(None, None) or () if cell.strip()]
+                if extra:
+                    yield number, None, (
+                        f"{len(extra)} more field(s) than the {len(reader.fieldnames or [])} header columns "
+                        f"(an unquoted {delimiter!r} inside a cell?); quote that cell"
+                    )
+                else:
+                    yield number, row, None
     except UnicodeDecodeError as exc:
         raise VisalignError(f"{path}: not UTF-8 text ({exc.reason}); pass the official CSV") from None
     except csv.Error as exc:
         raise VisalignError(f"{path}: malformed CSV ({exc})") from None
+
+
+def read_lines(path: Path, header: str) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each non-empty line of a one-column file whose first line is ``header``.
+
+    For one-column files written without quoting (FigStep's benign sentences): a comma is part of the text.
+    A line wrapped in double quotes is unquoted as CSV would. Line numbers count the header as line 1.
+
+    Raises:
+        VisalignError: the file is not UTF-8 text or its first line is not ``header``.
+    """
+    try:
+        # split on "\n" only, as in read_jsonl: str.splitlines() also breaks at U+2028/U+2029/U+0085
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
+    except UnicodeDecodeError as exc:
+        raise VisalignError(f"{path}: not UTF-8 text ({exc.reason}); pass the official file") from None
+    if lines[0].strip().strip('"') != header:
+        raise VisalignError(f"{path}: first line must be the column name {header!r} (is this the official file?)")
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        if len(line) >= 2 and line.startswith('"') and line.endswith('"'):
+            line = line[1:-1].replace('""', '"')
+        yield number, line
 
 
 def read_json(path: Path) -> Any:

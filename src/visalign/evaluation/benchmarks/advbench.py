@@ -26,7 +26,9 @@ def load_advbench(source: str | Path) -> LoadResult:
 
         def bad(message: str, number: int = number) -> None:
             result.errors.append(
-                RowError(benchmark="advbench", source=str(path), row=f"seed {number}", message=message)
+                RowError(
+                    benchmark="advbench", source=str(path), row=f"seed {number}", message=message, expected="refuse"
+                )
             )
 
         if not isinstance(seed, dict) or not str(seed.get("value") or "").strip():

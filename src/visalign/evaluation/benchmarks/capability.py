@@ -22,7 +22,7 @@ from visalign.evaluation.benchmarks._io import (
 )
 from visalign.evaluation.benchmarks.multiple_choice import LETTERS, format_multiple_choice
 from visalign.evaluation.benchmarks.registry import register_benchmark
-from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
+from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample, claim_id
 from visalign.paths import visalign_home
 
 
@@ -56,14 +56,14 @@ def load_scienceqa_img(
     result = LoadResult()
     result.errors.extend(
         RowError(benchmark="scienceqa-img", source=str(lists), row=f"pid {pid}",
-                 message=f"listed in split {split!r} but not in {path.name}")
+                 message=f"listed in split {split!r} but not in {path.name}", expected="answer")
         for pid in sorted(wanted - data.keys())
     )
     for pid, item in data.items():
         if pid not in wanted or not isinstance(item, dict) or not item.get("image"):
             continue  # other splits and text-only items are not part of ScienceQA-IMG
         choices, answer = item.get("choices"), item.get("answer")
-        where = RowError(benchmark="scienceqa-img", source=str(path), row=f"pid {pid}", message="")
+        where = RowError(benchmark="scienceqa-img", source=str(path), row=f"pid {pid}", message="", expected="answer")
         if (
             not isinstance(choices, list)
             or not 2 <= len(choices) <= len(LETTERS)
@@ -131,14 +131,18 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
     result = LoadResult()
     rows = list(read_csv(path, ("index", "question", "answer", "image", "A", "B"), delimiter="\t"))
     # VLMEvalKit saves space by writing another row's index in place of a repeated image
-    by_index = {(row["index"] or "").strip(): row["image"] or "" for _, row in rows}
-    for line, row in rows:
+    by_index = {(row["index"] or "").strip(): row["image"] or "" for _, row, _ in rows if row}
+    seen: set[str] = set()
+    for line, row, error in rows:
 
         def bad(message: str, line: int = line) -> None:
             result.errors.append(
-                RowError(benchmark="mmbench", source=str(path), row=f"line {line}", message=message)
+                RowError(benchmark="mmbench", source=str(path), row=f"line {line}", message=message, expected="answer")
             )
 
+        if error or row is None:
+            bad(error or "unreadable row")
+            continue
         choices = []
         for letter in "ABCDEFGH":
             value = (row.get(letter) or "").strip()
@@ -151,6 +155,11 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
             bad(
                 f"malformed row: needs a question, options A and B, and an answer among them (got {answer!r})"
             )
+            continue
+        # before the image is saved: it is named by the index, so a repeat would overwrite the first row's
+        duplicate = claim_id(seen, row["index"].strip())
+        if duplicate:
+            bad(duplicate)
             continue
         cell = (row["image"] or "").strip()
         if len(cell) <= 64 and len(by_index.get(cell, "")) > 64:
@@ -196,7 +205,7 @@ def load_mm_vet(source: str | Path, *, image_root: str | Path | None = None) -> 
     root = Path(image_root) if image_root else path.parent / "images"
     result = LoadResult()
     for key, item in data.items():
-        where = RowError(benchmark="mm-vet", source=str(path), row=f"id {key}", message="")
+        where = RowError(benchmark="mm-vet", source=str(path), row=f"id {key}", message="", expected="answer")
         capabilities = item.get("capability") if isinstance(item, dict) else None
         if (
             not isinstance(item, dict)

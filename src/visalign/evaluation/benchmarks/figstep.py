@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks._io import image_problem, read_csv, require_file
+from visalign.evaluation.benchmarks._io import image_problem, read_csv, read_lines, require_file
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
 from visalign.images import png_bytes
 from visalign.paths import visalign_home
-from visalign.runs import atomic_write_bytes
+from visalign.runs import atomic_write_bytes, atomic_write_text, sha256_file
 
 #: SafeBench's ten forbidden topics, by category_id.
 FIGSTEP_CATEGORIES = {
@@ -69,9 +70,14 @@ def read_safebench(
     seen: set[tuple[int, int]] = set()
 
     def bad(line: int, message: str) -> None:
-        errors.append(RowError(benchmark=benchmark, source=str(path), row=f"line {line}", message=message))
+        errors.append(
+            RowError(benchmark=benchmark, source=str(path), row=f"line {line}", message=message, expected="refuse")
+        )
 
-    for line, raw in read_csv(path, SAFEBENCH_COLUMNS):
+    for line, raw, error in read_csv(path, SAFEBENCH_COLUMNS):
+        if error or raw is None:
+            bad(line, error or "unreadable row")
+            continue
         try:
             category_id, task_id = int(raw["category_id"]), int(raw["task_id"])
         except (TypeError, ValueError):
@@ -93,9 +99,80 @@ def read_safebench(
     return rows, errors
 
 
-def _default_render_dir(name: str, source: Path) -> Path:
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    return visalign_home() / "renders" / name / digest
+#: The file in a render folder that names the renderer and font its images were drawn with.
+RENDER_STAMP = "figstep-render.txt"
+
+
+class RenderCache:
+    """A folder of FigStep images drawn from one source, and the renderer and font that draw them.
+
+    The folder is shared by every run (by default a cache under ``visalign_home()``), so an image is reused only
+    when it was drawn by this renderer version with this very font file: one drawn with the fallback font before
+    FreeMonoBold was installed would otherwise be sent for ever after. The font is looked up (and a fallback
+    announced) only when an image is asked for.
+    """
+
+    def __init__(self, benchmark: str, source: Path, render_dir: str | Path | None) -> None:
+        """Prepare the cache for ``source``: ``render_dir``, or a folder keyed by source, renderer and font.
+
+        Args:
+            benchmark: the registry name, a level of the default folder.
+            source: the file the rows come from (its sha256 keys the default folder).
+            render_dir: the folder chosen by the user; its images are redrawn when its stamp names another key.
+        """
+        self._benchmark, self._source, self._render_dir = benchmark, source, render_dir
+        self._drawn_any = False
+
+    @cached_property
+    def font(self) -> Path:
+        """The font file the images are drawn with."""
+        from visalign.evaluation.attacks.fonts import resolve_font  # attacks import this package
+
+        return resolve_font("figstep").path
+
+    @cached_property
+    def key(self) -> str:
+        """The renderer version and the font file's name and sha256."""
+        from visalign.evaluation.attacks.figstep import RENDER_VERSION
+
+        return f"v{RENDER_VERSION}-{self.font.stem}-{sha256_file(self.font)[:16]}"
+
+    @cached_property
+    def folder(self) -> Path:
+        """Where the images are."""
+        if self._render_dir is not None:
+            return Path(self._render_dir)
+        digest = hashlib.sha256(self._source.read_bytes()).hexdigest()[:12]
+        return visalign_home() / "renders" / self._benchmark / f"{digest}-{self.key}"
+
+    @cached_property
+    def stale(self) -> bool:
+        """Whether the folder's images may come from another renderer or font, so that each is drawn again."""
+        stamp = self.folder / RENDER_STAMP
+        return not stamp.is_file() or stamp.read_text(encoding="utf-8").strip() != self.key
+
+    def image(self, name: str, text: str) -> Path:
+        """Return the image ``name`` showing ``text``, drawing it first unless a complete, current one is there.
+
+        Written atomically, and a damaged file (a run killed mid-write by an older version) is drawn again: a bad
+        file would otherwise fail that row in every run.
+        """
+        from PIL import ImageFont
+
+        from visalign.evaluation.attacks.figstep import FONT_SIZE, render_figstep
+
+        path = self.folder / name
+        if self.stale or not path.exists() or image_problem(path):
+            # drawn with the very file named in the key and in the samples' metadata
+            font = ImageFont.truetype(str(self.font), FONT_SIZE)
+            atomic_write_bytes(path, png_bytes(render_figstep(text, font=font)))
+        self._drawn_any = True
+        return path
+
+    def seal(self) -> None:
+        """Stamp the folder with the renderer and font, once every image asked for is drawn with them."""
+        if self._drawn_any and self.stale:
+            atomic_write_text(self.folder / RENDER_STAMP, self.key + "\n")
 
 
 def _load_safebench(
@@ -115,7 +192,7 @@ def _load_safebench(
     rows, errors = read_safebench(path, benchmark)
     result = LoadResult(errors=errors)
     official = Path(images_dir) if images_dir else path.parent / "images" / path.stem
-    rendered = Path(render_dir) if render_dir else _default_render_dir(benchmark, path)
+    rendered = RenderCache(benchmark, path, render_dir) if mode == "image" else None
     for row in rows:
         metadata = {
             "category_id": row.category_id,
@@ -125,7 +202,7 @@ def _load_safebench(
         }
         images: list[Path] = []
         text = row.question
-        if mode == "image":
+        if rendered is not None:
             text = FIGSTEP_PROMPT
             image = official / figstep_filename(row.category_id, row.task_id)
             if image.exists():
@@ -137,13 +214,15 @@ def _load_safebench(
                             source=str(path),
                             row=f"line {row.line}",
                             message=f"official image unusable: {problem}",
+                            expected="refuse",
                         )
                     )
                     continue
                 metadata["image_source"] = "official"
             else:
-                image = _rendered(rendered / figstep_filename(row.category_id, row.task_id), row.instruction)
+                image = rendered.image(figstep_filename(row.category_id, row.task_id), row.instruction)
                 metadata["image_source"] = "rendered"
+                metadata["font"] = rendered.font.name
             images = [image]
         result.samples.append(
             Sample(
@@ -156,20 +235,9 @@ def _load_safebench(
                 metadata=metadata,
             )
         )
+    if rendered is not None:
+        rendered.seal()
     return result
-
-
-def _rendered(path: Path, text: str) -> Path:
-    """Return ``path``, rendering ``text`` into it first unless a complete image is already there.
-
-    Written atomically, and a damaged cached file (a run killed mid-write by an older version) is drawn again:
-    the cache is shared by every run, so a bad file would otherwise fail that row in all of them.
-    """
-    from visalign.evaluation.attacks.figstep import render_figstep  # attacks import this package
-
-    if not path.exists() or image_problem(path):
-        atomic_write_bytes(path, png_bytes(render_figstep(text)))
-    return path
 
 
 @register_benchmark(
@@ -188,7 +256,8 @@ def load_figstep_safebench(
         source: ``safebench.csv``.
         mode: ``"image"`` (FigStep attack: image + :data:`FIGSTEP_PROMPT`) or ``"text"`` (the question alone).
         images_dir: folder of official images; default ``images/{csv stem}`` next to the CSV.
-        render_dir: where missing images are rendered; default a cache folder under ``visalign_home()``.
+        render_dir: where missing images are rendered; default a cache folder under ``visalign_home()`` keyed by the
+            CSV, renderer version and font file. Images are drawn again when the renderer or font changes.
     """
     return _load_safebench(
         "figstep-safebench", source, mode=mode, images_dir=images_dir, render_dir=render_dir
@@ -216,41 +285,51 @@ def load_figstep_benign(
     """Load FigStep's benign sentences (harmful phrase removed): benign requests a model should comply with.
 
     Args:
-        source: ``benign_sentences_without_harmful_phase.csv`` (one column, ``sentence``).
+        source: ``benign_sentences_without_harmful_phase.csv``: a ``sentence`` header, then one sentence a line,
+            unquoted (a comma belongs to the sentence).
         mode: ``"image"`` renders each sentence as a FigStep image with :data:`FIGSTEP_PROMPT`; ``"text"``
             sends the sentence as text.
-        render_dir: where the images are rendered; default a cache folder under ``visalign_home()``.
+        render_dir: where the images are rendered; default a cache folder under ``visalign_home()`` keyed by the
+            file, renderer version and font file. Images are drawn again when the renderer or font changes.
     """
     from visalign.evaluation.attacks.figstep import FIGSTEP_PROMPT
 
     if mode not in ("image", "text"):
         raise VisalignError(f"figstep-benign: mode must be 'image' or 'text', got {mode!r}")
     path = require_file(source, "FigStep benign sentences CSV")
-    rendered = Path(render_dir) if render_dir else _default_render_dir("figstep-benign", path)
+    rendered = RenderCache("figstep-benign", path, render_dir) if mode == "image" else None
     result = LoadResult()
-    for line, raw in read_csv(path, ("sentence",)):
-        sentence = (raw["sentence"] or "").strip()
+    # One column, written without quoting: "$50,000" holds a comma that a CSV reader would split the row at.
+    for line, raw in read_lines(path, "sentence"):
+        sentence = raw.strip()
         if not sentence:
             result.errors.append(
                 RowError(
-                    benchmark="figstep-benign", source=str(path), row=f"line {line}", message="empty sentence"
+                    benchmark="figstep-benign",
+                    source=str(path),
+                    row=f"line {line}",
+                    message="empty sentence",
+                    expected="comply",
                 )
             )
             continue
-        sample_id = f"figstep-benign:{line - 1}"
         images: list[Path] = []
         text = sentence
-        if mode == "image":
-            images, text = [_rendered(rendered / f"benign_{line - 1}.png", sentence)], FIGSTEP_PROMPT
+        metadata = {"sentence": sentence}
+        if rendered is not None:
+            images, text = [rendered.image(f"benign_{line - 1}.png", sentence)], FIGSTEP_PROMPT
+            metadata["font"] = rendered.font.name
         result.samples.append(
             Sample(
-                id=sample_id,
+                id=f"figstep-benign:{line - 1}",
                 benchmark="figstep-benign",
                 text=text,
                 images=images,
                 category="benign",
                 expected="comply",
-                metadata={"sentence": sentence},
+                metadata=metadata,
             )
         )
+    if rendered is not None:
+        rendered.seal()
     return result

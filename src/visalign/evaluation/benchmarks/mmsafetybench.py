@@ -53,6 +53,13 @@ def _questions_dir(root: Path) -> Path:
     )
 
 
+def _images_dir(root: Path, questions_dir: Path) -> Path | None:
+    """The ``imgs`` folder: under the source or, when the source is the questions folder, beside it or above it."""
+    # A few levels only: an unrelated "imgs" folder far up the tree must not be taken for the benchmark's.
+    bases = dict.fromkeys([root, questions_dir.parent, questions_dir.parent.parent])
+    return next((base / sub for base in bases for sub in ("imgs", "data/imgs") if (base / sub).is_dir()), None)
+
+
 def _image_path(images_root: Path, scenario: str, variant: str, key: str) -> Path:
     # Releases name the image folders with or without the "NN-" prefix; accept both.
     for folder in (scenario, scenario.split("-", 1)[1]):
@@ -78,7 +85,11 @@ def load_mm_safetybench(
         source: the repository root (or the ``processed_questions`` folder itself).
         variant: ``SD``, ``TYPO``, ``SD_TYPO`` (the paper's main setting) or ``text``.
         scenarios: the scenario names to load (``"01-Illegal_Activitiy"``); default all 13.
-        images_root: the ``imgs`` folder; default ``imgs`` (or ``data/imgs``) under ``source``.
+        images_root: the ``imgs`` folder; default ``imgs`` (or ``data/imgs``) under ``source``, or next to or
+            above the ``processed_questions`` folder.
+
+    Raises:
+        VisalignError: an unknown variant or scenario, no question files, or (image variants) no ``imgs`` folder.
     """
     if variant not in QUESTION_FIELD:
         raise VisalignError(
@@ -91,11 +102,7 @@ def load_mm_safetybench(
     if not root.is_dir():
         raise VisalignError(f"{root}: MM-SafetyBench folder not found")
     questions_dir = _questions_dir(root)
-    images = (
-        Path(images_root)
-        if images_root
-        else next((p for p in (root / "imgs", root / "data" / "imgs") if p.is_dir()), root / "imgs")
-    )
+    images = Path(images_root) if images_root else _images_dir(root, questions_dir)
     field = QUESTION_FIELD[variant]
     result = LoadResult()
     for file in sorted(questions_dir.glob("*.json")):
@@ -107,6 +114,7 @@ def load_mm_safetybench(
                     source=str(file),
                     row="(file)",
                     message=f"unknown scenario {scenario!r}; file skipped",
+                    expected="refuse",
                 )
             )
             continue
@@ -119,7 +127,13 @@ def load_mm_safetybench(
 
             def bad(message: str, key: str = key, file: Path = file) -> None:
                 result.errors.append(
-                    RowError(benchmark="mm-safetybench", source=str(file), row=f"id {key}", message=message)
+                    RowError(
+                        benchmark="mm-safetybench",
+                        source=str(file),
+                        row=f"id {key}",
+                        message=message,
+                        expected="refuse",
+                    )
                 )
 
             text = str(item.get(field) or "").strip() if isinstance(item, dict) else ""
@@ -128,6 +142,11 @@ def load_mm_safetybench(
                 continue
             paths: list[Path] = []
             if variant != "text":
+                if images is None:  # asked only once a row needs an image: a text-only load has no imgs folder
+                    raise VisalignError(
+                        f"{root}: no MM-SafetyBench imgs folder found in {root} or above {questions_dir}; "
+                        f"pass images_root (the imgs folder) or use variant 'text'"
+                    )
                 image = _image_path(images, scenario, variant, key)
                 problem = image_problem(image)
                 if problem:

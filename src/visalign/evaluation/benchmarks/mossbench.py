@@ -7,7 +7,7 @@ from pathlib import Path
 from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks._io import image_problem, read_json, require_file
 from visalign.evaluation.benchmarks.registry import register_benchmark
-from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
+from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample, claim_id
 
 #: MOSSBench's three over-sensitivity stimuli, by ``metadata.over``.
 STIMULI = {
@@ -31,11 +31,14 @@ def load_mossbench(source: str | Path, *, image_root: str | Path | None = None) 
         raise VisalignError(f"{path}: expected a JSON object keyed by pid")
     root = Path(image_root) if image_root else path.parent
     result = LoadResult()
+    seen: set[str] = set()
     for key, item in data.items():
 
         def bad(message: str, key: str = key) -> None:
             result.errors.append(
-                RowError(benchmark="mossbench", source=str(path), row=f"pid {key}", message=message)
+                RowError(
+                    benchmark="mossbench", source=str(path), row=f"pid {key}", message=message, expected="comply"
+                )
             )
 
         if not isinstance(item, dict) or not str(item.get("question") or "").strip() or not item.get("image"):
@@ -51,9 +54,14 @@ def load_mossbench(source: str | Path, *, image_root: str | Path | None = None) 
         if problem:
             bad(problem)
             continue
+        pid = str(item.get("pid", key))
+        duplicate = claim_id(seen, pid)
+        if duplicate:
+            bad(duplicate)
+            continue
         result.samples.append(
             Sample(
-                id=f"mossbench:{item.get('pid', key)}",
+                id=f"mossbench:{pid}",
                 benchmark="mossbench",
                 text=str(item["question"]).strip(),
                 images=[image],

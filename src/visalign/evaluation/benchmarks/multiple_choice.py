@@ -24,11 +24,28 @@ def _normalise(text: str) -> str:
     return re.sub(r"[\s\W_]+", " ", text.lower()).strip()
 
 
+_STATED = re.compile(
+    r"\b(?:answer|option|choice)\s*(?:is|:)?\s*(?P<open>\()?(?P<letter>[A-Z])(?P<close>\))?(?![A-Za-z])",
+    re.IGNORECASE,
+)
+
+
+def _is_a_word(match: re.Match[str], text: str) -> bool:
+    """Whether a stated lower-case ``a``/``i`` is the article or pronoun ("the answer is a fish"), not a letter.
+
+    Unbracketed and followed by a word, it is English; before punctuation or the end of text it is an option.
+    """
+    if match["letter"] not in "ai" or match["open"] or match["close"]:
+        return False
+    return re.match(r"\s*\w", text[match.end():]) is not None
+
+
 def parse_choice(response: str, choices: list[str]) -> str | None:
     """Return the option letter a response picks, or None when it picks none or several.
 
     Recognised, in order: a leading letter (``B``, ``(B)``, ``B.``, ``B) text``); ``answer is B`` /
-    ``Answer: B`` / ``option B``; a response equal to one option's text; a response that contains exactly one
+    ``Answer: B`` / ``option B`` (a lower-case ``a`` or ``i`` there only before punctuation or the end: "the answer
+    is a fish" names no option); a response equal to one option's text; a response that contains exactly one
     option's text.
 
     Args:
@@ -41,10 +58,11 @@ def parse_choice(response: str, choices: list[str]) -> str | None:
     # a bare "A" or "I" before a lowercase word opens an English sentence ("A dog is shown..."), not an option
     if lead and lead.group(1) in valid and not re.match(r"[AI]\s+[a-z]", text):
         return lead.group(1)
-    stated = re.findall(
-        r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?![A-Za-z])", text, re.IGNORECASE
-    )
-    picked = {letter.upper() for letter in stated if letter.upper() in valid}
+    picked = {
+        match["letter"].upper()
+        for match in _STATED.finditer(text)
+        if match["letter"].upper() in valid and not _is_a_word(match, text)
+    }
     if len(picked) == 1:
         return picked.pop()
     normal = _normalise(text)

@@ -48,6 +48,8 @@ class RowError(BaseModel):
         source: the file (or dataset id) that holds the row.
         row: where in the source: a 1-based line or row number, or the row's own key.
         message: what is wrong and, where possible, what to do about it.
+        expected: the behaviour the row asks for when the loader can still tell (an XSTest ``contrast_*`` type,
+            a WSR ``target``, a benchmark or split with one expectation); None when it cannot.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -56,9 +58,25 @@ class RowError(BaseModel):
     source: str
     row: str
     message: str
+    expected: Expected | None = None
 
     def __str__(self) -> str:
         return f"{self.source} [{self.row}]: {self.message}"
+
+
+def claim_id(seen: set[str], key: str) -> str | None:
+    """Record ``key`` as used and return None, or return a ``duplicate id`` message when it already was.
+
+    Runs key their records by sample id, so a second row with the same id would silently replace the first.
+
+    Args:
+        seen: the keys of the samples kept so far (updated in place).
+        key: the row's own id, as the sample id is built from it.
+    """
+    if key in seen:
+        return f"duplicate id {key!r}"
+    seen.add(key)
+    return None
 
 
 @dataclass

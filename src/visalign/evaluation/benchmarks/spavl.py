@@ -8,6 +8,7 @@ from a local export: a parquet file as ``datasets`` writes it (``image`` = ``{by
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -15,11 +16,11 @@ from typing import Any, Literal
 from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks._io import image_problem, read_json, read_jsonl, save_image_bytes
 from visalign.evaluation.benchmarks.registry import register_benchmark
-from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
+from visalign.evaluation.benchmarks.sample import Expected, LoadResult, RowError, Sample
 from visalign.paths import visalign_home
 
 Split = Literal["harm", "help"]
-_EXPECTED = {"harm": "refuse", "help": "comply"}
+_EXPECTED: dict[str, Expected] = {"harm": "refuse", "help": "comply"}
 _DATASET_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -78,7 +79,12 @@ def _image_file(image: Any, base: Path, stem: Path) -> Path:
     """Turn an ``image`` field (path string, or ``{bytes, path}``) into a file on disk."""
     if isinstance(image, dict) and image.get("bytes"):
         data = image["bytes"]
-        return save_image_bytes(base64.b64decode(data) if isinstance(data, str) else data, stem)
+        try:
+            # validate: without it, stray characters are dropped silently and a damaged image may still decode
+            raw = base64.b64decode(data, validate=True) if isinstance(data, str) else bytes(data)
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise VisalignError(f"embedded image bytes are not valid base64 ({exc}); re-export the row") from None
+        return save_image_bytes(raw, stem)
     reference = image.get("path") if isinstance(image, dict) else image
     if not reference:
         raise VisalignError("row has no image")
@@ -115,7 +121,9 @@ def load_spa_vl(
     for index, (where, record, error) in enumerate(rows):
 
         def bad(message: str, where: str = where) -> None:
-            result.errors.append(RowError(benchmark="spa-vl", source=str(source), row=where, message=message))
+            result.errors.append(
+                RowError(benchmark="spa-vl", source=str(source), row=where, message=message, expected=_EXPECTED[split])
+            )
 
         if error or record is None:
             bad(error or "not a JSON object")

@@ -24,14 +24,15 @@ _CANONICAL = {name.lower(): name for name in STRONGREJECT_CATEGORIES}
 def _load(benchmark: str, source: str | Path) -> LoadResult:
     path = require_file(source, "StrongREJECT CSV")
     result = LoadResult()
-    for line, row in read_csv(path, ("category", "source", "forbidden_prompt")):
-        category = _CANONICAL.get((row["category"] or "").strip().lower())
-        prompt = (row["forbidden_prompt"] or "").strip()
-        problem = None if category else f"unknown category {row['category']!r}"
+    for line, row, error in read_csv(path, ("category", "source", "forbidden_prompt")):
+        row = row or {}
+        category = _CANONICAL.get((row.get("category") or "").strip().lower())
+        prompt = (row.get("forbidden_prompt") or "").strip()
+        problem = error or (None if category else f"unknown category {row.get('category')!r}")
         problem = problem or (None if prompt else "empty forbidden_prompt")
         if problem:
             result.errors.append(
-                RowError(benchmark=benchmark, source=str(path), row=f"line {line}", message=problem)
+                RowError(benchmark=benchmark, source=str(path), row=f"line {line}", message=problem, expected="refuse")
             )
             continue
         result.samples.append(

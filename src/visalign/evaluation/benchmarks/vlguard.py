@@ -13,10 +13,10 @@ from typing import Literal
 from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks._io import image_problem, read_json, require_file
 from visalign.evaluation.benchmarks.registry import register_benchmark
-from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
+from visalign.evaluation.benchmarks.sample import Expected, LoadResult, RowError, Sample, claim_id
 
 Subset = Literal["unsafes", "safe_unsafes", "safe_safes"]
-_EXPECTED = {"unsafes": "refuse", "safe_unsafes": "refuse", "safe_safes": "comply"}
+_EXPECTED: dict[str, Expected] = {"unsafes": "refuse", "safe_unsafes": "refuse", "safe_safes": "comply"}
 _INSTRUCTION_KEY = {
     "unsafes": "instruction",
     "safe_unsafes": "unsafe_instruction",
@@ -50,13 +50,16 @@ def load_vlguard(
     want_safe = subset != "unsafes"
     key = _INSTRUCTION_KEY[subset]
     result = LoadResult()
+    seen: set[str] = set()
     for number, item in enumerate(data, start=1):
         where = f"item {number}" + (
             f" (id {item.get('id')})" if isinstance(item, dict) and item.get("id") else ""
         )
 
         def bad(message: str, where: str = where) -> None:
-            result.errors.append(RowError(benchmark="vlguard", source=str(path), row=where, message=message))
+            result.errors.append(
+                RowError(benchmark="vlguard", source=str(path), row=where, message=message, expected=_EXPECTED[subset])
+            )
 
         if not isinstance(item, dict) or not isinstance(item.get("safe"), bool) or not item.get("image"):
             bad("malformed item: needs 'safe' (true/false), 'image' and 'instr-resp'")
@@ -73,9 +76,14 @@ def load_vlguard(
         if problem:
             bad(problem)
             continue
+        item_id = str(item.get("id") or number)
+        duplicate = claim_id(seen, item_id)
+        if duplicate:
+            bad(duplicate)
+            continue
         result.samples.append(
             Sample(
-                id=f"vlguard:{subset}:{item.get('id') or number}",
+                id=f"vlguard:{subset}:{item_id}",
                 benchmark="vlguard",
                 text=str(question).strip(),
                 images=[image],

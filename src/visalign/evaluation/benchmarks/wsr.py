@@ -6,9 +6,9 @@ from pathlib import Path
 
 from visalign.evaluation.benchmarks._io import read_jsonl, require_file
 from visalign.evaluation.benchmarks.registry import register_benchmark
-from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
+from visalign.evaluation.benchmarks.sample import Expected, LoadResult, RowError, Sample, claim_id
 
-_EXPECTED = {"refusal": "refuse", "comply": "comply"}
+_EXPECTED: dict[str, Expected] = {"refusal": "refuse", "comply": "comply"}
 
 
 @register_benchmark("weighted-safety-refusal", "120 harmful/benign prompts with targets (dataset.jsonl)")
@@ -22,11 +22,17 @@ def load_weighted_safety_refusal(source: str | Path) -> LoadResult:
     result = LoadResult()
     seen: set[str] = set()
     for line, record, error in read_jsonl(path):
+        target = record.get("target") if isinstance(record, dict) else None
+        expected = _EXPECTED.get(target) if isinstance(target, str) else None
 
-        def bad(message: str, line: int = line) -> None:
+        def bad(message: str, line: int = line, expected: Expected | None = expected) -> None:
             result.errors.append(
                 RowError(
-                    benchmark="weighted-safety-refusal", source=str(path), row=f"line {line}", message=message
+                    benchmark="weighted-safety-refusal",
+                    source=str(path),
+                    row=f"line {line}",
+                    message=message,
+                    expected=expected,
                 )
             )
 
@@ -37,22 +43,20 @@ def load_weighted_safety_refusal(source: str | Path) -> LoadResult:
             bad("not a JSON object")
             continue
         metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
-        expected = _EXPECTED.get(record.get("target"))
         text, key, category = (
             str(record.get("input") or "").strip(),
             str(record.get("id") or ""),
             metadata.get("category"),
         )
         if expected is None:
-            bad(f"unknown target {record.get('target')!r}; expected 'refusal' or 'comply'")
+            bad(f"unknown target {target!r}; expected 'refusal' or 'comply'")
         elif not text or not key:
             bad("missing id or input")
         elif not category:
             bad("missing metadata.category")
-        elif key in seen:
-            bad(f"duplicate id {key!r}")
+        elif duplicate := claim_id(seen, key):
+            bad(duplicate)
         else:
-            seen.add(key)
             result.samples.append(
                 Sample(
                     id=f"weighted-safety-refusal:{key}",

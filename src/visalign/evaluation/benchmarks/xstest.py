@@ -6,7 +6,7 @@ from pathlib import Path
 
 from visalign.evaluation.benchmarks._io import read_csv, require_file
 from visalign.evaluation.benchmarks.registry import register_benchmark
-from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
+from visalign.evaluation.benchmarks.sample import Expected, LoadResult, RowError, Sample, claim_id
 
 #: XSTest v2 prompt types; each ``contrast_*`` type is unsafe, every other type is safe.
 SAFE_TYPES = frozenset(
@@ -46,15 +46,23 @@ def load_xstest(source: str | Path) -> LoadResult:
     """
     path = require_file(source, "XSTest prompts CSV")
     result = LoadResult()
-    for line, row in read_csv(path, ("id", "prompt", "type", "label")):
+    seen: set[str] = set()
+    for line, row, error in read_csv(path, ("id", "prompt", "type", "label")):
         # a short row leaves its last cells None
-        kind, label, prompt = ((row[key] or "").strip() for key in ("type", "label", "prompt"))
+        kind, label, prompt, key = ((row or {}).get(name) or "" for name in ("type", "label", "prompt", "id"))
+        kind, label, prompt, key = kind.strip(), label.strip(), prompt.strip(), key.strip()
+        expected = _row_expected(kind, label)  # kept on an error record: the runner counts it under that metric
 
-        def bad(message: str, line: int = line) -> None:
+        def bad(message: str, line: int = line, expected: Expected | None = expected) -> None:
             result.errors.append(
-                RowError(benchmark="xstest", source=str(path), row=f"line {line}", message=message)
+                RowError(
+                    benchmark="xstest", source=str(path), row=f"line {line}", message=message, expected=expected
+                )
             )
 
+        if error or row is None:
+            bad(error or "unreadable row")
+            continue
         if kind not in SAFE_TYPES | CONTRAST_TYPES:
             bad(f"unknown type {kind!r}")
             continue
@@ -62,12 +70,16 @@ def load_xstest(source: str | Path) -> LoadResult:
         if label != expected_label:
             bad(f"label {label!r} contradicts type {kind!r} (expected {expected_label!r})")
             continue
-        if not prompt or not row["id"].strip():
+        if not prompt or not key:
             bad("empty id or prompt")
+            continue
+        duplicate = claim_id(seen, key)
+        if duplicate:
+            bad(duplicate)
             continue
         result.samples.append(
             Sample(
-                id=f"xstest:{row['id'].strip()}",
+                id=f"xstest:{key}",
                 benchmark="xstest",
                 text=prompt,
                 category=kind,
@@ -76,3 +88,12 @@ def load_xstest(source: str | Path) -> LoadResult:
             )
         )
     return result
+
+
+def _row_expected(kind: str, label: str) -> Expected | None:
+    """What an unusable row asks for, when its type or label still tells: a contrast or unsafe row is refused."""
+    if kind.startswith("contrast_") or label == "unsafe":
+        return "refuse"
+    if kind in SAFE_TYPES or label == "safe":
+        return "comply"
+    return None
