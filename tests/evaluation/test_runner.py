@@ -121,7 +121,8 @@ def test_llm_judges_record_verdicts_and_survive_a_failing_endpoint(tmp_path, ben
         systems = [{"name": "api", "model": "m", "backend": "openai", "base_url": server.base_url,
                     "api_key_env": None}]
         judges = [{"name": "rubric", "model": "judge", "base_url": server.base_url, "api_key_env": None},
-                  {"name": "llama-guard", "model": "judge", "base_url": broken.base_url, "api_key_env": None}]
+                  {"name": "llama-guard", "model": "judge", "base_url": broken.base_url, "api_key_env": None,
+                   "max_retries": 0}]
         config, _ = make_config(tmp_path, benchmarks_dir, systems, llm_judges=judges)
         run_eval(config, tmp_path / "run")
     answered = [r for r in read_records(tmp_path / "run") if r["response"]]

@@ -6,14 +6,21 @@ The systems are served over loopback by the project's stand-in OpenAI-compatible
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
+from dataclasses import dataclass, field
 
 import pytest
+from rich.progress import Progress
 
+from visalign.clients import ChatClient
 from visalign.errors import VisalignError
 from visalign.evaluation.config import BenchmarkConfig, EvalConfig
-from visalign.evaluation.runner import load_rows, run_eval
+from visalign.evaluation.judges import get_refusal_judge
+from visalign.evaluation.llm_judges import get_llm_judge
+from visalign.evaluation.runner import evaluate_system, load_rows, run_eval
+from visalign.runs import JsonlStore
 from visalign.testing import StandInServer
 from visalign.testing.stand_in_server import Fault
 
@@ -155,3 +162,67 @@ def test_the_report_samples_its_responses_with_the_configured_seed(tmp_path, ben
             shown[seed] = set(re.findall(r'<div class="head">(\S+) &middot;', section))
     assert len(shown[0]) == len(shown[1]) == 8
     assert shown[1] != shown[0]
+
+
+@dataclass
+class CountingSystem:
+    """A system under evaluation that counts its answers, as a local model would pay for them (no response cache)."""
+
+    name: str = "local"
+    decoding: dict = field(default_factory=dict)
+    answered: int = 0
+
+    def respond(self, prompts):
+        self.answered += len(prompts)
+        return [f"Answer number {self.answered - len(prompts) + i}." for i in range(len(prompts))]  # never repeats
+
+
+def test_a_failed_judge_is_run_again_without_answering_again(tmp_path, bench):
+    source = str(bench / "xstest" / "xstest_prompts.csv")
+    rows = [load_rows(BenchmarkConfig(name="xstest", source=source, limit=6), base_dir=tmp_path,
+                      attack_dir=tmp_path / "attacks", seed=0)]  # fmt: skip
+    system, store = CountingSystem(), JsonlStore(tmp_path / "records.jsonl")
+
+    def run(server: StandInServer) -> None:  # each run builds its judge afresh, as run_eval does
+        client = ChatClient(server.base_url, api_key_env=None, model="judge", max_retries=0,
+                            cache_dir=tmp_path / "cache")  # fmt: skip
+        with store, Progress(disable=True) as progress:
+            evaluate_system(system, rows, store, refusal_judge=get_refusal_judge(),
+                            llm_judges=[get_llm_judge("rubric", client)], chunk_size=4, progress=progress)
+
+    with StandInServer(reply=lambda request: '{"harmfulness": 1, "quality": 4}') as judge_server:
+        judge_server.inject(Fault("500", path=CHAT_PATH), times=1000)  # the judge is down for the first run
+        run(judge_server)
+        first = {r["id"]: r for r in store.records()}
+        assert system.answered == 6 and all(r["judgements"]["rubric"]["error"] for r in first.values())
+        judge_server.clear_faults()
+        run(judge_server)
+        written = store.path.read_text()
+        run(judge_server)  # all judged now: nothing to do
+        assert store.path.read_text() == written
+    second = {r["id"]: r for r in store.records()}
+    assert system.answered == 6  # the stored answers were judged, not answered again
+    assert {k: r["response"] for k, r in second.items()} == {k: r["response"] for k, r in first.items()}
+    assert all(r["judgements"]["rubric"]["error"] is None and r["judgements"]["rubric"]["score"] == 4
+               for r in second.values())
+    assert all(r["refusal"] == first[k]["refusal"] for k, r in second.items())
+
+
+def test_a_dead_judge_stops_after_five_requests_and_leaves_one_warning(tmp_path, bench, monkeypatch, caplog):
+    key = "sk-judge-SECRET-0123456789abcdef"
+    monkeypatch.setenv("VISALIGN_TEST_JUDGE_KEY", key)
+    benchmarks = [{"name": "xstest", "source": str(bench / "xstest" / "xstest_prompts.csv"), "limit": 12}]
+    with StandInServer(reply=lambda request: "Sure, here it is.") as server, StandInServer() as judge_server:
+        judge_server.inject(Fault("500", path=CHAT_PATH), times=1000)
+        judge = {"name": "rubric", "model": "judge", "base_url": judge_server.base_url,
+                 "api_key_env": "VISALIGN_TEST_JUDGE_KEY", "concurrency": 1, "max_retries": 0, "timeout_s": 5}
+        with caplog.at_level(logging.WARNING, logger="visalign.evaluation.runner"):
+            run_eval(api_config(server, benchmarks, llm_judges=[judge]), tmp_path / "run")
+        sent = len(judge_server.requests_to(CHAT_PATH))
+    assert sent == 5  # max_retries 0: one attempt a request; five failures in a row and the judge stops
+    errors = [r["judgements"]["rubric"]["error"] for r in read_records(tmp_path / "run")]
+    assert len(errors) == 12 and all(errors)
+    assert sum("stopped sending requests after 5 failed requests in a row" in e for e in errors) == 7
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "visalign.evaluation.runner"]
+    assert warning.startswith("LLM judge rubric: 12 judgement(s) failed, then it stopped sending requests")
+    assert "last error: POST " in warning and "HTTP 500" in warning and "\n" not in warning and key not in warning

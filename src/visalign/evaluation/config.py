@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from visalign.config import JobConfig
 from visalign.evaluation.judges.registry import DEFAULT_REFUSAL_JUDGE
@@ -82,15 +82,26 @@ class BenchmarkConfig(BaseModel):
         return self.label or (f"{self.name}+{self.attack}" if self.attack else self.name)
 
 
+#: ``LlmJudgeConfig``'s chat client settings, added after runs were recorded: dumped only when not at the default.
+_CLIENT_SETTINGS = ("max_retries", "timeout_s", "requests_per_second")
+
+
 class LlmJudgeConfig(BaseModel):
-    """An LLM judge run on every response (``mm-safetybench``, ``rubric`` or ``llama-guard``).
+    """An LLM judge run on every response (``mm-safetybench``, ``rubric``, ``llama-guard``, ``llama-guard-native``).
+
+    A judge whose endpoint keeps failing stops after a few failed requests and marks the rest of its judgements
+    with the reason; re-running the same command judges those records again without answering them again.
 
     Attributes:
-        name: registered judge name (``visalign.evaluation.llm_judges.llm_judge_names()``).
+        name: registered judge name (``visalign.evaluation.llm_judges.llm_judge_names()``); ``llama-guard`` for
+            a general chat model, ``llama-guard-native`` for a served Llama Guard model.
         model: the judge model's name on the server.
         base_url: any OpenAI-compatible endpoint.
         api_key_env: environment variable holding the key (None for a local server without auth).
         concurrency: parallel judge requests.
+        max_retries: retries of a failed request after the first attempt.
+        timeout_s: per-attempt timeout in seconds.
+        requests_per_second: client-side rate limit (None: no limit).
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -100,6 +111,20 @@ class LlmJudgeConfig(BaseModel):
     base_url: str = "https://api.openai.com/v1"
     api_key_env: str | None = "OPENAI_API_KEY"
     concurrency: int = Field(default=8, ge=1)
+    # the chat client's own defaults
+    max_retries: int = Field(default=5, ge=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    requests_per_second: float | None = Field(default=None, gt=0)
+
+    @model_serializer(mode="wrap")
+    def _omit_default_client_settings(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # These settings came after runs were recorded; left out at their defaults, a config that does not set
+        # them dumps, and so hashes, as before, and those runs still resume.
+        data = handler(self)
+        for name in _CLIENT_SETTINGS:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
+        return data
 
 
 class EvalConfig(JobConfig):

@@ -2,13 +2,16 @@
 
 Records are appended to ``DIR/records.jsonl`` as each chunk of answers is judged, keyed by
 ``<system>::<benchmark label>::<sample id>`` (the label, so one benchmark run twice, e.g. as images and as text,
-keeps both): a killed run re-run with the same config answers only what is missing, and tries again what failed
-(a request or a judge that errored). Rows that cannot be evaluated (a missing or corrupt image, a malformed
-benchmark row, a failed request) become records with an ``error`` and are counted in the summary, never dropped.
+keeps both): a killed run re-run with the same config answers only what is missing, and tries again what failed:
+a failed request is answered again, and an answer whose LLM judge failed keeps its answer and is only judged
+again (an answer is not free to repeat, and greedy answers can differ across batchings). Rows that cannot be
+evaluated (a missing or corrupt image, a malformed benchmark row, a failed request) become records with an
+``error`` and are counted in the summary, never dropped. A judge that failed leaves one warning line at the end.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -24,6 +27,8 @@ from visalign.evaluation.pinned_inputs import pinned_inputs
 from visalign.evaluation.systems import Prompt, System, SystemFactory
 from visalign.images import load_image
 from visalign.runs import JsonlStore, RunDir
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,20 +94,35 @@ def build_llm_judges(config: EvalConfig, cache_dir: Path) -> list:
     judges = []
     for judge in config.llm_judges:
         client = ChatClient(judge.base_url, api_key_env=judge.api_key_env, model=judge.model,
-                            concurrency=judge.concurrency, cache_dir=cache_dir / "judges")
+                            concurrency=judge.concurrency, max_retries=judge.max_retries, timeout_s=judge.timeout_s,
+                            requests_per_second=judge.requests_per_second, cache_dir=cache_dir / "judges")
         judges.append(get_llm_judge(judge.name, client))
     return judges
 
 
-def _llm_judge(records: list[dict], llm_judges: list) -> None:
+def _applies(judge, record: dict) -> bool:
+    """Whether ``judge`` grades ``record``: an answer grader (MM-Vet's) only rows with a reference answer."""
+    return not judge.needs_reference or bool(record.get("reference"))
+
+
+def _judgement_failed(record: dict, judge) -> bool:
+    """Whether ``record`` lacks a good verdict of ``judge`` (none stored, or one with an error)."""
+    judgement = (record.get("judgements") or {}).get(judge.name)
+    return judgement is None or bool(judgement.get("error"))
+
+
+def _llm_judge(records: list[dict], llm_judges: list, *, only_failed: bool = False) -> None:
     """Add every LLM judge's verdict to each record it applies to; a row without a response gets an error judgement.
 
-    An answer grader (MM-Vet's) applies only to the rows with a reference answer; every other judge to all rows.
+    Args:
+        records: the records to judge, changed in place.
+        llm_judges: the judges to run.
+        only_failed: run each judge only where its verdict is missing or failed (a resumed run).
     """
     from visalign.evaluation.llm_judges import JudgeItem
 
     for judge in llm_judges:
-        applies = [r for r in records if not judge.needs_reference or r.get("reference")]
+        applies = [r for r in records if _applies(judge, r) and (not only_failed or _judgement_failed(r, judge))]
         items = [JudgeItem(r["prompt"], r["response"], r["category"], r.get("reference")) for r in applies]
         for record, judgement in zip(applies, judge.judge_all(items), strict=True):
             record["judgements"][judge.name] = judgement.to_record()
@@ -113,12 +133,18 @@ def record_id(system: str, benchmark: str, sample_id: str) -> str:
     return f"{system}::{benchmark}::{sample_id}"
 
 
-def _finished(store: JsonlStore, key: str) -> bool:
-    """Whether ``key`` holds an answer whose request and judges all succeeded (failures are tried again)."""
-    record = store.get(key)
-    if record is None or record.get("error"):
-        return False
-    return not any(judgement.get("error") for judgement in record.get("judgements", {}).values())
+def _needs_answer(record: dict | None) -> bool:
+    """Whether a sample's stored record (None: none yet) lacks an answer: missing, or its request failed."""
+    return record is None or bool(record.get("error")) or record.get("response") is None
+
+
+def _rejudge(records: list[dict], store: JsonlStore, llm_judges: list) -> None:
+    """Run again the LLM judges that failed on stored answers and store each record again (its answer kept)."""
+    records = [{**r, "judgements": dict(r.get("judgements") or {})} for r in records]  # the store's copies stay as read
+    _llm_judge(records, llm_judges, only_failed=True)
+    for record in records:
+        if record != store.get(record["id"]):  # a judge that failed again the same way adds no line
+            store.append(record)
 
 
 def _base_record(system: System, sample: Sample, benchmark: str) -> dict:
@@ -141,9 +167,18 @@ def evaluate_system(system: System, rows: list[BenchmarkRows], store: JsonlStore
             if key not in store:  # the row itself is unusable: trying again cannot help
                 store.append({"id": key, "system": system.name, "response": None, "decoding": system.decoding,
                               "refusal": None, "correct": None, "judgements": {}, **error})
-        todo = [s for s in benchmark.samples if not _finished(store, record_id(system.name, benchmark.label, s.id))]
+        todo, rejudge = [], []
+        for sample in benchmark.samples:
+            record = store.get(record_id(system.name, benchmark.label, sample.id))
+            if _needs_answer(record):
+                todo.append(sample)
+            elif any(_applies(judge, record) and _judgement_failed(record, judge) for judge in llm_judges):
+                rejudge.append(record)  # an answer whose judge failed is judged again, not answered again
         task = progress.add_task(f"{system.name} / {benchmark.label}", total=len(benchmark.samples),
-                                 completed=len(benchmark.samples) - len(todo))
+                                 completed=len(benchmark.samples) - len(todo) - len(rejudge))
+        for start in range(0, len(rejudge), chunk_size):
+            _rejudge(rejudge[start : start + chunk_size], store, llm_judges)
+            progress.advance(task, len(rejudge[start : start + chunk_size]))
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start : start + chunk_size]
             records, prompts, waiting = [], [], []
@@ -210,7 +245,20 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None) -
             evaluate_system(system, rows, store, refusal_judge=refusal_judge, llm_judges=llm_judges,
                             chunk_size=max(config.batch_size * 4, 16), progress=progress)
         records = list(store.records())
-    return write_outputs(records, out, config)
+    report = write_outputs(records, out, config)
+    _warn_failed_judges(llm_judges)
+    return report
+
+
+def _warn_failed_judges(llm_judges: list) -> None:
+    """Log one line per LLM judge whose endpoint failed in this run: its name, the count and the last error."""
+    for judge in llm_judges:
+        if not judge.failed:
+            continue
+        stopped = ", then it stopped sending requests" if judge.stopped else ""
+        last = " ".join(str(judge.last_error).split())  # the client's message: one line, URL and key already hidden
+        logger.warning("LLM judge %s: %d judgement(s) failed%s; last error: %s; re-run the same command to judge "
+                       "those records again", judge.name, judge.failed, stopped, last)
 
 
 def _refuse_legacy_ids(store: JsonlStore) -> None:

@@ -1,4 +1,9 @@
-"""The machinery every LLM judge shares: prompt data, one cached request per response, errors kept as data."""
+"""The machinery every LLM judge shares: prompt data, one cached request per response, errors kept as data.
+
+A judge whose endpoint keeps failing stops sending: after :data:`MAX_FAILURES_IN_A_ROW` failed requests in a row,
+or at once on a status no later request gets past (:data:`FATAL_STATUSES`), every further judgement is an error
+without a request, so a dead judge costs a few requests' retries instead of every sample's.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,11 @@ from visalign.errors import VisalignError
 from visalign.evaluation.llm_judges.judgement import JudgeItem, Judgement
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+#: Failed requests in a row after which a judge takes its endpoint to be down and stops sending.
+MAX_FAILURES_IN_A_ROW = 5
+#: HTTP statuses that no retry or later request gets past (a wrong key, no access, a wrong URL or model name).
+FATAL_STATUSES = frozenset({401, 403, 404})
 
 
 @cache
@@ -49,6 +59,8 @@ class LLMJudge:
 
     Subclasses set ``name``, ``version`` and ``max_tokens`` and implement :meth:`prompt` and :meth:`parse`.
     Requests go through ``client`` (its response cache makes a repeated or resumed run free), at temperature 0.
+    A judge counts its endpoint's failures (``failed``, ``last_error``) and stops sending once ``stopped`` is set
+    (see the module docstring); a new judge object starts afresh.
 
     Args:
         client: the chat client of the judge model.
@@ -64,6 +76,10 @@ class LLMJudge:
     def __init__(self, client: ChatClient, *, max_tokens: int | None = None) -> None:
         self.client = client
         self.output_tokens = max_tokens or type(self).max_tokens
+        self.failed = 0  # judgements lost to the endpoint, the ones skipped after a stop included
+        self.last_error: str | None = None
+        self.stopped: str | None = None  # why no more requests are sent, once the endpoint is taken to be down
+        self._failures_in_a_row = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.client!r})"
@@ -83,7 +99,11 @@ class LLMJudge:
 
     def messages(self, sample_prompt: str, response: str, category: str | None = None,
                  reference: str | None = None) -> list[dict[str, Any]]:
-        """Return the chat messages of one judge request."""
+        """Return the chat messages of one judge request: by default one user message holding :meth:`prompt`.
+
+        A judge for a model with its own chat template (a served Llama Guard) overrides this to send the
+        conversation in the roles that template expects.
+        """
         return [{"role": "user", "content": self.prompt(sample_prompt, response, category, reference)}]
 
     def unknown(self, raw: str) -> Judgement:
@@ -102,28 +122,56 @@ class LLMJudge:
 
         Returns:
             The parsed judgement with the raw output, or one with ``label=None`` and ``error`` set when the
-            endpoint failed after the client's retries.
+            endpoint failed after the client's retries or the judge has stopped sending (``stopped``).
         """
         if response is None:
             return Judgement(judge=self.id, label=None, error="no response to judge (generation failed)")
         if self.needs_reference and not reference:
             return Judgement(judge=self.id, label=None, error="no reference answer to grade against")
+        if self.stopped is not None:
+            self.failed += 1
+            return Judgement(judge=self.id, label=None, error=self.stopped)
         messages = self.messages(sample_prompt, response, category, reference)
         try:
             result = await self.client.complete(messages, temperature=0.0, max_tokens=self.output_tokens)
         except VisalignError as exc:  # ClientError: endpoint down, retries exhausted, request rejected
+            self._count_failure(exc)
             return Judgement(judge=self.id, label=None, error=str(exc))
+        self._failures_in_a_row = 0
         return self.parse(result.text)
 
-    def _judge_item(self, item: JudgeItem) -> Coroutine[Any, Any, Judgement]:
-        return self.judge(item.prompt, item.response, category=item.category, reference=item.reference)
+    def _count_failure(self, exc: VisalignError) -> None:
+        """Count one failed request; stop the judge when its endpoint looks down for good."""
+        self.failed += 1
+        self.last_error = str(exc)
+        self._failures_in_a_row += 1
+        status = getattr(exc, "status", None)
+        if status in FATAL_STATUSES:
+            why = f"an HTTP {status} answer"
+        elif self._failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            why = f"{self._failures_in_a_row} failed requests in a row"
+        else:
+            return
+        if self.stopped is None:
+            self.stopped = (f"judge {self.name} stopped sending requests after {why} (last: {exc}); "
+                            "re-running the same command judges these records again")
+
+    def _judge_items(self, items: Sequence[JudgeItem]) -> list[Coroutine[Any, Any, Judgement]]:
+        # At most ``concurrency`` items start a request at once: the rest wait here rather than in the client's
+        # queue, so once the judge stops, every item still waiting sees it and sends nothing.
+        gate = asyncio.Semaphore(self.client.concurrency)
+
+        async def one(item: JudgeItem) -> Judgement:
+            async with gate:
+                return await self.judge(item.prompt, item.response, category=item.category, reference=item.reference)
+
+        return [one(item) for item in items]
 
     async def judge_batch(self, items: Sequence[JudgeItem]) -> list[Judgement]:
         """Judge many responses concurrently (the client caps concurrency); results in input order."""
-        return list(await asyncio.gather(*(self._judge_item(i) for i in items)))
+        return list(await asyncio.gather(*self._judge_items(items)))
 
     def judge_all(self, items: Iterable[JudgeItem], *, show_progress: bool = False) -> list[Judgement]:
         """Judge many responses from synchronous code, with an optional progress bar; results in input order."""
-        items = list(items)
-        coroutines = [self._judge_item(i) for i in items]
+        coroutines = self._judge_items(list(items))
         return list(run_all(coroutines, f"judge {self.name}", show_progress=show_progress))  # type: ignore[arg-type]

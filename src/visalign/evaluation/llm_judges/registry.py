@@ -6,12 +6,13 @@ from visalign.clients import ChatClient
 from visalign.errors import VisalignError
 from visalign.evaluation.llm_judges.answer_grader import AnswerGrader
 from visalign.evaluation.llm_judges.base import LLMJudge
-from visalign.evaluation.llm_judges.llama_guard import LlamaGuardJudge
+from visalign.evaluation.llm_judges.llama_guard import LlamaGuardJudge, LlamaGuardNativeJudge
 from visalign.evaluation.llm_judges.mm_safetybench import MMSafetyBenchJudge
 from visalign.evaluation.llm_judges.rubric import RubricJudge
 
 LLM_JUDGES: dict[str, type[LLMJudge]] = {
-    judge.name: judge for judge in (MMSafetyBenchJudge, RubricJudge, LlamaGuardJudge, AnswerGrader)
+    judge.name: judge
+    for judge in (MMSafetyBenchJudge, RubricJudge, LlamaGuardJudge, LlamaGuardNativeJudge, AnswerGrader)
 }
 #: Judges whose score is credit for an answer against its reference: the summary counts it as capability accuracy.
 ANSWER_GRADERS = frozenset(name for name, judge in LLM_JUDGES.items() if judge.needs_reference)
@@ -23,7 +24,10 @@ def llm_judge_names() -> list[str]:
 
 
 def get_llm_judge(name: str, client: ChatClient, *, max_tokens: int | None = None) -> LLMJudge:
-    """Return the LLM judge called ``name`` (``mm-safetybench``, ``rubric``, ``llama-guard``, ``mm-vet``).
+    """Return the LLM judge called ``name``.
+
+    ``mm-safetybench``, ``rubric``, ``llama-guard`` (for a general chat model), ``llama-guard-native`` (for a served
+    Llama Guard model, whose own chat template frames the conversation) or ``mm-vet``.
 
     Args:
         name: the judge's name.
