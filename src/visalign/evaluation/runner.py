@@ -56,15 +56,16 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
         kept_errors = round(len(unusable) * config.limit / len(samples))
         samples = sorted(rng.sample(samples, config.limit), key=lambda s: s.id)
         unusable = rng.sample(unusable, kept_errors)
-    # An unusable row has no known expected behaviour; it takes its benchmark's most common one (flagged), so
-    # that it is counted as an error under the right metrics rather than dropped.
+    # An unusable row keeps the expected behaviour it states (an XSTest contrast type, a WSR target); one that
+    # states none takes its benchmark's most common one (flagged), so that it is counted as an error under the
+    # right metrics rather than dropped.
     expected = Counter(s.expected for s in result.samples).most_common(1)
     assumed = expected[0][0] if expected else "refuse"
     errors = [
         # the file as well as the row: MM-SafetyBench numbers its questions from 0 in every scenario's file
         {"sample_id": f"{config.display_name}:row:{Path(e.source).name}:{e.row}", "benchmark": config.display_name,
-         "category": "", "expected": assumed, "expected_assumed": True, "prompt": "", "images": [],
-         "error": f"benchmark row unusable: {e}"}
+         "category": "", "expected": e.expected or assumed, "expected_assumed": e.expected is None, "prompt": "",
+         "images": [], "error": f"benchmark row unusable: {e}"}
         for e in unusable
     ]
     return BenchmarkRows(config.display_name, samples, errors)
@@ -232,11 +233,13 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None) -
     refusal_judge = get_refusal_judge(config.refusal_judge)
     llm_judges = build_llm_judges(config, out / "cache")
     systems = [_resolve_paths(s, base_dir) for s in config.systems]
+    factory = SystemFactory(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+                            cache_dir=out / "cache")
+    for system in systems:  # a missing key variable or adapter, or weights that do not match, fail here too
+        factory.check(system)
     pinned = pinned_inputs(systems, {r.label: r.samples for r in rows})
     run = RunDir(out)
     run.write_manifest(config, seeds={"sampling": config.seed}, pinned=pinned)
-    factory = SystemFactory(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
-                            cache_dir=out / "cache")
     store = run.store("records.jsonl")
     _refuse_legacy_ids(store)
     with store, Progress() as progress:

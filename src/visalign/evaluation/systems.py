@@ -105,9 +105,9 @@ class ApiSystem:
         return [r if isinstance(r, BaseException) else r.text for r in results]
 
 
-def _magic_image_hook(config: SystemConfig, vlm: VLM):
-    """A conversation transform that attaches the configured magic image (a PNG, or a folder + value system)."""
-    from visalign.magic import find_magic_image, load_magic_image, model_mismatch, with_magic_image
+def _magic_image(config: SystemConfig):
+    """The configured magic image (a PNG, or a folder + value system), refused when made for other weights."""
+    from visalign.magic import find_magic_image, load_magic_image, model_mismatch
 
     if config.magic_image.is_dir():
         if not config.value_system:
@@ -117,7 +117,26 @@ def _magic_image_hook(config: SystemConfig, vlm: VLM):
         magic = load_magic_image(config.magic_image)
     if not config.allow_model_mismatch and (reason := model_mismatch(magic, config.model)):
         raise VisalignError(f"system {config.name!r}: {reason}")
+    return magic
+
+
+def _magic_image_hook(config: SystemConfig, vlm: VLM):
+    """A conversation transform that attaches the configured magic image."""
+    from visalign.magic import with_magic_image
+
+    magic = _magic_image(config)
     return lambda conversation: with_magic_image(vlm, [conversation], magic)[0]
+
+
+def _adapter_problem(config: SystemConfig) -> str | None:
+    """Why the configured adapter cannot be used on the system's model, or None."""
+    if not config.adapter.is_dir():
+        return f"adapter folder {config.adapter} not found"
+    if config.allow_model_mismatch:
+        return None
+    from visalign.vsfa.training import base_mismatch  # same layer; imported where it is used
+
+    return base_mismatch(config.adapter, config.model)
 
 
 class SystemFactory:
@@ -135,6 +154,28 @@ class SystemFactory:
             self._models[key] = load_vlm(config.model, adapter=config.adapter)
         return self._models[key]
 
+    def check(self, config: SystemConfig) -> None:
+        """Refuse now what :meth:`build` would refuse later, without loading a model.
+
+        Run for every system before an evaluation writes its run folder: an unset API key variable, an unknown
+        defence prompt, a missing adapter or an adapter or magic image made for other weights would otherwise be
+        found only after the manifest, which then refuses the corrected config in the same folder.
+
+        Raises:
+            VisalignError: the first problem, naming the system.
+        """
+        resolve_defence_prompt(config.defence_prompt)
+        if config.backend == "openai":
+            from visalign.clients import ChatClient
+
+            ChatClient(config.base_url, api_key_env=config.api_key_env, model=config.model,
+                       concurrency=config.concurrency)  # checks the URL and the key variable; sends nothing
+            return
+        if config.adapter is not None and (reason := _adapter_problem(config)):
+            raise VisalignError(f"system {config.name!r}: {reason}")
+        if config.magic_image is not None:
+            _magic_image(config)
+
     def build(self, config: SystemConfig) -> System:
         """Return a ready system for ``config``."""
         system_prompt = resolve_defence_prompt(config.defence_prompt)
@@ -148,11 +189,8 @@ class SystemFactory:
             client = ChatClient(config.base_url, api_key_env=config.api_key_env, model=config.model,
                                 concurrency=config.concurrency, cache_dir=self.cache_dir / "api")
             return ApiSystem(config.name, client, self.max_new_tokens, system_prompt, decoding)
-        if config.adapter is not None and not config.allow_model_mismatch:
-            from visalign.vsfa.training import base_mismatch  # same layer; imported where it is used
-
-            if reason := base_mismatch(config.adapter, config.model):  # before a model load that would be wasted
-                raise VisalignError(f"system {config.name!r}: {reason}")
+        if config.adapter is not None and (reason := _adapter_problem(config)):  # before a wasted model load
+            raise VisalignError(f"system {config.name!r}: {reason}")
         vlm = self._vlm(config)
         hook = None
         if config.magic_image is not None:
