@@ -11,7 +11,12 @@ endpoint gives a judgement with ``error`` set instead of stopping the run.
 from visalign.evaluation.llm_judges.answer_grader import AnswerGrader, parse_credit
 from visalign.evaluation.llm_judges.base import LLMJudge, fill, load_prompt_json, load_prompt_text
 from visalign.evaluation.llm_judges.judgement import UNKNOWN, JudgeItem, Judgement
-from visalign.evaluation.llm_judges.llama_guard import HAZARD_CATEGORIES, LlamaGuardJudge, parse_guard
+from visalign.evaluation.llm_judges.llama_guard import (
+    HAZARD_CATEGORIES,
+    LlamaGuardJudge,
+    LlamaGuardNativeJudge,
+    parse_guard,
+)
 from visalign.evaluation.llm_judges.mm_safetybench import MMSafetyBenchJudge, parse_safe_unsafe, scenario_key
 from visalign.evaluation.llm_judges.registry import ANSWER_GRADERS, LLM_JUDGES, get_llm_judge, llm_judge_names
 from visalign.evaluation.llm_judges.rubric import RubricJudge, parse_rubric
@@ -26,6 +31,7 @@ __all__ = [
     "Judgement",
     "LLMJudge",
     "LlamaGuardJudge",
+    "LlamaGuardNativeJudge",
     "MMSafetyBenchJudge",
     "RubricJudge",
     "fill",
