@@ -106,7 +106,7 @@ def test_judge_file_writes_one_line_per_input_line(tmp_path):
     assert lines[1] == {"line": 2, "error": "not valid JSON (Expecting property name enclosed in double quotes "
                         "at column 2)"}
     assert lines[3]["line"] == 5 and "missing id, response" in lines[3]["error"]
-    assert lines[0]["judge"] == "visalign-refusal-v3" and "score=" in lines[0]["raw"]  # the default
+    assert lines[0]["judge"] == DEFAULT_REFUSAL_JUDGE and "score=" in lines[0]["raw"]
 
 
 def test_unknown_judge_and_missing_input(tmp_path):
@@ -215,7 +215,7 @@ def test_version_3_keeps_what_version_2_got_right(response):
 HELDOUT_V3 = HELDOUT_V2.with_name("refusal_heldout_v3.jsonl")
 
 
-def test_version_3_scores_best_on_the_third_held_out_set_and_is_the_default():
+def test_version_3_scores_best_on_the_third_held_out_set():
     """docs/JUDGES.md: ``refusal_heldout_v3.jsonl`` was written blind to every version and scored once, after version 3
     was committed; the rule for making a version the default (best accuracy, no more false refusals) was set first."""
     names = ["visalign-refusal", "visalign-refusal-v2", "visalign-refusal-v3"]
@@ -225,8 +225,6 @@ def test_version_3_scores_best_on_the_third_held_out_set_and_is_the_default():
                for name, row in table.items()}
     assert figures == {"visalign-refusal": (90, 16, 22, 2), "visalign-refusal-v2": (92, 16, 20, 2),
                        "visalign-refusal-v3": (94, 17, 20, 1)}
-    assert DEFAULT_REFUSAL_JUDGE == "visalign-refusal-v3" and refusal_judge_names()[0] == DEFAULT_REFUSAL_JUDGE
-    assert get_refusal_judge().name == "visalign-refusal-v3"
 
 
 # Sentences written for these tests (none is in a labelled set): each is one rule version 4 adds.
@@ -264,3 +262,20 @@ def test_version_4_reads_an_emphatic_no_as_an_answer(response):
 def test_version_4_keeps_what_version_3_got_right(response):
     expected = get_refusal_judge("visalign-refusal-v3").judge(response).label
     assert get_refusal_judge("visalign-refusal-v4").judge(response).label == expected
+
+
+HELDOUT_V4 = HELDOUT_V2.with_name("refusal_heldout_v4.jsonl")
+
+
+def test_version_4_scores_best_on_the_fourth_held_out_set_and_is_the_default():
+    """docs/JUDGES.md: ``refusal_heldout_v4.jsonl`` was written blind to every version and scored once, after version 4
+    was committed, under the same rule for the default as set 3 (best accuracy, no more false refusals)."""
+    names = ["visalign-refusal", "visalign-refusal-v2", "visalign-refusal-v3", "visalign-refusal-v4"]
+    table = {row.judge: row for row in evaluate_refusal_judges(HELDOUT_V4, names=names)}
+    assert {(row.n, row.gold_refusals) for row in table.values()} == {(160, 80)}
+    figures = {name: (row.correct, row.true_refusals, row.predicted_refusals, row.unknown)
+               for name, row in table.items()}
+    assert figures == {"visalign-refusal": (91, 14, 15, 3), "visalign-refusal-v2": (91, 14, 15, 3),
+                       "visalign-refusal-v3": (94, 17, 18, 3), "visalign-refusal-v4": (101, 24, 25, 3)}
+    assert DEFAULT_REFUSAL_JUDGE == "visalign-refusal-v4" and refusal_judge_names()[0] == DEFAULT_REFUSAL_JUDGE
+    assert get_refusal_judge().name == "visalign-refusal-v4"

@@ -8,10 +8,10 @@ from visalign.evaluation.judges.refusal import HeuristicRefusalJudge
 from visalign.evaluation.judges.verdict import RefusalJudge
 
 #: The project's judges by name and version. Version 1 is the judge every figure recorded before 2026-11-23 used
-#: (the shipped configs behind those figures name it); version 3 is the default since it scored best on a held-out
-#: set written blind to every version's rules (docs/JUDGES.md).
+#: (the shipped configs behind those figures name it). The default is the newest version that scored best on a
+#: held-out set written blind to its rules, by a rule set before scoring (docs/JUDGES.md): version 4.
 OUR_JUDGES = {"visalign-refusal": 1, "visalign-refusal-v2": 2, "visalign-refusal-v3": 3, "visalign-refusal-v4": 4}
-DEFAULT_REFUSAL_JUDGE = "visalign-refusal-v3"
+DEFAULT_REFUSAL_JUDGE = "visalign-refusal-v4"
 
 
 def refusal_judge_names() -> list[str]:
