@@ -40,7 +40,7 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, default_model_dir):
     timings = json.loads((out / "timings.json").read_text())
     assert timings["model"] == "default"
     assert {"vsfa_data", "vsfa_train", "magic", "eval"} <= set(timings["seconds"])
-    assert all(seconds >= 0 for seconds in timings["seconds"].values())
+    assert all(timings["seconds"][stage] > 0 for stage in ("vsfa_train", "magic", "eval"))  # model work: > 0.05 s
 
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary) == SYSTEMS

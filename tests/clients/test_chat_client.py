@@ -191,7 +191,6 @@ def test_client_rate_limit_is_respected(server, api_key):
     starts = sorted(r.started for r in server.requests_to(CHAT_PATH))
     assert elapsed >= 10 / 20
     assert starts[-1] - starts[0] >= 10 / 20 - 0.05  # server-side view of the same pacing
-    assert elapsed < 10 / 20 + 1.5
 
 
 def test_concurrency_cap_is_respected(api_key):
@@ -213,16 +212,17 @@ def test_server_side_rate_limit_429_recovers(api_key):
     assert statuses.count(200) == 4 and statuses.count(429) >= 1
 
 
-def test_run_all_keeps_order_and_returns_exceptions(server, api_key):
-    client = make_client(server, max_retries=0)
-    messages = [[{"role": "user", "content": f"q{i}"}] for i in range(3)]
-    expected = [r.text for r in run_all([client.complete(m) for m in messages], show_progress=False)]
-    server.inject(Fault("500"))
-    mixed = run_all(
-        [client.complete(m, temperature=0.5) for m in messages], show_progress=False, return_exceptions=True
-    )
-    assert sum(isinstance(r, ClientError) for r in mixed) == 1
-    assert len(set(expected)) == 3
+def test_run_all_keeps_order_and_returns_exceptions(api_key):
+    with StandInServer(reply=lambda request: "echo " + request["messages"][-1]["content"]) as server:
+        client = make_client(server, max_retries=0)
+        messages = [[{"role": "user", "content": f"q{i}"}] for i in range(6)]
+        answers = run_all([client.complete(m) for m in messages], show_progress=False)
+        assert [r.text for r in answers] == [f"echo q{i}" for i in range(6)]  # input order, whatever the finish order
+        server.inject(Fault("500"))
+        mixed = run_all([client.complete(m, temperature=0.5) for m in messages], show_progress=False,
+                        return_exceptions=True)
+    [failed] = [i for i, r in enumerate(mixed) if isinstance(r, ClientError)]
+    assert [r.text for i, r in enumerate(mixed) if i != failed] == [f"echo q{i}" for i in range(6) if i != failed]
 
 
 def test_client_usable_across_event_loops_and_async_context(server, api_key):

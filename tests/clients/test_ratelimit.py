@@ -23,14 +23,13 @@ def timed_acquisitions(bucket, n):
 
 def test_evenly_spaced_without_burst():
     stamps = timed_acquisitions(TokenBucket(50), 11)
-    assert stamps[0] < 0.02
-    assert stamps[-1] >= 10 / 50 - 0.002
-    assert stamps[-1] < 10 / 50 + 0.5  # loose: the machine may be busy
+    assert stamps[-1] - stamps[0] >= 10 / 50 - 0.002
+    assert min(b - a for a, b in zip(stamps, stamps[1:], strict=False)) >= 1 / 50 - 0.005  # timer jitter
 
 
 def test_burst_passes_immediately_then_paces():
     stamps = timed_acquisitions(TokenBucket(20, burst=5), 7)
-    assert stamps[4] < 0.04
+    assert stamps[4] - stamps[0] < 1 / 20  # the burst waits for no token (no timing bound: the machine may be busy)
     assert stamps[5] >= 1 / 20 - 0.002 and stamps[6] >= 2 / 20 - 0.002
 
 
@@ -38,8 +37,9 @@ def test_pause_holds_back_next_acquisition_and_is_not_cumulative():
     bucket = TokenBucket(100, burst=10)
     bucket.pause(0.3)
     bucket.pause(0.3)
+    assert bucket._paused_until - time.monotonic() <= 0.3  # the second pause did not add to the first
     stamps = timed_acquisitions(bucket, 1)
-    assert 0.3 - 0.002 <= stamps[0] < 0.8
+    assert stamps[0] >= 0.3 - 0.002
 
 
 def test_invalid_rate():
@@ -77,6 +77,5 @@ def test_pause_holds_back_waiters_already_queued_and_keeps_their_order():
     stamps = asyncio.run(main())
     assert [i for i, _ in stamps] == [0, 1, 2, 3, 4]  # first come, first served across the pause
     times = [t for _, t in stamps]
-    assert times[0] < 0.02 and times[1] >= 0.02 + 0.3 - 0.005
+    assert times[0] < 0.3 and times[1] >= 0.02 + 0.3 - 0.005  # the first had its slot before the pause
     assert min(b - a for a, b in zip(times[1:], times[2:], strict=False)) >= 1 / 20 - 0.02  # timer jitter
-    assert times[-1] < 1.5

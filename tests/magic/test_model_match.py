@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
 
 import pytest
@@ -15,7 +14,7 @@ from visalign.errors import VisalignError
 from visalign.evaluation.config import SystemConfig
 from visalign.evaluation.systems import SystemFactory
 from visalign.magic import load_magic_image, model_mismatch, save_magic_image
-from visalign.models import loading, weights_fingerprint
+from visalign.models import weights_fingerprint
 from visalign.models.random_checkpoints import write_random_checkpoint
 
 
@@ -37,17 +36,18 @@ def test_fingerprint_tells_builds_apart_and_survives_a_copy(two_builds):
 
 
 def test_a_change_in_the_middle_of_a_large_checkpoint_changes_the_fingerprint(tmp_path, monkeypatch):
-    # Until 2026-11-23 checkpoints over 1 GiB were fingerprinted by each file's first and last MiB only, so two
-    # fine-tunes of one base that differ in their middle layers looked the same. Lowering the threshold makes
-    # these 4 MiB files "large" for that rule; the fingerprint must read every byte regardless.
-    monkeypatch.setattr(loading, "_FULL_HASH_BYTES", 0, raising=False)
+    # Until 2026-11-23 weight files over 1 GiB were fingerprinted by their first and last MiB only, so two fine-tunes
+    # of one base that differ in their middle layers looked the same. Sparse files just over that size (little disk)
+    # that differ in one byte in the middle must get different fingerprints.
     monkeypatch.setenv("VISALIGN_HOME", str(tmp_path / "home"))
-    weights = bytearray(random.Random(0).randbytes(4 << 20))
-    for name in ("base", "tuned"):
+    size = (1 << 30) + (4 << 20)
+    for name, middle in (("base", b"\x00"), ("tuned", b"\x01")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
-        (tmp_path / name / "model.safetensors").write_bytes(weights)
-        weights[2 << 20] ^= 0xFF  # the tuned copy differs in one byte in the middle
+        with open(tmp_path / name / "model.safetensors", "wb") as handle:
+            handle.truncate(size)
+            handle.seek(size // 2)
+            handle.write(middle)
     assert weights_fingerprint(str(tmp_path / "base")) != weights_fingerprint(str(tmp_path / "tuned"))
 
 

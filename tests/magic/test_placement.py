@@ -67,8 +67,10 @@ def test_canvas_goes_to_the_turn_that_carries_the_users_image(tiny_checkpoints):
     assert canvas.getpixel((0, 8)) == (255, 0, 0) and canvas.getpixel((24, 8)) == (0, 0, 255)
     # the single-image model answers it (it used to get two images: magic in turn 1, the photo in turn 3)
     vlm = load_vlm(str(tiny_checkpoints["llava"]), device="cpu")
+    inputs = vlm.chat_inputs([attached])
+    assert inputs["pixel_values"].shape[0] == 1  # one image reaches the model: the canvas
     [answer] = vlm.generate([attached], max_new_tokens=2)
-    assert isinstance(answer, str)
+    assert answer == vlm.generate([attached], max_new_tokens=2)[0]  # answered (greedy: the same twice)
     with pytest.raises(VisalignError, match="user images in 2 turns"):
         attach([user("a", photo), assistant("b"), user("c", photo)], magic, "canvas")
 

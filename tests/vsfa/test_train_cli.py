@@ -47,8 +47,8 @@ def test_the_tiny_config_trains_the_default_model_and_merges(default_model_dir, 
     assert printed, out
     losses = [m["loss"] for m in read_metrics(tmp_path / "run")]
     assert float(printed.group(1)) == pytest.approx(losses[-1], abs=1e-4)  # the summary reports the last step
-    # SmolLM2 learns the eight fixed answers: measured 3.18 -> 1.02 on this seed (float32, CPU, default model v3)
-    assert losses[0] == pytest.approx(3.18, abs=0.05)
+    # SmolLM2 learns the eight fixed answers (3.18 -> 1.02 on this seed when written; not pinned, since only the
+    # fall is the behaviour: the first loss moves with the tokenizer and the default model's build)
     assert sum(losses[-4:]) / 4 < 0.5 * sum(losses[:4]) / 4
     events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1
