@@ -50,7 +50,9 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
     samples, unusable = result.samples, result.errors
     if config.limit is not None and len(samples) > config.limit:
         # Keyed by the benchmark, not the label: every configured arm of one benchmark (plain and attacked, images
-        # and text) draws the same rows, so the arms compare the same prompts (when they load the same rows).
+        # and text) draws the same positions, so arms that load the same rows compare the same prompts. An arm that
+        # lost a row (one unreadable image) draws mostly other prompts; a draw keyed by row id would survive that
+        # but would change every recorded limited draw, so it is left for a versioned sampling option.
         rng = random.Random(f"{seed}:{config.name}")
         # unusable rows are kept at the usable rows' sampling rate, so the error rate stays the benchmark's
         kept_errors = round(len(unusable) * config.limit / len(samples))
