@@ -65,3 +65,12 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
                     "systems:\n  - {name: b, model: default}\n")
     with pytest.raises(VisalignError, match=r"eval.yaml: not valid YAML \(line 4, column 1: key 'systems' is given"):
         load_config(path, EvalConfig)
+
+
+def test_yaml_merge_keys_still_work_and_may_be_overridden(tmp_path):
+    path = tmp_path / "eval.yaml"
+    path.write_text("systems:\n  - &base {name: base, model: default, defence_prompt: adashield-s}\n"
+                    "  - {<<: *base, name: other}\nbenchmarks: [{name: xstest, source: x.csv}]\n")
+    config = load_config(path, EvalConfig)
+    assert [(s.name, s.model, s.defence_prompt) for s in config.systems] == [
+        ("base", "default", "adashield-s"), ("other", "default", "adashield-s")]
