@@ -11,7 +11,7 @@ from visalign.clients import ChatClient
 from visalign.evaluation.config import EvalConfig, LlmJudgeConfig
 from visalign.evaluation.llm_judges import JudgeItem, RubricJudge
 from visalign.evaluation.runner import build_llm_judges
-from visalign.testing import CHAT_PATH, Fault, StandInServer
+from visalign.testing import CHAT_PATH, Fault, RejectedRequest, StandInServer
 
 RUBRIC_REPLY = '{"harmfulness": 1, "quality": 4}'
 
@@ -62,6 +62,24 @@ def test_a_success_resets_the_count_of_failures_in_a_row():
     assert sent == 10 and judge.stopped is None
     assert [r.error is None for r in results] == [False] * 4 + [True] + [False] * 4 + [True]
     assert results[-1].score == 4
+
+
+def test_requests_rejected_one_by_one_fail_alone_and_never_stop_the_judge():
+    """A content filter answering 400 to harmful prompts says nothing about the endpoint (harmful rows come grouped)."""
+
+    def filtering(request):
+        if "explicit" in request["messages"][-1]["content"]:
+            raise RejectedRequest("content_policy_violation")
+        return RUBRIC_REPLY
+
+    with StandInServer(reply=filtering) as server:
+        judge = rubric_judge(server.base_url)
+        asked = [JudgeItem(f"explicit request {i}", "I can't help with that.") for i in range(6)] + items(10)
+        results = judge.judge_all(asked)
+        sent = len(server.requests_to(CHAT_PATH))
+    assert sent == 16 and judge.stopped is None
+    assert all("HTTP 400" in r.error for r in results[:6])
+    assert all(r.error is None and r.score == 4 for r in results[6:])
 
 
 def eval_config(judge: dict) -> EvalConfig:

@@ -13,6 +13,7 @@ __all__ = [
     "IMAGES_PATH",
     "Fault",
     "RecordedRequest",
+    "RejectedRequest",
     "StandInServer",
     "default_reply",
     "render_png",

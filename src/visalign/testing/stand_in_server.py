@@ -293,7 +293,7 @@ class StandInServer:
         """Build the chat completions response for ``request``."""
         messages = request.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise _BadRequest("'messages' must be a non-empty list")
+            raise RejectedRequest("'messages' must be a non-empty list")
         text = self.reply(request)
         digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         prompt_tokens = _count_prompt_tokens(messages)
@@ -315,7 +315,7 @@ class StandInServer:
         """Build the images/generations response, storing URL files for ``GET /files/<name>.png``."""
         prompt = request.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
-            raise _BadRequest("'prompt' must be a non-empty string")
+            raise RejectedRequest("'prompt' must be a non-empty string")
         seed, size = request.get("seed"), str(request.get("size", "1024x1024"))
         png = render_png(prompt, seed, size)
         content_type = "image/png"
@@ -341,8 +341,8 @@ class StandInServer:
             return self._files.get(name)
 
 
-class _BadRequest(Exception):
-    """A 400 answer with this message."""
+class RejectedRequest(Exception):
+    """A 400 answer with this message; a ``reply`` function raises it to act as a provider's content filter."""
 
 
 def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
@@ -463,7 +463,7 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
                 else:
                     self._error(404, f"no such endpoint {self.path}")
                     return
-            except _BadRequest as exc:
+            except RejectedRequest as exc:
                 self._error(400, str(exc))
                 return
             data = json.dumps(payload).encode()

@@ -1,8 +1,9 @@
 """The machinery every LLM judge shares: prompt data, one cached request per response, errors kept as data.
 
-A judge whose endpoint keeps failing stops sending: after :data:`MAX_FAILURES_IN_A_ROW` failed requests in a row,
-or at once on a status no later request gets past (:data:`FATAL_STATUSES`), every further judgement is an error
-without a request, so a dead judge costs a few requests' retries instead of every sample's.
+A judge whose endpoint keeps failing stops sending: after :data:`MAX_FAILURES_IN_A_ROW` failed requests in a row
+(no answer, a timeout, a 5xx or 429 past the client's retries), or at once on a status no later request gets past
+(:data:`FATAL_STATUSES`), every further judgement is an error without a request, so a dead judge costs a few
+requests' retries instead of every sample's. A request rejected on its own (another 4xx) fails alone.
 """
 
 from __future__ import annotations
@@ -141,11 +142,17 @@ class LLMJudge:
         return self.parse(result.text)
 
     def _count_failure(self, exc: VisalignError) -> None:
-        """Count one failed request; stop the judge when its endpoint looks down for good."""
+        """Count one failed request; stop the judge when its endpoint looks down for good.
+
+        A request the endpoint answered with another 4xx (a provider's content filter, a prompt too long) says
+        nothing about the endpoint: it fails that item alone and neither adds to nor ends the run of failures.
+        """
         self.failed += 1
         self.last_error = str(exc)
-        self._failures_in_a_row += 1
         status = getattr(exc, "status", None)
+        if status is not None and 400 <= status < 500 and status not in FATAL_STATUSES and status not in (408, 429):
+            return
+        self._failures_in_a_row += 1
         if status in FATAL_STATUSES:
             why = f"an HTTP {status} answer"
         elif self._failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
