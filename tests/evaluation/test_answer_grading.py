@@ -122,6 +122,7 @@ def test_parse_credit_reads_only_a_first_number_in_0_to_1(raw, credit):
     ("1. Credit: 0.3", 0.3), ("  2) 0.4", 0.4),  # list numbering at a line's start is an item number
     ("Step 1: 0.2", 0.2),  # a number followed by ":" is a label
     ("Credit: 1. Fully agrees.", 1.0), ("1.\n", 1.0),  # a credit ending a sentence is still read
+    ("1. The answer matches the reference.", 1.0), ("0. Wrong.", 0.0),  # with no number after it, it is the credit
 ])
 def test_parse_credit_passes_over_signs_exponents_percentages_labels_and_list_numbers(raw, credit):
     assert parse_credit(raw) == credit

@@ -32,14 +32,17 @@ def parse_credit(raw: str) -> float | None:
 
     A first number outside 0-1 (``7``) counts as unparseable, never clamped or rescaled. Numbers that are not a
     credit are passed over: fractions (``7/10``), decimal commas (``0,7``), signed numbers (``-0.5``), exponent
-    forms (``1e-1``), percentages (``70%``), labels (``Step 1:``) and list numbering at a line's start (``1. ``).
+    forms (``1e-1``), percentages (``70%``), labels (``Step 1:``) and list numbering at a line's start (``1. ``)
+    when another number follows it.
     """
-    for match in _NUMBER.finditer(raw):
-        if _is_list_marker(raw, match):
-            continue
-        value = float(match.group(1))
-        return value if 0.0 <= value <= 1.0 else None
-    return None
+    matches = list(_NUMBER.finditer(raw))
+    # an item number is passed over only when a number follows it ("1. Credit: 0.3"); alone it is the credit
+    # ("1. The answer matches the reference.")
+    plain = [m for m in matches if not _is_list_marker(raw, m)] or matches
+    if not plain:
+        return None
+    value = float(plain[0].group(1))
+    return value if 0.0 <= value <= 1.0 else None
 
 
 class AnswerGrader(LLMJudge):
