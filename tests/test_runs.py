@@ -201,3 +201,16 @@ def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
     atomic_write_text(tmp_path / "atomic.txt", "x")
     (tmp_path / "plain.txt").write_text("x")
     assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+
+
+def test_a_refused_resume_names_the_settings_that_differ(tmp_path):
+    """A default that changed between versions looks like an edit the user never made: say which setting it is."""
+    run = RunDir(tmp_path / "run")
+    run.write_manifest({"refusal_judge": "visalign-refusal", "systems": [{"name": "a", "model": "m"}], "seed": 0})
+    with pytest.raises(VisalignError) as refused:
+        run.write_manifest({"refusal_judge": "visalign-refusal-v4", "systems": [{"name": "a", "model": "n"}],
+                            "seed": 0, "title": "t"})
+    message = str(refused.value)
+    assert "refusal_judge: 'visalign-refusal' -> 'visalign-refusal-v4'" in message
+    assert "systems[0].model: 'm' -> 'n'" in message and "title: '(unset)' -> 't'" in message
+    assert "name the old value in the config to resume" in message and len(message.splitlines()) == 1

@@ -213,6 +213,32 @@ def git_revision(directory: str | Path | None = None) -> str | None:
     return revision if done.returncode == 0 and revision else None
 
 
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def config_differences(old: Any, new: Any, *, limit: int = 3) -> str:
+    """The first ``limit`` settings that differ between two config dumps, as ``path: old -> new`` (for messages)."""
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if len(found) > limit:
+            return
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for key in sorted(set(a) | set(b), key=str):
+                walk(a.get(key, "(unset)"), b.get(key, "(unset)"), f"{path}.{key}" if path else str(key))
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for index, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{path}[{index}]")
+        elif a != b:
+            found.append(f"{path or '(config)'}: {_short(a)} -> {_short(b)}")
+
+    walk(old, new, "")
+    shown = "; ".join(found[:limit])
+    return shown + ("; ..." if len(found) > limit else "") if old is not None else ""
+
+
 class RunDir:
     """A job's output directory: ``manifest.json`` plus JSONL record files.
 
@@ -280,10 +306,13 @@ class RunDir:
         existing = self.read_manifest()
         if existing is not None:
             if existing.get("config_hash") != digest:
+                differences = config_differences(existing.get("config"), clean_config)
+                where = f": {differences}" if differences else ""
                 raise VisalignError(
                     f"{self.path}: this directory holds a run with a different config "
-                    f"(hash {str(existing.get('config_hash'))[:12]} != {digest[:12]}); resuming requires the "
-                    "same config, so pass the original config or a new --out directory"
+                    f"(hash {str(existing.get('config_hash'))[:12]} != {digest[:12]}){where}; resuming requires the "
+                    "same config, so pass the original config or a new --out directory (a setting your file does "
+                    "not name may be a default that changed: name the old value in the config to resume)"
                 )
             changed = [
                 name
@@ -298,7 +327,8 @@ class RunDir:
             if moved:
                 raise VisalignError(
                     f"{self.path}: changed since this run began: {'; '.join(moved)}; its finished records were made "
-                    "with the old version, so restore it or start a new --out directory"
+                    "with the old version, so restore it or start a new --out directory (if the files are the same, "
+                    "this version of visalign reads them differently: see the change log of the loader)"
                 )
             recorded.update(pinned or {})  # a run from before a digest was pinned gains it now
             existing.setdefault("resumed", []).append(now)
