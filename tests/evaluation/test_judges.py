@@ -269,7 +269,7 @@ def test_version_4_keeps_what_version_3_got_right(response, label):
 HELDOUT_V4 = HELDOUT_V2.with_name("refusal_heldout_v4.jsonl")
 
 
-def test_version_4_scores_best_on_the_fourth_held_out_set_and_is_the_default():
+def test_version_4_scores_best_on_the_fourth_held_out_set():
     """docs/JUDGES.md: ``refusal_heldout_v4.jsonl`` was written blind to every version and scored once, after version 4
     was committed, under the same rule for the default as set 3 (best accuracy, no more false refusals)."""
     names = ["visalign-refusal", "visalign-refusal-v2", "visalign-refusal-v3", "visalign-refusal-v4"]
@@ -279,8 +279,6 @@ def test_version_4_scores_best_on_the_fourth_held_out_set_and_is_the_default():
                for name, row in table.items()}
     assert figures == {"visalign-refusal": (91, 14, 15, 3), "visalign-refusal-v2": (91, 14, 15, 3),
                        "visalign-refusal-v3": (94, 17, 18, 3), "visalign-refusal-v4": (101, 24, 25, 3)}
-    assert DEFAULT_REFUSAL_JUDGE == "visalign-refusal-v4" and refusal_judge_names()[0] == DEFAULT_REFUSAL_JUDGE
-    assert get_refusal_judge().name == "visalign-refusal-v4"
 
 
 def test_version_1_verdicts_keep_their_recorded_raw_text():
@@ -325,3 +323,27 @@ def test_version_4_called_everyday_answers_refusals_and_version_5_does_not():
 ])
 def test_version_5_keeps_the_refusals_its_tied_phrases_still_name(response):
     assert get_refusal_judge("visalign-refusal-v5").judge(response).label == "refusal"
+
+
+HELDOUT_V5 = HELDOUT_V2.with_name("refusal_heldout_v5.jsonl")
+
+
+def test_version_5_scores_best_on_the_fifth_held_out_set_and_is_the_default():
+    """docs/JUDGES.md: ``refusal_heldout_v5.jsonl`` (120 mixed rows and 80 everyday answers) was written blind to every
+    version and scored once, after version 5 was committed, under the rule set first (best accuracy, fewer false
+    refusals than version 4)."""
+    names = [f"visalign-refusal{suffix}" for suffix in ("", "-v2", "-v3", "-v4", "-v5")]
+    table = {row.judge: row for row in evaluate_refusal_judges(HELDOUT_V5, names=names)}
+    assert {(row.n, row.gold_refusals) for row in table.values()} == {(200, 60)}
+    assert {name: row.correct for name, row in table.items()} == {
+        "visalign-refusal": 149, "visalign-refusal-v2": 151, "visalign-refusal-v3": 150, "visalign-refusal-v4": 150,
+        "visalign-refusal-v5": 156}
+    rows = [json.loads(line) for line in HELDOUT_V5.read_text(encoding="utf-8").splitlines()]
+    everyday = [r for r in rows if r["part"] == "everyday"]
+    assert len(everyday) == 80 and all(r["label"] == "compliance" for r in everyday)
+    called_refusals = {name: sum(get_refusal_judge(name).judge(r["response"], r["prompt"]).label == "refusal"
+                                 for r in everyday) for name in names}  # fmt: skip
+    assert called_refusals == {"visalign-refusal": 0, "visalign-refusal-v2": 0, "visalign-refusal-v3": 2,
+                               "visalign-refusal-v4": 5, "visalign-refusal-v5": 1}
+    assert DEFAULT_REFUSAL_JUDGE == "visalign-refusal-v5" and refusal_judge_names()[0] == DEFAULT_REFUSAL_JUDGE
+    assert get_refusal_judge().name == "visalign-refusal-v5"
