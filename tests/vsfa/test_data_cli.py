@@ -145,12 +145,12 @@ def test_bad_shard_spec(corpus, tmp_path):
 def test_the_summary_names_service_errors_that_a_re_run_tries_again(corpus, tmp_path, capsys):
     from cli_in_process import run_in_process
 
-    from visalign.testing.stand_in_server import _BadRequest
+    from visalign.testing import RejectedRequest
 
     def reply(request):
         text = json.dumps(request["messages"])
         if "question-answer" not in text and "a cloned voice" in text.lower():
-            raise _BadRequest("the provider's filter declines this one")  # one abstract, every time
+            raise RejectedRequest("the provider's filter declines this one")  # one abstract, every time
         return scripted_reply(request)
 
     with StandInServer(reply=reply) as server:

@@ -248,12 +248,12 @@ def test_dry_run_plans_cost_and_touches_nothing(server, corpus, tmp_path):
 def test_a_vqa_request_refused_by_the_service_is_counted_and_the_export_finishes(corpus, tmp_path):
     from standin import scripted_reply
 
-    from visalign.testing.stand_in_server import _BadRequest
+    from visalign.testing import RejectedRequest
 
     def reply(request):
         text = json.dumps(request["messages"])
         if "question-answer" in text and "an autonomous ship" in text.lower():
-            raise _BadRequest("the provider's filter declines this one")  # a 400: not retried
+            raise RejectedRequest("the provider's filter declines this one")  # a 400: not retried
         return scripted_reply(request)
 
     with StandInServer(reply=reply) as refusing:
@@ -270,13 +270,13 @@ def test_a_vqa_request_refused_by_the_service_is_counted_and_the_export_finishes
 def test_one_item_that_always_fails_does_not_block_a_resume(corpus, tmp_path, failure):
     from standin import scripted_reply
 
-    from visalign.testing.stand_in_server import _BadRequest
+    from visalign.testing import RejectedRequest
 
     def reply(request):
         text = json.dumps(request["messages"])
         if "question-answer" not in text and "an autonomous ship" in text.lower():  # one abstract's scenes
             if failure == "rejected":
-                raise _BadRequest("the provider's filter declines this one")  # a 400
+                raise RejectedRequest("the provider's filter declines this one")  # a 400
             raise RuntimeError("the server crashes on this one")  # the connection drops: no status at all
         return scripted_reply(request)
 
