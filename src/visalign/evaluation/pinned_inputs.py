@@ -12,9 +12,9 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks import Sample
 from visalign.evaluation.config import SystemConfig
+from visalign.evaluation.systems import configured_magic_image
 from visalign.models import weights_fingerprint
 from visalign.runs import sha256_file
 
@@ -40,16 +40,9 @@ def _folder_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _magic_digest(name: str, image: Path, value_system: str | None) -> str:
+def _magic_digest(system: SystemConfig) -> str:
     """A digest of the magic image a system attaches: its pixels file and how it is placed."""
-    from visalign.magic import find_magic_image, load_magic_image  # same layer; imported where it is used
-
-    if image.is_dir():
-        if not value_system:
-            raise VisalignError(f"system {name!r}: magic_image is a folder; name a value_system in it")
-        magic = find_magic_image(image, value_system)
-    else:
-        magic = load_magic_image(image)
+    magic = configured_magic_image(system)
     # The sidecar also gathers evaluation figures after optimisation; only the placement changes the answers.
     return hashlib.sha256(f"{sha256_file(magic.path)}:{magic.placement}".encode()).hexdigest()[:16]
 
@@ -72,8 +65,7 @@ def pinned_inputs(systems: Sequence[SystemConfig], benchmarks: Mapping[str, Sequ
         if system.adapter is not None and system.adapter.is_dir():
             pinned[f"system:{system.name}:adapter"] = _folder_digest(system.adapter)
         if system.magic_image is not None:
-            pinned[f"system:{system.name}:magic_image"] = _magic_digest(system.name, system.magic_image,
-                                                                        system.value_system)
+            pinned[f"system:{system.name}:magic_image"] = _magic_digest(system)
     for label, samples in benchmarks.items():
         pinned[f"benchmark:{label}"] = samples_digest(samples)
     return pinned

@@ -105,16 +105,26 @@ class ApiSystem:
         return [r if isinstance(r, BaseException) else r.text for r in results]
 
 
-def _magic_image(config: SystemConfig):
-    """The configured magic image (a PNG, or a folder + value system), refused when made for other weights."""
-    from visalign.magic import find_magic_image, load_magic_image, model_mismatch
+def configured_magic_image(config: SystemConfig):
+    """Load the magic image a system config names: a PNG, or a folder and the system's ``value_system``.
+
+    Raises:
+        VisalignError: a folder without a value system, or an image or sidecar that cannot be read.
+    """
+    from visalign.magic import find_magic_image, load_magic_image
 
     if config.magic_image.is_dir():
         if not config.value_system:
             raise VisalignError(f"system {config.name!r}: magic_image is a folder; name a value_system in it")
-        magic = find_magic_image(config.magic_image, config.value_system)
-    else:
-        magic = load_magic_image(config.magic_image)
+        return find_magic_image(config.magic_image, config.value_system)
+    return load_magic_image(config.magic_image)
+
+
+def _magic_image(config: SystemConfig):
+    """The configured magic image, refused when made for other weights (unless the config allows it)."""
+    from visalign.magic import model_mismatch
+
+    magic = configured_magic_image(config)
     if not config.allow_model_mismatch and (reason := model_mismatch(magic, config.model)):
         raise VisalignError(f"system {config.name!r}: {reason}")
     return magic
