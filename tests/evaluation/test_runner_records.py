@@ -262,3 +262,39 @@ def test_an_unusable_row_keeps_the_expected_behaviour_it_states(tmp_path):
     assert (by_line["line 4"]["expected"], by_line["line 4"]["expected_assumed"]) == ("refuse", False)
     # a row whose type is unknown and whose label says safe still states it: comply
     assert (by_line["line 5"]["expected"], by_line["line 5"]["expected_assumed"]) == ("comply", False)
+
+
+def test_id_sampling_draws_the_sibling_arms_rows_when_an_arm_lost_one(tmp_path, bench):
+    lines = (bench / "xstest" / "xstest_prompts.csv").read_text().splitlines(keepends=True)
+    intact = tmp_path / "intact.csv"
+    intact.write_text("".join(lines))
+
+    def drawn(source, sampling: str, attack: str | None = None) -> list[str]:
+        config = BenchmarkConfig(name="xstest", source=str(source), limit=40, sampling=sampling, attack=attack)
+        rows = load_rows(config, base_dir=tmp_path, attack_dir=tmp_path / "attacks", seed=5)
+        return [s.id.removesuffix(f"+{attack}") for s in rows.samples]
+
+    by_id = drawn(intact, "id")
+    assert drawn(intact, "id", attack="figstep") == by_id  # the attacked arm draws the same rows
+    lost = min(by_id, key=lambda sample_id: int(sample_id.split(":")[1]))  # the drawn row nearest the file's start
+    row = next(i for i, line in enumerate(lines) if line.startswith(lost.split(":")[1] + ","))
+    damaged = tmp_path / "damaged.csv"
+    damaged.write_text("".join(lines[:row] + [lines[row].rstrip("\n") + ",an extra field\n"] + lines[row + 1:]))
+    whole = load_rows(BenchmarkConfig(name="xstest", source=str(damaged)), base_dir=tmp_path, attack_dir=tmp_path,
+                      seed=5)  # fmt: skip
+    assert len(whole.errors) == 1 and lost not in {s.id for s in whole.samples}
+
+    by_id_damaged = drawn(damaged, "id")
+    assert len(by_id_damaged) == 40 and set(by_id) - set(by_id_damaged) == {lost}
+    assert by_id_damaged == drawn(damaged, "id")  # stable across loads
+    # positions shift after the lost row, so the position draw keeps few of the intact arm's rows
+    by_position, by_position_damaged = drawn(intact, "position"), drawn(damaged, "position")
+    assert len(set(by_position) & set(by_position_damaged)) < 20  # 6 of 40 on this file
+
+
+def test_sampling_is_left_out_of_the_config_dump_at_its_default(tmp_path):
+    plain = BenchmarkConfig(name="xstest", source="x.csv", limit=4)
+    assert "sampling" not in plain.model_dump()  # configs written before the option keep their hash
+    assert BenchmarkConfig(name="xstest", source="x.csv", limit=4, sampling="id").model_dump()["sampling"] == "id"
+    with pytest.raises(ValueError, match="sampling"):
+        BenchmarkConfig(name="xstest", source="x.csv", sampling="row")

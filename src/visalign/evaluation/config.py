@@ -63,6 +63,10 @@ class BenchmarkConfig(BaseModel):
             runs, and the same rows for every arm of one benchmark that loads the same rows: plain and attacked,
             images and text); the source's unusable rows are kept at the same rate, so the error rate stays the
             source's.
+        sampling: how ``limit`` draws. ``position`` (the default, which every recorded run used) draws positions
+            in the loaded rows, so an arm that lost one row (an unreadable image) draws mostly other prompts than
+            its sibling arms; ``id`` ranks every row by a hash of the seed, the benchmark's name and the row's id,
+            so such an arm still draws its siblings' rows less the lost one. Prefer ``id`` for new experiments.
         label: name in records and reports (defaults to ``name`` plus the attack).
         options: loader-specific options (``split``, ``subset``...).
     """
@@ -73,8 +77,14 @@ class BenchmarkConfig(BaseModel):
     source: str
     attack: Literal["figstep", "typo"] | None = None
     limit: int | None = Field(default=None, ge=1)
+    sampling: Literal["position", "id"] = "position"
     label: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _omit_default_sampling(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # added after runs were recorded: left out at its default, a config dumps, and so hashes, as before
+        return _without_defaults(self, handler(self), ("sampling",))
 
     @property
     def display_name(self) -> str:
@@ -120,11 +130,15 @@ class LlmJudgeConfig(BaseModel):
     def _omit_default_client_settings(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # These settings came after runs were recorded; left out at their defaults, a config that does not set
         # them dumps, and so hashes, as before, and those runs still resume.
-        data = handler(self)
-        for name in _CLIENT_SETTINGS:
-            if getattr(self, name) == type(self).model_fields[name].default:
-                data.pop(name, None)
-        return data
+        return _without_defaults(self, handler(self), _CLIENT_SETTINGS)
+
+
+def _without_defaults(model: BaseModel, data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` (``model``'s dump) less the ``names`` whose value is the field's default."""
+    for name in names:
+        if getattr(model, name) == type(model).model_fields[name].default:
+            data.pop(name, None)
+    return data
 
 
 class EvalConfig(JobConfig):

@@ -11,6 +11,7 @@ evaluated (a missing or corrupt image, a malformed benchmark row, a failed reque
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import Counter
@@ -20,7 +21,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks import Sample, load_benchmark, score_multiple_choice
+from visalign.evaluation.benchmarks import RowError, Sample, load_benchmark, score_multiple_choice
 from visalign.evaluation.config import BenchmarkConfig, EvalConfig, SystemConfig
 from visalign.evaluation.judges import get_refusal_judge
 from visalign.evaluation.pinned_inputs import pinned_inputs
@@ -49,15 +50,17 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
                             attack_dir=attack_dir / config.display_name if config.attack else None, **config.options)
     samples, unusable = result.samples, result.errors
     if config.limit is not None and len(samples) > config.limit:
-        # Keyed by the benchmark, not the label: every configured arm of one benchmark (plain and attacked, images
-        # and text) draws the same positions, so arms that load the same rows compare the same prompts. An arm that
-        # lost a row (one unreadable image) draws mostly other prompts; a draw keyed by row id would survive that
-        # but would change every recorded limited draw, so it is left for a versioned sampling option.
-        rng = random.Random(f"{seed}:{config.name}")
         # unusable rows are kept at the usable rows' sampling rate, so the error rate stays the benchmark's
         kept_errors = round(len(unusable) * config.limit / len(samples))
-        samples = sorted(rng.sample(samples, config.limit), key=lambda s: s.id)
-        unusable = rng.sample(unusable, kept_errors)
+        if config.sampling == "id":
+            samples, unusable = _draw_by_id(config, samples, unusable, kept_errors, seed=seed)
+        else:
+            # Keyed by the benchmark, not the label: every configured arm of one benchmark (plain and attacked,
+            # images and text) draws the same positions, so arms that load the same rows compare the same prompts.
+            rng = random.Random(f"{seed}:{config.name}")
+            samples = rng.sample(samples, config.limit)
+            unusable = rng.sample(unusable, kept_errors)
+        samples = sorted(samples, key=lambda s: s.id)
     # An unusable row keeps the expected behaviour it states (an XSTest contrast type, a WSR target); one that
     # states none takes its benchmark's most common one (flagged), so that it is counted as an error under the
     # right metrics rather than dropped.
@@ -71,6 +74,23 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
         for e in unusable
     ]
     return BenchmarkRows(config.display_name, samples, errors)
+
+
+def _draw_by_id(config: BenchmarkConfig, samples: list[Sample], unusable: list[RowError], kept_errors: int, *,
+                seed: int) -> tuple[list[Sample], list[RowError]]:
+    """The ``limit`` samples and ``kept_errors`` unusable rows that rank first by a hash of their row's identity.
+
+    A row's rank depends on nothing but the seed, the benchmark and the row itself, so arms that load different
+    subsets of one benchmark's rows draw the same rows wherever they overlap.
+    """
+    attack_suffix = f"+{config.attack}" if config.attack else ""
+
+    def rank(row_key: str) -> str:
+        return hashlib.sha256(f"{seed}:{config.name}:{row_key}".encode()).hexdigest()
+
+    samples = sorted(samples, key=lambda s: rank(s.id.removesuffix(attack_suffix)))[: config.limit]
+    unusable = sorted(unusable, key=lambda e: rank(f"row:{Path(e.source).name}:{e.row}"))[:kept_errors]
+    return samples, unusable
 
 
 def _load_prompt(sample: Sample) -> Prompt:
