@@ -238,3 +238,16 @@ def test_a_mistyped_model_folder_leaves_no_run_behind(tiny_checkpoints, tmp_path
     assert not (tmp_path / "run" / "manifest.json").exists()
     result = train(validated_config(tiny_checkpoints["llava"], data, epochs=1), tmp_path / "run")
     assert result.adapter.is_dir()
+
+
+def test_a_mistyped_model_folder_shaped_like_a_hub_id_leaves_no_run_behind(tiny_checkpoints, tmp_path, monkeypatch):
+    """``models/qwen7b`` cannot be told from a hub id by its shape; reading its config before the manifest tells."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no hub retries on this machine
+    data = write_dataset(tmp_path / "data", "llava")
+    monkeypatch.chdir(tmp_path)
+    typo = validated_config("models/qwen7b", data, epochs=1)
+    with pytest.raises(VisalignError, match="models/qwen7b: no such model folder, and no hub model"):
+        train(typo, tmp_path / "run")
+    assert not (tmp_path / "run" / "manifest.json").exists()

@@ -8,6 +8,7 @@ from visalign.models.loading import (
     default_model_path,
     detect_family,
     load_vlm,
+    model_family,
     resolve_spec,
     weights_fingerprint,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "default_model_path",
     "detect_family",
     "load_vlm",
+    "model_family",
     "pil_to_tensor",
     "resolve_spec",
     "scored_token_count",

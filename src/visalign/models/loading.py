@@ -117,10 +117,7 @@ def load_vlm(
             launches. ``False`` keeps transformers' per-window loop (for comparison).
     """
     source = resolve_spec(spec)
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise VisalignError(f"{spec}: cannot read the model config ({str(exc).splitlines()[0]})") from None
+    config = _read_config(spec, source)
     family = detect_family(config)
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -141,6 +138,26 @@ def load_vlm(
         model.to(device)
     model.eval()
     return VLM(model=model, processor=processor, family=family, spec=spec)
+
+
+def model_family(spec: str) -> Family:
+    """The family of the model ``spec`` names, reading only its config (a hub id's from the hub or its cache).
+
+    Raises a one-line :class:`VisalignError` when the spec names no readable checkpoint of a supported family: a
+    job calls this before it writes its manifest, so a mistyped model leaves no run folder behind.
+    """
+    return detect_family(_read_config(spec, resolve_spec(spec)))
+
+
+def _read_config(spec: str, source: str):
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0]
+        if not Path(source).exists():  # a hub id, or a mistyped folder shaped like one (``models/qwen7b``)
+            raise VisalignError(f"{spec}: no such model folder, and no hub model of that name could be read "
+                                f"({reason})") from None  # fmt: skip
+        raise VisalignError(f"{spec}: cannot read the model config ({reason})") from None
 
 
 def _apply_adapter(model, adapter: Path) -> None:

@@ -20,7 +20,7 @@ from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 
 from visalign.errors import VisalignError
-from visalign.models import VLM, load_vlm, scored_token_count, weights_fingerprint
+from visalign.models import VLM, load_vlm, model_family, scored_token_count, weights_fingerprint
 from visalign.runs import RunDir, atomic_write_text
 from visalign.vsfa.training.artefact import save_adapter
 from visalign.vsfa.training.batching import BatchPlan
@@ -270,6 +270,7 @@ def train(
     # LoRA weights fit only the base weights they were trained on (None for a hub id: nothing local to hash).
     # Before the manifest: a mistyped model folder must not leave a run folder that the corrected config can't use.
     base_fingerprint = weights_fingerprint(config.model)
+    model_family(config.model)  # a hub id's config too: a mistyped ``models/qwen7b`` reads as a hub id
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         adopt_pre_split_hashes(out, config)
