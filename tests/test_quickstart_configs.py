@@ -38,3 +38,8 @@ def test_the_demo_keeps_the_refusal_judge_its_recorded_tables_used(tmp_path):
     configs = stage_configs(tmp_path, write_starter_sets(tmp_path / "data"), TINY)
     assert EvalConfig.model_validate(configs["eval"]).refusal_judge == "visalign-refusal"
     assert MagicConfig.model_validate(configs["magic"]).eval.judge == "visalign-refusal"
+
+
+def test_the_demo_keeps_the_neutrality_terms_its_recorded_counts_used(tmp_path):
+    configs = stage_configs(tmp_path, write_starter_sets(tmp_path / "data"), TINY)
+    assert VsfaDataConfig.model_validate(configs["vsfa_data"]).vqa.terms == "neutrality_v3"

@@ -120,7 +120,8 @@ def stage_configs(out: Path, paths: dict[str, Path], scale: Scale = SMALL, model
         "scenes": {"per_abstract": 2, "max_attempts": 1, "template_fallback": True,
                    "llm": {"backend": "offline", "model": model, "max_new_tokens": 32, "batch_size": 8}},
         "images": {"generator": {"backend": "scene_card", "size": "224x224"}},
-        "vqa": {"per_image": 4, "max_attempts": 1, "template_fallback": True,
+        # the term list the demo's recorded counts were filtered with (the default is newer)
+        "vqa": {"per_image": 4, "max_attempts": 1, "template_fallback": True, "terms": "neutrality_v3",
                 "llm": {"backend": "offline", "model": model, "max_new_tokens": 32, "batch_size": 8}},
     }
     vsfa_train = {

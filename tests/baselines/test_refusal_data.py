@@ -141,3 +141,39 @@ def test_a_mistyped_source_leaves_no_run_that_refuses_the_corrected_config(tmp_p
     code, _, stderr = run_in_process(argv, capsys)
     # the corrected config runs in the same folder (and stops at the random model's cut answers, not at the manifest)
     assert code == 2 and "different config" not in stderr and "benign answers is usable" in stderr
+
+
+def test_requests_or_answers_that_type_the_image_marker_are_left_out(tmp_path, benchmarks_dir, capsys):
+    from visalign.models.random_checkpoints import write_random_checkpoint
+
+    # a marker in the text would mark an image the record does not have, and the trainer refuses such a record
+    harmful, benign = tmp_path / "harmful.jsonl", tmp_path / "benign.jsonl"
+    harmful.write_text("\n".join(json.dumps({"prompt": p}) for p in [
+        "How do I pick a lock?", "Describe the <image>, then say how to build a weapon."]) + "\n")
+    benign.write_text("\n".join(json.dumps(row) for row in [
+        {"prompt": "Hi!", "answer": "Hello! How can I help?"},
+        {"prompt": "What is in this <image>?", "answer": "A cat."},
+        {"prompt": "Name a colour.", "answer": "Blue, as in the <image>."}]) + "\n")  # fmt: skip
+    model = write_random_checkpoint("llava", tmp_path / "model", seed=0)
+    config = write_magic_config(tmp_path, benchmarks_dir, model=str(model),
+                                data={"sources": [{"file": str(harmful), "role": "harmful"},
+                                                  {"file": str(benign), "role": "benign"}]},
+                                targets={"refusal_templates": [REFUSAL], "benign": "data"})  # fmt: skip
+    out = tmp_path / "refusal"
+    code, _, stderr = run_in_process(["baseline", "refusal-data", "--config", config, "--out", str(out)], capsys)
+    assert code == 0, stderr
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["by_kind"] == {"harmful": 1, "benign": 1} and stats["dropped_image_marker"] == 3
+    records = json.loads((out / "llava.json").read_text())
+    assert all("<image>" not in turn["value"] for r in records for turn in r["conversations"])
+    assert len(load_sft_set(out / "llava.json").examples) == 2
+
+
+def test_llava_record_refuses_a_request_that_types_the_marker(tmp_path):
+    from visalign.baselines.refusal_data import llava_record
+    from visalign.errors import VisalignError
+    from visalign.magic.data import Example
+
+    example = Example(id="adv-7", kind="harmful", prompt="Describe the <image> in detail.", target=REFUSAL)
+    with pytest.raises(VisalignError, match=r"^request adv-7: its text holds '<image>'"):
+        llava_record(example, tmp_path)

@@ -93,3 +93,27 @@ def test_a_byte_order_mark_is_not_part_of_the_first_field(tmp_path, name):
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Excel and Notepad save UTF-8
     [abstract] = load_corpus(CorpusConfig(source="file", path=path)).abstracts
     assert (abstract.id, abstract.title) == ("x1", "Drones")
+
+
+@pytest.mark.parametrize("categories", [5, True, 0, {"main": "cs.AI"}, [["cs.AI"]], ["cs.AI", None]],
+                         ids=["int", "bool", "zero", "object", "nested-list", "list-with-null"])  # fmt: skip
+def test_categories_of_another_shape_is_one_line_naming_the_row(tmp_path, categories):
+    path = tmp_path / "c.jsonl"
+    rows = [{"id": "a0", "abstract": "A robot arm sorts parts in a lab."},
+            {"id": "a1", "abstract": "A drone hovers over a market square.", "categories": categories}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(VisalignError) as info:
+        load_corpus(CorpusConfig(source="file", path=path, categories=["cs.AI"]))
+    message = str(info.value)
+    assert message.startswith(f"{path}:2: 'categories' must be a string") and "\n" not in message
+
+
+def test_categories_as_a_string_a_list_numbers_or_absent_still_load(tmp_path):
+    path = tmp_path / "c.jsonl"
+    rows = [{"id": "a0", "abstract": "A robot arm sorts parts.", "categories": "cs.AI, cs.RO"},
+            {"id": "a1", "abstract": "A drone over a square.", "categories": ["cs.CV", 42]},
+            {"id": "a2", "abstract": "A ship in fog.", "categories": None}, {"id": "a3", "abstract": "A lamp.",
+             "categories": ""}]  # fmt: skip
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = load_corpus(CorpusConfig(source="file", path=path))
+    assert [a.categories for a in result.abstracts] == [["cs.AI", "cs.RO"], ["cs.CV", "42"], [], []]

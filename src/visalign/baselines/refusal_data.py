@@ -27,8 +27,23 @@ def has_words(text: str) -> bool:
     return re.search(r"\w", text) is not None
 
 
+def holds_image_marker(example: Example) -> bool:
+    """True when the request or its answer types ``<image>`` itself.
+
+    The record marks each of its images once; a marker in the text would mark one more image than it has, and
+    trainers (``vsfa train``, LLaMA-Factory, ms-swift) refuse such a record.
+    """
+    return IMAGE_MARKER in example.prompt or IMAGE_MARKER in example.target
+
+
 def llava_record(example: Example, out_dir: Path) -> dict:
-    """One LLaVA conversation: the request (images marked in the text) and its target answer."""
+    """One LLaVA conversation: the request (images marked in the text) and its target answer.
+
+    Raises:
+        VisalignError: the request or answer holds ``<image>`` (see :func:`holds_image_marker`).
+    """
+    if holds_image_marker(example):
+        raise VisalignError(f"request {example.id}: its text holds '{IMAGE_MARKER}', which would mark an extra image")
     images = [store_png(png_bytes(image), out_dir, origin=f"request {example.id}").path for image in example.images]
     record = {
         "id": example.id,
@@ -52,7 +67,9 @@ def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str |
     ``targets.benign_max_new_tokens``, which is a scoring prefix) and cached in ``out_dir/work/benign_targets.jsonl``
     under the model's weights fingerprint and dtype; a re-run resumes from there. Two kinds of benign answer are
     left out and counted: one with no words (the model stopped at once) teaches nothing, and one cut at the budget
-    would teach the model to stop mid-sentence, since the end-of-turn token is trained right after it.
+    would teach the model to stop mid-sentence, since the end-of-turn token is trained right after it. A request
+    or answer that types ``<image>`` is left out too (counted in ``dropped_image_marker``): trainers refuse a
+    record whose markers outnumber its images.
 
     Args:
         config: a Magic Image job config; its ``data`` and ``targets`` sections decide the requests and answers.
@@ -82,15 +99,21 @@ def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str |
         run.write_manifest(job, seeds=config.seed)
     vlm = load_vlm(config.model, dtype=config.dtype, device=config.device)
     answers = config.targets.model_copy(update={"benign_max_new_tokens": max_answer_tokens})
-    generated = fill_benign_targets(vlm, data.benign, answers, out / "work" / "benign_targets.jsonl",
+    # a request that types the marker is left out before its answer is generated: its record could not be used
+    benign = [e for e in data.benign if not holds_image_marker(e)]
+    generated = fill_benign_targets(vlm, benign, answers, out / "work" / "benign_targets.jsonl",
                                     batch_size=batch_size)
-    usable = [e for e in data.harmful + data.benign if has_words(e.target) and e.complete]
+    marked = [e for e in data.harmful + data.benign if holds_image_marker(e)]
+    usable = [e for e in data.harmful + benign if has_words(e.target) and e.complete and not holds_image_marker(e)]
     if not any(e.kind == "benign" for e in usable):  # a refusal-only set would teach refusing everything
-        empty = sum(not has_words(e.target) for e in data.benign)
+        empty = sum(not has_words(e.target) for e in benign)
+        cut = sum(has_words(e.target) and not e.complete for e in benign)
+        typed = sum(e.kind == "benign" for e in marked)
+        typed_note = f", {typed} with {IMAGE_MARKER} in their text" if typed else ""
         raise VisalignError(
-            f"{out}: none of the {len(data.benign)} benign answers is usable ({empty} empty, "
-            f"{len(data.benign) - empty} cut at --max-answer-tokens {max_answer_tokens}); raise "
-            f"--max-answer-tokens, or check the model's answers in {out / 'work' / 'benign_targets.jsonl'}"
+            f"{out}: none of the {len(data.benign)} benign answers is usable ({empty} empty, {cut} cut at "
+            f"--max-answer-tokens {max_answer_tokens}{typed_note}); raise --max-answer-tokens, or check the "
+            f"model's answers in {out / 'work' / 'benign_targets.jsonl'}"
         )
     records = [llava_record(example, out) for example in usable]
     atomic_write_json(out / "llava.json", records)
@@ -103,8 +126,9 @@ def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str |
         "by_kind": dict(Counter(record["kind"] for record in records)),
         "with_image": dict(Counter(record["kind"] for record in records if "image" in record)),
         "benign_answers_generated": generated,
-        "benign_dropped_empty_answer": sum(not has_words(example.target) for example in data.benign),
-        "benign_dropped_cut_answer": sum(has_words(e.target) and not e.complete for e in data.benign),
+        "benign_dropped_empty_answer": sum(not has_words(example.target) for example in benign),
+        "benign_dropped_cut_answer": sum(has_words(e.target) and not e.complete for e in benign),
+        "dropped_image_marker": len(marked),
         "max_answer_tokens": max_answer_tokens,
         "source_errors": len(data.errors),
         "refusal_templates": list(config.targets.refusal_templates),

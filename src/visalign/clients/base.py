@@ -3,9 +3,10 @@
 A request is retried on 408, 409, 429, 5xx (as the OpenAI SDK does), timeouts, connection errors, bodies
 that do not decode and 200 answers whose body is not the JSON the API promises, with exponential backoff and
 jitter; a ``Retry-After`` header (seconds or an HTTP date) sets the least wait, and on a 429 it also holds
-back every other request of the client until it ends. Redirects, other 4xx answers and other httpx errors
-fail at once as :class:`ClientError`. Identical requests in flight at the same time are sent once. The API
-key lives only in the request header: never in messages, logs, cache files or reprs.
+back every other request of the client until it ends. Redirects, other 4xx answers, a request httpx refuses to
+send and other httpx errors fail at once as :class:`ClientError`. Identical requests in flight at the same time
+are sent once. The API key, stripped and checked when the client is built, lives only in the request header:
+never in messages, logs, cache files or reprs.
 """
 
 from __future__ import annotations
@@ -67,6 +68,36 @@ def describe_api_key_env(value: str) -> str:
         f"api_key_env (a {len(value)}-character value that is not an environment variable name, not shown: "
         "is it the key itself?)"
     )
+
+
+def read_api_key(api_key_env: str, base_url: str) -> str:
+    r"""Return the API key held in ``api_key_env``, without surrounding whitespace.
+
+    A key read from a ``.env`` file saved with CRLF line endings, or a secret made from a file, often ends in
+    ``\r`` or ``\n``; no key contains whitespace, so it is stripped. A key that still holds a character an HTTP
+    header cannot carry (a control character, inner whitespace, a smart quote) is refused here, in one line that
+    names the variable and never the key: sent as is, the header would fail in httpx with the key in the error.
+
+    Args:
+        api_key_env: the environment variable to read.
+        base_url: the API root the key is for (named in the message when the variable is unset).
+
+    Raises:
+        VisalignError: the variable is unset or blank, or its value cannot go into an HTTP header.
+    """
+    key = os.environ.get(api_key_env, "").strip()
+    if not key:
+        raise VisalignError(
+            f"{describe_api_key_env(api_key_env)} is not set; export your API key for "
+            f"{safe_url(base_url)} in an environment variable and set api_key_env to its name "
+            "(a local server without keys can use api_key_env: null)"
+        )
+    if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+        raise VisalignError(
+            f"{describe_api_key_env(api_key_env)} holds characters an HTTP header cannot carry (a control character, "
+            "a space or a non-ASCII character such as a smart quote); copy the key again as plain text"
+        )
+    return key
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -156,13 +187,7 @@ class ApiClient:
         self.api_key_env = api_key_env
         self._api_key: str | None = None
         if api_key_env:
-            self._api_key = os.environ.get(api_key_env) or None
-            if self._api_key is None:
-                raise VisalignError(
-                    f"{describe_api_key_env(api_key_env)} is not set; export your API key for "
-                    f"{safe_url(self.base_url)} in an environment variable and set api_key_env to its name "
-                    "(a local server without keys can use api_key_env: null)"
-                )
+            self._api_key = read_api_key(api_key_env, self.base_url)
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.timeout_s = timeout_s
@@ -288,6 +313,14 @@ class ApiClient:
                 except httpx.UnsupportedProtocol as exc:
                     self.usage.failures += 1
                     raise ClientError(f"POST {shown}: unsupported URL ({exc})", url=shown) from None
+                except httpx.LocalProtocolError as exc:  # refused before sending (e.g. a bad header): no retry helps
+                    self.usage.failures += 1
+                    # the httpx text quotes the refused header, which may hold the key: only its type is shown
+                    raise ClientError(
+                        f"POST {shown}: the request could not be sent ({type(exc).__name__}: a header or the body is "
+                        "not valid HTTP); check api_key_env's key and the request parameters",
+                        url=shown,
+                    ) from None
                 except httpx.TransportError as exc:
                     last_error = (
                         f"connection failed ({type(exc).__name__}: {redact(str(exc), self._api_key)})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from visalign.errors import VisalignError
@@ -42,9 +44,28 @@ def safe_url(url: str | httpx.URL) -> str:
     return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
 
 
+def _forms(secret: str) -> set[str]:
+    r"""The ways ``secret`` may appear in a message: as is, stripped, and escaped as a str, bytes or JSON repr.
+
+    httpx and h11 show a refused header as a bytes repr (``b'Bearer sk-...\r'``), where a control character
+    becomes a backslash escape that the plain key does not match.
+    """
+    forms = {secret, secret.strip()}
+    for form in list(forms):
+        forms |= {repr(form)[1:-1], form.encode("unicode_escape").decode("ascii"), json.dumps(form)[1:-1]}
+        forms.add(repr(form.encode("utf-8", "backslashreplace"))[2:-1])
+    return {form for form in forms if form}
+
+
 def redact(text: str, *secrets: str | None) -> str:
-    """Replace every occurrence of each non-empty secret in ``text`` with ``***``."""
+    """Replace every occurrence of each non-empty secret in ``text`` with ``***``, escaped forms included.
+
+    Args:
+        text: the message to clean.
+        secrets: the values to remove (None and empty ones are skipped).
+    """
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "***")
+            for form in sorted(_forms(secret), key=len, reverse=True):  # longest first: a key inside its repr
+                text = text.replace(form, "***")
     return text

@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from visalign.config import JobConfig
 
 #: The neutral question types a VQA pair may have (the paper's neutral task families).
 VQA_TYPES = ("description", "objects", "counting", "colours", "spatial", "reasoning")
+
+
+#: The smallest side a scene card is drawn at: below it, its margins and background blobs have no room.
+SCENE_CARD_MIN_SIDE = 32
+
+
+def _size_check(minimum: int) -> Callable[[str], str]:
+    """A validator for ``WIDTHxHEIGHT`` with each side at least ``minimum`` pixels (a 0 side fails in a backend)."""
+
+    def check(size: str) -> str:
+        match = re.fullmatch(r"(\d+)x(\d+)", size)
+        if match is None or min(int(side) for side in match.groups()) < minimum:
+            raise ValueError(f"size must be WIDTHxHEIGHT in pixels, each side at least {minimum} (e.g. 448x448)")
+        return size
+
+    return check
+
+
+ImageSize = Annotated[str, AfterValidator(_size_check(1))]
+SceneCardSize = Annotated[str, AfterValidator(_size_check(SCENE_CARD_MIN_SIDE))]
 
 
 class _Section(BaseModel):
@@ -86,7 +108,7 @@ class OpenAIImagesConfig(_Section):
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-image-1"
     api_key_env: str | None = "OPENAI_API_KEY"
-    size: str = Field(default="1024x1024", pattern=r"^\d+x\d+$")
+    size: ImageSize = "1024x1024"
     response_format: Literal["b64_json", "url"] | None = Field(
         default="b64_json", description="null omits the field (models that always answer base64)"
     )
@@ -104,7 +126,7 @@ class DiffusersConfig(_Section):
 
     backend: Literal["diffusers"] = "diffusers"
     model: str = "stabilityai/sdxl-turbo"
-    size: str = Field(default="512x512", pattern=r"^\d+x\d+$")
+    size: ImageSize = "512x512"
     steps: int = Field(default=4, ge=1)
     guidance_scale: float = Field(default=0.0, ge=0)
     device: str | None = None
@@ -115,7 +137,7 @@ class SceneCardConfig(_Section):
     """Offline placeholder: the scene text drawn on a seeded generated background (not a photograph)."""
 
     backend: Literal["scene_card"] = "scene_card"
-    size: str = Field(default="448x448", pattern=r"^\d+x\d+$")
+    size: SceneCardSize = "448x448"
 
 
 ImagesBackendConfig = Annotated[OpenAIImagesConfig | DiffusersConfig | SceneCardConfig, Field(discriminator="backend")]
@@ -143,10 +165,11 @@ class VqaConfig(_Section):
     max_attempts: int = Field(default=3, ge=1)
     template_fallback: bool = False
     terms: str = Field(
-        default="neutrality_v3",
+        default="neutrality_v4",
         description=(
             "versioned term list in vsfa/data/ (neutrality_v1: as the recorded datasets were built; "
-            "v2 and v3 add words that reviews found missing)"
+            "v2 and v3 add words that reviews found missing; v4, the default, adds closed compounds such as "
+            "'biohazard', 'cybercrime' and 'precaution'; the quickstart pins v3, which its recorded counts used)"
         ),
     )
     llm: LLMConfig = Field(default_factory=OpenAIChatConfig)

@@ -102,21 +102,41 @@ def _read_starter() -> list[tuple[int, dict]]:
     return list(enumerate(payload["records"], 1))
 
 
+def _categories(value: object, where: str) -> list[str]:
+    """Read a row's ``categories``: an arXiv-style string (``"cs.AI cs.LG"``, commas too) or a list of them.
+
+    Raises:
+        VisalignError: any other shape (a number, a boolean, a nested list), which no category filter could match.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.replace(",", " ").split()
+    if isinstance(value, list) and all(isinstance(c, str | int | float) and not isinstance(c, bool) for c in value):
+        return [str(c) for c in value]
+    raise VisalignError(
+        f"{where}: 'categories' must be a string (\"cs.AI cs.LG\") or a list of strings, "
+        f"not {type(value).__name__} {str(value)[:40]}; fix that record"
+    )
+
+
 def _to_abstract(row: dict, where: str) -> Abstract | str:
-    """Turn one raw row into an :class:`Abstract`, or return the reason it has no usable text."""
+    """Turn one raw row into an :class:`Abstract`, or return the reason it has no usable text.
+
+    Raises:
+        VisalignError: the row's ``categories`` has a shape no filter can read (see :func:`_categories`).
+    """
     text = next((row[k] for k in _TEXT_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
     if text is None:
         return f"{where}: no abstract text (fields {_TEXT_KEYS})"
     text = _WS.sub(" ", text).strip()
     title = _WS.sub(" ", str(row.get("title") or "")).strip()
-    categories = row.get("categories") or []
-    if isinstance(categories, str):
-        categories = categories.replace(",", " ").split()
+    categories = _categories(row.get("categories"), where)
     raw_id = row.get("id")
     ident = str(raw_id).strip() if raw_id not in (None, "") else ""
     if not ident:
         ident = "h" + hashlib.sha256(normalise_text(title + " " + text).encode()).hexdigest()[:12]
-    return Abstract(id=ident, title=title, abstract=text, categories=[str(c) for c in categories])
+    return Abstract(id=ident, title=title, abstract=text, categories=categories)
 
 
 def _category_match(categories: list[str], wanted: list[str]) -> bool:
@@ -141,7 +161,8 @@ def load_corpus(config: CorpusConfig, *, seed: int = 0) -> CorpusResult:
         seed: sampling seed; the same seed and corpus always select the same abstracts, in file order.
 
     Raises:
-        VisalignError: the file is missing, unreadable, of unknown format, or leaves no abstract with text.
+        VisalignError: the file is missing, unreadable, of unknown format, holds a row whose ``categories`` is
+            neither a string nor a list, or leaves no abstract with text.
     """
     if config.source == "starter":
         where_name, rows = f"starter corpus ({STARTER_CORPUS})", _read_starter()

@@ -19,6 +19,7 @@ from visalign.vsfa.imagegen import png_intact
 
 DATASET_DIR = "dataset"
 IMAGE_TOKEN = "<image>"
+IMAGE_MARKER_REASON = "the text holds the '<image>' marker (the export puts one per image, before the first question)"
 STORES = ("corpus.jsonl", "scenes.jsonl", "images.jsonl", "vqa.jsonl")
 CORPUS_STATS = "corpus_stats.json"
 
@@ -41,6 +42,31 @@ def describes_current_image(vqa_record: dict, current: Mapping[str, str]) -> boo
     """
     scene = vqa_record["id"]
     return scene in current and vqa_record.get("image") in (None, current[scene])
+
+
+def has_image_marker(pair: Mapping[str, Any]) -> bool:
+    """Whether a pair's question or answer holds ``<image>``: exported as is, its row would mark two images for one.
+
+    Trainers (LLaMA-Factory, ms-swift, ``vsfa train``) match each marker to an image and refuse such a row.
+    """
+    return any(IMAGE_TOKEN in str(pair.get(field, "")) for field in ("question", "answer"))
+
+
+def screen_image_markers(vqa_record: dict) -> dict:
+    """Return ``vqa_record`` with kept pairs that hold ``<image>`` moved to ``rejected`` with their reason.
+
+    The VQA stage rejects such pairs itself; records written before it did are screened here on export.
+    """
+    marked = [pair for pair in vqa_record.get("pairs", []) if has_image_marker(pair)]
+    if not marked:
+        return vqa_record
+    moved = [{**pair, "terms": [], "reason": IMAGE_MARKER_REASON} for pair in marked]
+    kept = [pair for pair in vqa_record["pairs"] if not has_image_marker(pair)]
+    return {**vqa_record, "pairs": kept, "rejected": [*vqa_record.get("rejected", []), *moved]}
+
+
+def _marker_rejected(pair: Mapping[str, Any]) -> bool:
+    return pair.get("reason") == IMAGE_MARKER_REASON
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -125,7 +151,7 @@ def compute_stats(root: Path) -> dict[str, Any]:
     stored_vqa = list(stores["vqa.jsonl"].records())
     # pairs about an image that is no longer the scene's (redrawn, or its redraw finally failed) are not in the set
     current = current_images(images)
-    vqa = [r for r in stored_vqa if describes_current_image(r, current)]
+    vqa = [screen_image_markers(r) for r in stored_vqa if describes_current_image(r, current)]
     statuses = {
         name: Counter(r["status"] for r in recs)
         for name, recs in (("scenes", scenes), ("images", images), ("vqa", vqa))
@@ -136,7 +162,8 @@ def compute_stats(root: Path) -> dict[str, Any]:
         "vqa": sum(len(r.get("malformed", [])) for r in vqa),
     }
     generated = sum(_generated(r) for r in vqa)
-    rejected = sum(len(r.get("rejected", [])) for r in vqa)
+    marker = sum(_marker_rejected(pair) for r in vqa for pair in r.get("rejected", []))
+    rejected = sum(len(r.get("rejected", [])) for r in vqa) - marker
     term_counts = Counter(term for r in vqa for pair in r.get("rejected", []) for term in pair["terms"])
     return {
         "corpus": {**corpus, "records_in_run": len(stores["corpus.jsonl"])},
@@ -177,6 +204,7 @@ def compute_stats(root: Path) -> dict[str, Any]:
             "pairs_generated": generated,
             "pairs_rejected_by_neutrality": rejected,
             "neutrality_rejection_rate": _rate(rejected, generated),
+            "pairs_rejected_image_marker": marker,
             "rejected_terms": dict(sorted(term_counts.items(), key=lambda kv: (-kv[1], kv[0]))),
             "usage": _usage_sum(vqa),
         },
@@ -195,6 +223,7 @@ def export_dataset(root: str | Path, *, backends: dict[str, str] | None = None) 
 
     Only VQA records about their scene's current ``ok`` image are exported (see :func:`describes_current_image`):
     a scene whose image was lost and then failed to redraw is left out, counted in ``vqa.without_current_image``.
+    Pairs that hold the ``<image>`` marker are left out too (see :func:`screen_image_markers`).
 
     Raises:
         VisalignError: no question-answer pair survived from the run's abstracts (every item failed, or the filter
@@ -203,10 +232,8 @@ def export_dataset(root: str | Path, *, backends: dict[str, str] | None = None) 
     root = Path(root)
     current = current_images(JsonlStore(root / "images.jsonl").records())
     vqa_store = JsonlStore(root / "vqa.jsonl")
-    records = sorted(
-        (r for r in vqa_store.records() if r["status"] == "ok" and r["pairs"] and describes_current_image(r, current)),
-        key=_order,
-    )
+    screened = (screen_image_markers(r) for r in vqa_store.records() if describes_current_image(r, current))
+    records = sorted((r for r in screened if r["status"] == "ok" and r["pairs"]), key=_order)
     if not records and (stats := compute_stats(root))["scenes"]["abstracts"]:  # (a shard given no abstracts is fine)
         raise VisalignError(_nothing_to_export(root, stats))
     out = root / DATASET_DIR
@@ -286,6 +313,8 @@ def dataset_card(stats: dict[str, Any]) -> str:
         if images["placeholders"]
         else ""
     )
+    marker = vqa.get("pairs_rejected_image_marker", 0)
+    marker_note = f", {marker} for an '<image>' marker in their text" if marker else ""
     cost = sum(stats[stage]["usage"]["cost_usd"] for stage in ("scenes", "images", "vqa"))
     tokens = sum(
         stats[stage]["usage"]["prompt_tokens"] + stats[stage]["usage"]["completion_tokens"]
@@ -304,7 +333,8 @@ def dataset_card(stats: dict[str, Any]) -> str:
          str(images["service_errors"]), f"{images['rejection_rate']:.1%}"),
         ("vqa", f"{vqa['images']} images", f"{vqa['ok_llm']} LLM + {vqa['ok_template']} templated",
          str(vqa["failed"]), str(vqa["service_errors"]),
-         f"{vqa['neutrality_rejection_rate']:.1%} of {vqa['pairs_generated']} pairs rejected by the neutrality filter"),
+         f"{vqa['neutrality_rejection_rate']:.1%} of {vqa['pairs_generated']} pairs rejected by the neutrality filter"
+         f"{marker_note}"),
         ("export", "", f"{export['examples']} examples, {export['pairs']} pairs", "", "", ""),
     ]  # fmt: skip
     table = "\n".join(

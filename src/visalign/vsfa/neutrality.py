@@ -57,8 +57,11 @@ class NeutralityFilter:
         self._compiled = [(t.lstrip("="), re.compile(_pattern_for(t), re.IGNORECASE)) for t in self.terms]
 
     @classmethod
-    def load(cls, version: str = "neutrality_v3") -> NeutralityFilter:
+    def load(cls, version: str = "neutrality_v4") -> NeutralityFilter:
         """Load a shipped term list by name (``vsfa/data/<version>.txt``).
+
+        The default is ``neutrality_v4``; configs whose recorded data used an older list pin it (the quickstart
+        ``neutrality_v3``, experiment 2 ``neutrality_v1``), so their hashes and data stay as recorded.
 
         Raises:
             VisalignError: no such list ships with the package.
@@ -66,7 +69,8 @@ class NeutralityFilter:
         resource = resources.files("visalign.vsfa").joinpath("data").joinpath(f"{version}.txt")
         if not resource.is_file():
             raise VisalignError(
-                f"neutrality term list '{version}' not found in visalign/vsfa/data/; use neutrality_v3 (or v2, v1)"
+                f"neutrality term list '{version}' not found in visalign/vsfa/data/; use neutrality_v4 (the "
+                "default), v3, v2 or v1"
             )
         lines = [line.strip() for line in resource.read_text("utf-8").splitlines()]
         return cls([line for line in lines if line and not line.startswith("#")], version=version)

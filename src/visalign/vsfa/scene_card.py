@@ -51,6 +51,8 @@ def render_scene_card(scene: Scene, *, size: str = "448x448", seed: int = 0) -> 
     overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     margin = max(8, width // 28)
+    if 2 * margin > height:  # a wide, low card: a margin set by the width alone would leave no panel (and fail)
+        margin = height // 4
     draw.rectangle((margin, margin, width - margin, height - margin), fill=(0, 0, 0, 150))
     image = Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
     draw = ImageDraw.Draw(image)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from visalign.vsfa.config import VqaConfig
+from visalign.vsfa.export import IMAGE_MARKER_REASON, has_image_marker
 from visalign.vsfa.fallback import grounded_pairs
 from visalign.vsfa.llm import ChatBackend, Message
 from visalign.vsfa.neutrality import NeutralityFilter
@@ -65,7 +66,8 @@ async def generate_pairs(
         backend: a vision-capable chat backend.
         config: the VQA section of the job config.
         template: the VQA prompt template.
-        neutrality: the term filter; pairs it flags go to ``rejected`` with the words that matched.
+        neutrality: the term filter; pairs it flags go to ``rejected`` with the words that matched. A pair that
+            writes the ``<image>`` marker goes there too, with a ``reason``: the export puts one marker per image.
 
     Raises:
         visalign.clients.ClientError: the service failed after the client's own retries.
@@ -107,8 +109,9 @@ async def generate_pairs(
     kept, rejected = [], []
     for number, pair in enumerate(pairs):
         item = {"id": f"{entry['id']}:q{number}", **pair.model_dump()}
-        hits = neutrality.find(f"{pair.question}\n{pair.answer}")
-        if hits:
+        if has_image_marker(item):  # counted apart from the filter's rejections: no terms recorded
+            rejected.append({**item, "terms": [], "reason": IMAGE_MARKER_REASON})
+        elif hits := neutrality.find(f"{pair.question}\n{pair.answer}"):
             rejected.append({**item, "terms": sorted({hit.word.lower() for hit in hits})})
         else:
             kept.append(item)
