@@ -191,3 +191,65 @@ def test_skipping_a_vlguard_record_leaves_none_of_its_conversations(tmp_path):
     skipped = load_training_set(_write_items(tmp_path / "train.json", records), on_bad_record="skip")
     assert [e.id for e in skipped.examples] == ["good#0"]  # not bad#0: the record is skipped whole
     assert [b["id"] for b in skipped.bad_records] == ["bad"]
+
+
+def test_a_truncated_image_is_a_bad_record_found_while_reading_and_valid_data_keeps_its_hash(tmp_path):
+    import hashlib
+
+    path = write_dataset(tmp_path, "llava", count=4)
+    images = [tmp_path / "images" / f"img{i}.png" for i in range(4)]
+    # the hash of valid data is what it always was (run folders recorded it): the file, then each image's sha256
+    expected = hashlib.sha256(path.read_bytes())
+    for image in sorted(images, key=str):
+        expected.update(hashlib.sha256(image.read_bytes()).digest())
+    assert load_training_set(path).data_hash == expected.hexdigest()
+    cut = images[2].read_bytes()
+    images[2].write_bytes(cut[: len(cut) // 2])  # a half-copied file: the header reads, the pixels do not
+    line = path.read_text().splitlines().index('    "id": "rec02",')  # the line before it opens the record
+    with pytest.raises(VisalignError) as stopped:
+        load_training_set(path)
+    assert str(stopped.value) == (
+        f"{path}:{line}: bad record (id rec02): {images[2]}: unreadable or truncated image (image file is "
+        "truncated); re-export or replace it; fix it or set data.on_bad_record: skip"
+    )
+    skipped = load_training_set(path, on_bad_record="skip")
+    assert [e.id for e in skipped.examples] == ["rec00", "rec01", "rec03"]
+    assert [(r["line"], r["id"]) for r in skipped.bad_records] == [(line, "rec02")]
+    assert [e.image_sizes for e in skipped.examples] == [((32, 32),)] * 3  # decoded once, the size kept
+
+
+def test_a_check_makes_an_example_a_bad_record(tmp_path):
+    path = write_dataset(tmp_path, "llava", count=3)
+
+    def check(example):
+        return "too blue" if example.id == "rec01" else None
+
+    with pytest.raises(VisalignError, match=r"llava.json:\d+: bad record \(id rec01\): too blue; fix it or set"):
+        load_training_set(path, check=check)
+    skipped = load_training_set(path, on_bad_record="skip", check=check)
+    assert [e.id for e in skipped.examples] == ["rec00", "rec02"]
+    assert [(r["id"], r["error"]) for r in skipped.bad_records] == [("rec01", "too blue")]
+
+
+def test_image_sizes_are_upright_and_an_image_over_the_pixel_limit_is_a_bad_record(tmp_path):
+    from PIL import Image
+
+    from visalign.images import MAX_IMAGE_PIXELS, load_image
+
+    turned = Image.new("RGB", (40, 20), "red")
+    exif = turned.getexif()
+    exif[0x0112] = 6  # stored sideways, tagged to turn a quarter
+    turned.save(tmp_path / "turned.jpg", exif=exif.tobytes())
+    side = int(MAX_IMAGE_PIXELS**0.5) + 1
+    Image.new("1", (side, side)).save(tmp_path / "huge.png")  # a few kB on disk, over the limit in pixels
+
+    def item(ident, image):
+        return {"id": ident, "image": image, "conversations": [{"from": "human", "value": "<image>\nWhat?"},
+                                                                {"from": "gpt", "value": "Red."}]}  # fmt: skip
+
+    path = _write_items(tmp_path / "d.json", [item("turned", "turned.jpg"), item("huge", "huge.png")])
+    read = load_training_set(path, on_bad_record="skip")
+    assert read.examples[0].image_sizes == (load_image(tmp_path / "turned.jpg").size,) == ((20, 40),)
+    assert [(r["id"], r["error"]) for r in read.bad_records] == [
+        ("huge", f"{tmp_path / 'huge.png'}: image is {side}x{side} = {side * side:,} pixels, over the limit of "
+                 f"{MAX_IMAGE_PIXELS:,} (possible decompression bomb); resize it")]  # fmt: skip

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import re
+import shutil
 
 import pytest
 from cli_in_process import run_in_process as run_cli
@@ -19,6 +20,7 @@ from visalign.models import weights_fingerprint
 from visalign.models.random_checkpoints import write_random_checkpoint
 from visalign.runs import config_hash, scrub_secrets
 from visalign.vsfa.training import VsfaTrainConfig, load_adapter, merge_adapter, read_metrics, train
+from visalign.vsfa.training.checkpoint import check_resumable
 
 
 @pytest.fixture(autouse=True)
@@ -251,3 +253,70 @@ def test_a_mistyped_model_folder_shaped_like_a_hub_id_leaves_no_run_behind(tiny_
     with pytest.raises(VisalignError, match="models/qwen7b: no such model folder, and no hub model"):
         train(typo, tmp_path / "run")
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_resuming_under_another_process_count_is_refused_and_a_missing_rng_file_is_an_error(tiny_checkpoints,
+                                                                                          tmp_path):
+    data = write_dataset(tmp_path / "data", "llava")
+    config = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=2)
+    run = tmp_path / "run"
+    _killed_after_step_3(config, run)
+    checkpoint = run / "checkpoints" / "step-00000002"
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert (state["num_processes"], state["examples_per_step"], state["total_steps"]) == (1, 2, 8)
+    one = {"num_processes": 1, "examples_per_step": 2, "total_steps": 8}
+    two = {"num_processes": 2, "examples_per_step": 4, "total_steps": 4}  # what torchrun --nproc_per_node 2 plans
+
+    def check(layout):
+        return check_resumable(checkpoint, config_hash=config.config_hash(), data_hash=state["data_hash"],
+                               base_spec=config.model, base_fingerprint=state["base_fingerprint"],
+                               layout=layout)  # fmt: skip
+
+    with pytest.raises(VisalignError) as refused:
+        check(two)
+    assert str(refused.value) == (
+        f"{run}: checkpoint step-00000002 was written under another batch plan (num_processes 1 -> 2, "
+        "examples_per_step 2 -> 4, total_steps 8 -> 4): its step number would point at other examples, and its "
+        "schedule was built for its total; resume it in one process (the plain command, without torchrun or "
+        "accelerate launch) as it was written, or train into a new --out directory"
+    )
+    # a checkpoint from before the count was recorded: one rng-<rank>.pt per process tells it
+    legacy = {k: v for k, v in state.items() if k not in ("num_processes", "examples_per_step", "loss")}
+    (checkpoint / "state.json").write_text(json.dumps(legacy))
+    check(one)
+    with pytest.raises(VisalignError, match=r"another batch plan \(num_processes 1 -> 2, total_steps 8 -> 4\)"):
+        check(two)
+    shutil.copy(checkpoint / "rng-0.pt", checkpoint / "rng-1.pt")
+    check({**two, "total_steps": 8})  # written by two processes (the total stands in for theirs)
+    with pytest.raises(VisalignError, match=r"resume it with 2 processes \(torchrun --nproc_per_node 2, or"):
+        check(one)
+    (checkpoint / "rng-1.pt").unlink()
+    # this process's random state missing: an error, not a resume with other dropout masks
+    (checkpoint / "rng-0.pt").rename(tmp_path / "rng-0.pt")
+    with pytest.raises(VisalignError) as missing:
+        train(config, run)
+    assert str(missing.value).startswith(f"{checkpoint}: no rng-0.pt (process 0's random state): the checkpoint is "
+                                         "incomplete or was written by fewer processes")  # fmt: skip
+    (tmp_path / "rng-0.pt").rename(checkpoint / "rng-0.pt")
+    resumed = train(config, run)  # the old checkpoint, in one process as it was written
+    assert resumed.resumed_from == 2 and [m["step"] for m in read_metrics(run)] == list(range(1, 9))
+
+
+def test_the_adapter_records_a_relative_base_folder_as_an_absolute_path(tiny_checkpoints, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    shutil.copytree(tiny_checkpoints["llava"], work / "ckpt" / "llava")
+    data = write_dataset(work / "data", "llava", count=4)
+    monkeypatch.chdir(work)
+    config = validated_config("ckpt/llava", data, epochs=2, checkpoint_every=2)  # as the docs write it
+    with pytest.raises(Crash):
+        train(config, "run", on_step=_crash_at_3)
+    resumed = train(config, "run")  # the run folder's hashes are unchanged: it resumes
+    assert resumed.resumed_from == 2
+    sidecar = json.loads((work / "run" / "adapter" / "visalign_adapter.json").read_text())
+    assert sidecar["base_model"] == str(work / "ckpt" / "llava") and sidecar["config"]["model"] == "ckpt/llava"
+    from visalign.vsfa.training.trainer import _recorded_base
+
+    monkeypatch.chdir(tmp_path)  # elsewhere, the adapter still finds its base (and checks its fingerprint)
+    assert load_adapter(work / "run" / "adapter").spec == str(work / "ckpt" / "llava")
+    assert [_recorded_base(spec) for spec in ("default", "llava-hf/llava-1.5-7b-hf")] == [
+        "default", "llava-hf/llava-1.5-7b-hf"]  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -150,3 +152,111 @@ def test_two_processes_under_torchrun_split_the_batches_and_train_like_one(tiny_
     assert [m["loss"] for m in metrics] == pytest.approx([m["loss"] for m in single], rel=1e-5)
     assert [m["grad_norm"] for m in metrics] == pytest.approx([m["grad_norm"] for m in single], rel=1e-4)
     assert [m["tokens"] for m in metrics] == [m["tokens"] for m in single]
+
+
+@pytest.mark.parametrize("kill_at", [2, 4])
+def test_a_kill_right_after_a_checkpoint_leaves_no_gap_in_the_metrics(tiny_checkpoints, tmp_path, monkeypatch,
+                                                                       kill_at):
+    """Step N's metrics line is written before checkpoint N is renamed into place, so no kill can lose it."""
+    from visalign.vsfa.training import trainer as trainer_module
+
+    data = write_dataset(tmp_path / "data", "llava")
+    config = validated_config(tiny_checkpoints["llava"], data, epochs=1, checkpoint_every=2)  # 4 steps
+    whole = train(config, tmp_path / "whole")
+    saved = trainer_module.save_checkpoint
+
+    def killed_right_after(out, step, **kwargs):
+        done = saved(out, step, **kwargs)
+        if step == kill_at:
+            raise Crash
+        return done
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", killed_right_after)
+    with pytest.raises(Crash):
+        train(config, tmp_path / "run")
+    monkeypatch.setattr(trainer_module, "save_checkpoint", saved)
+    again = train(config, tmp_path / "run")
+    assert again.resumed_from == kill_at
+    got = read_metrics(tmp_path / "run")
+    assert [m["step"] for m in got] == [1, 2, 3, 4]
+    assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in read_metrics(whole.out)], abs=1e-6)
+    sidecar = json.loads((again.adapter / "visalign_adapter.json").read_text())
+    assert again.final_loss == sidecar["final_loss"] == got[-1]["loss"] is not None
+
+
+def test_a_finished_run_run_again_reports_its_final_loss_from_the_checkpoint(tiny_checkpoints, tmp_path):
+    data = write_dataset(tmp_path / "data", "llava", count=4)
+    config = validated_config(tiny_checkpoints["llava"], data, epochs=1)
+    first = train(config, tmp_path / "run")
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:-1]))  # its last line lost
+    again = train(config, tmp_path / "run")
+    assert again.resumed_from == again.steps == 2
+    assert again.final_loss == first.final_loss is not None
+
+
+def _with_text_only(root, records: int, text_only: list[int]):
+    """A LLaVA data set in which the records ``text_only`` have no image (LLaVA-Instruct style mixes)."""
+    data = write_dataset(root, "llava", count=records)
+    rows = json.loads(data.read_text())
+    for index in text_only:
+        rows[index].pop("image")
+        rows[index]["conversations"][0]["value"] = rows[index]["conversations"][0]["value"].replace("<image>", "")
+    data.write_text(json.dumps(rows, indent=2))
+    return data
+
+
+def test_a_text_only_batch_gives_a_trained_projector_a_zero_gradient(tiny_checkpoints):
+    """What lets DDP reduce the projector's gradient when one process's micro-batch has no image."""
+    from visalign.models import assistant, user
+    from visalign.vsfa.training.config import LoraConfig
+    from visalign.vsfa.training.lora import apply_lora
+    from visalign.vsfa.training.trainer import LabelledLoss, _image_params
+
+    vlm = load_vlm(str(tiny_checkpoints["llava"]))
+    apply_lora(vlm, LoraConfig(rank=4, train_projector=True))
+    projector = _image_params(vlm)
+    assert len(projector) == 4  # linear_1 and linear_2, weight and bias
+    batch = vlm.training_inputs([[user("Hi there."), assistant("Hello.")]])
+    loss = LabelledLoss(vlm, None, projector)(**batch)
+    loss.backward()
+    assert loss.item() == pytest.approx(vlm.loss(batch).item(), abs=0)
+    assert all(p.grad is not None and not p.grad.any() for p in projector)
+
+
+def test_a_step_without_any_image_leaves_a_trained_projector_alone(tiny_checkpoints, tmp_path):
+    """Zero gradients would still move AdamW by its momentum: a step without images takes no projector step."""
+    data = _with_text_only(tmp_path / "data", 4, text_only=[2, 3])
+    config = validated_config(tiny_checkpoints["llava"], data, epochs=1, batch_size=1,
+                              lora={"train_projector": True})  # fmt: skip
+    train(config, tmp_path / "run")
+    optimizer = torch.load(tmp_path / "run" / "checkpoints" / "step-00000004" / "optimizer.pt", weights_only=False)
+    steps = sorted(float(state["step"]) for state in optimizer["state"].values())
+    projector = 4
+    assert steps[:projector] == [2.0] * projector and set(steps[projector:]) == {4.0}  # 2 of 4 steps had images
+
+
+def test_a_trained_projector_under_two_processes_with_a_text_only_micro_batch_trains_like_one(tiny_checkpoints,
+                                                                                           tmp_path):
+    """One process's micro-batch without an image used to abort DDP (gloo) or hang it (NCCL)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    data = _with_text_only(tmp_path / "data", 4, text_only=[3])  # the text-only record shares every step with one
+    settings = {"epochs": 2, "batch_size": 1, "lora": {"train_projector": True}}
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(train_config(tiny_checkpoints["llava"], data, **settings)))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "visalign", "vsfa",
+               "train", "-c", str(config), "-o", str(tmp_path / "two")]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = read_metrics(tmp_path / "two")
+    train(validated_config(tiny_checkpoints["llava"], data, **{**settings, "batch_size": 2}), tmp_path / "one")
+    one = read_metrics(tmp_path / "one")
+    assert len(two) == 4
+    assert [m["loss"] for m in two] == pytest.approx([m["loss"] for m in one], rel=1e-5)
+    assert [m["grad_norm"] for m in two] == pytest.approx([m["grad_norm"] for m in one], rel=1e-4)

@@ -6,6 +6,9 @@ Family differences live in data (:mod:`visalign.models.families`) and in the dif
 
 from __future__ import annotations
 
+import functools
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -60,6 +63,81 @@ def _merge_encodings(images: Sequence[ImageEncoding]) -> SimpleNamespace:
     return merged
 
 
+class InputRules:
+    """What a family's processor refuses, checked from text and image sizes alone (no weights, no pixels).
+
+    A training run checks every example with these before its first step (before the weights load, even), so a
+    record the processor would refuse at step 5,000 is reported with its line up front. :class:`VLM` uses the same
+    rules on every conversation it encodes.
+
+    Args:
+        processor: the checkpoint's processor (tokenizer, image processor).
+        family: the checkpoint's family.
+    """
+
+    def __init__(self, processor: ProcessorMixin, family: Family) -> None:
+        self.processor = processor
+        self.family = family
+
+    def image_count_problem(self, count: int) -> str | None:
+        """Why a conversation with ``count`` images cannot go to the model, or None."""
+        if count > 1 and not self.family.multi_image:
+            return f"{self.family.name} takes one image per conversation, got {count}; compose them on one canvas"
+        return None
+
+    def text_problem(self, role: str, text: str, *, special_tokens: bool = False) -> str | None:
+        """Why a turn's text cannot go to the model as written, or None.
+
+        Args:
+            role: the turn's role (for the message).
+            text: the turn's text.
+            special_tokens: also refuse the tokenizer's other special tokens (``</s>``, ``<|im_end|>`` ...): the
+                tokenizer reads them as the control tokens themselves, so training data that quotes one would
+                teach an end of turn mid-answer. Off for prompts to evaluate: an attack prompt may forge them on
+                purpose, and the benchmark must pass them through to measure the model.
+        """
+        # The processor expands every image (and video) token it finds, so a literal one in a prompt would claim one.
+        for kind in ("image", "video"):
+            token = getattr(self.processor, f"{kind}_token", None)
+            if isinstance(token, str) and token and token in text:
+                return (f"a {role} turn contains {token!r}, {self.family.name}'s {kind} placeholder, as text "
+                        f"({text[:60]!r}); remove or reword it (images go in the turn's images)")  # fmt: skip
+        found = self._special_token_pattern.search(text) if special_tokens else None
+        if found:
+            return (f"a {role} turn contains {found.group()!r}, a special token of {self.family.name}'s tokenizer, "
+                    f"as text ({text[:60]!r}); the tokenizer would read it as that control token, not as "
+                    "characters; remove or reword it")  # fmt: skip
+        return None
+
+    @functools.cached_property
+    def _special_token_pattern(self) -> re.Pattern:
+        tokenizer = self.processor.tokenizer
+        tokens = set(tokenizer.all_special_tokens)
+        tokens |= {added.content for added in getattr(tokenizer, "added_tokens_decoder", {}).values() if added.special}
+        longest_first = sorted((t for t in tokens if t.strip()), key=len, reverse=True)
+        return re.compile("|".join(map(re.escape, longest_first)) or r"(?!)")  # (?!) never matches
+
+    def image_size_problem(self, width: int, height: int) -> str | None:
+        """Why the image processor would refuse an image of this size, or None.
+
+        Qwen's resize rule (``smart_resize``, e.g. an aspect ratio over 200) is run on the size alone, as the
+        installed image processor's own module defines it; LLaVA's processors resize and crop any size.
+        """
+        image_processor = self.processor.image_processor
+        rule = getattr(sys.modules.get(type(image_processor).__module__), "smart_resize", None)
+        if rule is None:
+            return None
+        size = getattr(image_processor, "size", None) or {}
+        factor = getattr(image_processor, "patch_size", 14) * getattr(image_processor, "merge_size", 2)
+        bounds = {"min_pixels": size.get("shortest_edge") or getattr(image_processor, "min_pixels", None),
+                  "max_pixels": size.get("longest_edge") or getattr(image_processor, "max_pixels", None)}  # fmt: skip
+        try:
+            rule(height, width, factor=factor, **{k: v for k, v in bounds.items() if v})
+        except ValueError as exc:
+            return f"{self.family.name}'s processor refuses a {width}x{height} image: {exc}"
+        return None
+
+
 @dataclass(frozen=True)
 class Generation:
     """One generated answer: its text, and whether the model ended it (False: cut at ``max_new_tokens``)."""
@@ -101,22 +179,19 @@ class VLM:
             to_chat_messages(conversation), add_generation_prompt=add_generation_prompt, tokenize=False
         )
 
+    @property
+    def rules(self) -> InputRules:
+        """What this model's processor refuses (see :class:`InputRules`)."""
+        return InputRules(self.processor, self.family)
+
     def _check_images(self, conversation: Conversation) -> None:
         """Refuse what the processor would fail on: too many images, or its image token typed in the text."""
-        count = len(conversation_images(conversation))
-        if count > 1 and not self.family.multi_image:
-            raise VisalignError(
-                f"{self.family.name} takes one image per conversation, got {count}; compose them on one canvas"
-            )
-        # The processor expands every image (and video) token it finds, so a literal one in a prompt would claim one.
-        tokens = {kind: getattr(self.processor, f"{kind}_token", None) for kind in ("image", "video")}
+        rules = self.rules
+        problem = rules.image_count_problem(len(conversation_images(conversation)))
         for turn in conversation:
-            for kind, token in tokens.items():
-                if isinstance(token, str) and token and token in turn.text:
-                    raise VisalignError(
-                        f"a {turn.role} turn contains {token!r}, {self.family.name}'s {kind} placeholder, as text "
-                        f"({turn.text[:60]!r}); remove or reword it (images go in the turn's images)"
-                    )
+            problem = problem or rules.text_problem(turn.role, turn.text)
+        if problem:
+            raise VisalignError(problem)
 
     def _encode(self, texts: list[str], images: list[ImageLike]) -> dict[str, torch.Tensor]:
         """Tokenise rendered texts with their images; tensor images get differentiable pixel values."""

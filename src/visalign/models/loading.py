@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from visalign.errors import VisalignError
-from visalign.models.adapter import VLM
+from visalign.models.adapter import VLM, InputRules
 from visalign.models.families import FAMILIES, Family
 from visalign.models.processors import load_processor
 from visalign.models.vision_attention import batch_vision_attention
@@ -147,6 +147,23 @@ def model_family(spec: str) -> Family:
     job calls this before it writes its manifest, so a mistyped model leaves no run folder behind.
     """
     return detect_family(_read_config(spec, resolve_spec(spec)))
+
+
+def input_rules(spec: str) -> InputRules:
+    """What the model ``spec`` names accepts as input, from its config and processor only (no weights are read).
+
+    Lets a job check its data against the model's processor before a 7B load (see :class:`InputRules`).
+
+    Raises:
+        VisalignError: as :func:`model_family`, or the processor cannot be loaded.
+    """
+    source = resolve_spec(spec)
+    family = detect_family(_read_config(spec, source))
+    try:
+        processor = load_processor(source)
+    except (OSError, ValueError) as exc:
+        raise VisalignError(f"{spec}: cannot load the processor ({str(exc).splitlines()[0]})") from None
+    return InputRules(processor, family)
 
 
 def _read_config(spec: str, source: str):

@@ -4,7 +4,9 @@
 projector when it trains), ``optimizer.pt``, ``scheduler.pt``, one ``rng-<rank>.pt`` per process and
 ``state.json`` (under FSDP / DeepSpeed, ``accelerate/`` from ``Accelerator.save_state`` holds the sharded
 weights and optimiser instead). A checkpoint is written to a temporary folder and renamed, so a kill while
-saving leaves the previous one intact. The data position is the step itself: the batch plan is recomputed from the seed.
+saving leaves the previous one intact. The data position is the step itself: the batch plan is recomputed from the
+seed, so ``state.json`` records what else fixes it (process count, examples per step, total steps) and a resume under
+another process count is refused.
 """
 
 from __future__ import annotations
@@ -108,8 +110,38 @@ def save_checkpoint(out: Path, step: int, *, model, optimizer, scheduler, state:
     return target
 
 
+def _recorded_layout(path: Path, state: dict, keys) -> dict[str, Any]:
+    """The checkpoint's values of ``keys`` (None where it did not record one).
+
+    Checkpoints written before the process count was recorded still hold one ``rng-<rank>.pt`` per process.
+    """
+    recorded = {key: state.get(key) for key in keys}
+    if "num_processes" in recorded and recorded["num_processes"] is None:
+        recorded["num_processes"] = len(list(path.glob("rng-*.pt"))) or 1
+    return recorded
+
+
+def _check_layout(path: Path, state: dict, layout: dict[str, int]) -> None:
+    """Refuse a resume whose batch plan differs from the checkpoint's (see :func:`check_resumable`)."""
+    recorded = _recorded_layout(path, state, layout)
+    differs = [f"{key} {recorded[key]} -> {layout[key]}" for key in layout
+               if recorded[key] is not None and recorded[key] != layout[key]]  # fmt: skip
+    if not differs:
+        return
+    processes = recorded.get("num_processes") or layout.get("num_processes")
+    how = ("in one process (the plain command, without torchrun or accelerate launch)" if processes == 1 else
+           f"with {processes} processes (torchrun --nproc_per_node {processes}, or accelerate launch "
+           f"--num_processes {processes})")  # fmt: skip
+    raise VisalignError(
+        f"{path.parent.parent}: checkpoint {path.name} was written under another batch plan ({', '.join(differs)}): "
+        f"its step number would point at other examples, and its schedule was built for its total; resume it {how} "
+        "as it was written, or train into a new --out directory"
+    )
+
+
 def check_resumable(
-    path: Path, *, config_hash: str, data_hash: str, base_spec: str, base_fingerprint: str | None
+    path: Path, *, config_hash: str, data_hash: str, base_spec: str, base_fingerprint: str | None,
+    layout: dict[str, int] | None = None,
 ) -> dict:
     """Refuse to resume from ``path`` unless it was written for this config, this data and these base weights.
 
@@ -122,12 +154,16 @@ def check_resumable(
         base_spec: the base model as the config names it (for the message).
         base_fingerprint: :func:`visalign.models.weights_fingerprint` of the base model now; None (a hub id) is not
             checked, nor is a checkpoint written before fingerprints were recorded.
+        layout: what fixes each step's examples besides config and data (``num_processes``, ``examples_per_step``,
+            ``total_steps``); a value the checkpoint recorded must match. A checkpoint from before the process
+            count was recorded counts its ``rng-<rank>.pt`` files.
 
     Returns:
         The checkpoint's ``state.json``.
 
     Raises:
-        VisalignError: the checkpoint belongs to another config, other data or other base weights.
+        VisalignError: the checkpoint belongs to another config, other data, other base weights or another
+            batch plan (a different number of processes).
     """
     state = json.loads((path / "state.json").read_text())
     run = path.parent.parent
@@ -152,6 +188,8 @@ def check_resumable(
             "the run began with (the embedded default model built on another machine can differ), or train into "
             "a new --out directory"
         )
+    if layout is not None:
+        _check_layout(path, state, layout)
     return state
 
 
@@ -161,7 +199,8 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, accelerator, con
     Call :func:`check_resumable` first: this checks only the config hash and the parameter names.
 
     Raises:
-        VisalignError: the checkpoint belongs to another config or does not fit the model.
+        VisalignError: the checkpoint belongs to another config, does not fit the model, or lacks this process's
+            RNG state.
     """
     state = json.loads((path / "state.json").read_text())
     if state.get("config_hash") != config_hash:
@@ -180,8 +219,13 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, accelerator, con
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     rng_file = path / f"rng-{accelerator.process_index}.pt"
-    if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+    if not rng_file.is_file():  # resuming without it would draw other dropout masks than the run it continues
+        raise VisalignError(
+            f"{path}: no {rng_file.name} (process {accelerator.process_index}'s random state): the checkpoint is "
+            "incomplete or was written by fewer processes; resume with the process count it was written with, "
+            "or train into a new --out directory"
+        )
+    set_rng_state(torch.load(rng_file, weights_only=False))
     return state
 
 

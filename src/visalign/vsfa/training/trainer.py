@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 
 from visalign.errors import VisalignError
-from visalign.models import VLM, load_vlm, model_family, scored_token_count, weights_fingerprint
+from visalign.models import VLM, load_vlm, scored_token_count, weights_fingerprint
+from visalign.models.adapter import InputRules
+from visalign.models.loading import input_rules
 from visalign.runs import RunDir, atomic_write_text
 from visalign.vsfa.training.artefact import save_adapter
 from visalign.vsfa.training.batching import BatchPlan
@@ -73,13 +76,18 @@ class LabelledLoss(torch.nn.Module):
     """Wraps the model so that DDP/FSDP/DeepSpeed see one forward: the loss at the labelled positions only.
 
     With ``autocast_dtype``, the forward runs under ``torch.autocast`` (the backward follows the recorded dtypes).
+    ``image_params``: trainable parameters that only images reach (the projector with ``lora.train_projector``);
+    a batch without images still gives them a zero gradient (see :meth:`forward`).
     """
 
-    def __init__(self, vlm: VLM, autocast_dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, vlm: VLM, autocast_dtype: torch.dtype | None = None, image_params: Sequence[torch.nn.Parameter] = ()
+    ) -> None:
         super().__init__()
         self.model = vlm.model
         self._vlm = vlm
         self._autocast_dtype = autocast_dtype
+        self._image_params = list(image_params)  # a plain list: they are already registered under ``model``
         # FSDP's transformer-based wrap reads its units (decoder layers, vision blocks) from the module it is given,
         # and fails on a listed class the model lacks (LLaVA lists CLIP's text embeddings): keep those present.
         present = {type(module).__name__ for module in vlm.model.modules()}
@@ -89,9 +97,18 @@ class LabelledLoss(torch.nn.Module):
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the batch's labelled tokens (see :meth:`VLM.loss`)."""
         if self._autocast_dtype is None:
-            return self._vlm.loss(batch)
-        with torch.autocast(self._vlm.device.type, dtype=self._autocast_dtype):
-            return self._vlm.loss(batch)
+            loss = self._vlm.loss(batch)
+        else:
+            with torch.autocast(self._vlm.device.type, dtype=self._autocast_dtype):
+                loss = self._vlm.loss(batch)
+        if self._image_params and "pixel_values" not in batch:
+            # DDP expects a gradient for every trainable parameter from every process; a text-only micro-batch
+            # leaves the projector without one on this process only, and the processes' reductions then disagree
+            # (gloo aborts, NCCL hangs). A zero-weighted term gives it an exact zero gradient at the cost of one
+            # sum over the projector; find_unused_parameters=True would instead walk the autograd graph after
+            # every forward of every step, images or not.
+            loss = loss + 0.0 * sum(p.sum() for p in self._image_params)
+        return loss
 
 
 def autocast_dtype(config: VsfaTrainConfig, vlm: VLM) -> torch.dtype | None:
@@ -119,15 +136,36 @@ def _load_model(config: VsfaTrainConfig, accelerator: Accelerator) -> VLM:
     return vlm
 
 
-def _check_images_fit(vlm: VLM, examples: list[Example]) -> None:
-    if vlm.family.multi_image:
-        return
-    for example in examples:
-        if len(example.image_paths) > 1:
-            raise VisalignError(
-                f"{example.source}: record {example.id} has {len(example.image_paths)} images but "
-                f"{vlm.family.name} takes one per conversation; drop the record or compose the images"
-            )
+def unfit_for_model(rules: InputRules, example: Example) -> str | None:
+    """Why the model cannot train on ``example``, or None; from its text and image sizes, before any weights load.
+
+    The processor would refuse the same inputs at the step that first meets them (an image placeholder typed as
+    text, an aspect ratio Qwen cannot resize, a second image for a one-image family); a special token typed as
+    text (``</s>``, ``<|im_end|>``) would train as that control token.
+    """
+    problem = rules.image_count_problem(len(example.image_paths))
+    for turn in example.turns:
+        problem = problem or rules.text_problem(turn.role, turn.text, special_tokens=True)
+    for width, height in example.image_sizes:
+        problem = problem or rules.image_size_problem(width, height)
+    return problem
+
+
+def _image_params(vlm: VLM) -> list[torch.nn.Parameter]:
+    """The trainable parameters under the projector(s): the ones a batch without images leaves without gradient."""
+    prefixes = tuple(path + "." for path in vlm.family.modules.projectors)
+    return [p for name, p in vlm.model.named_parameters() if p.requires_grad and name.startswith(prefixes)]
+
+
+def _recorded_base(spec: str) -> str:
+    """The base model as the adapter's sidecar records it: a local folder as an absolute path.
+
+    Configs name folders relative to the working directory; recorded as written, the adapter would not find its
+    base from any other directory (and ``ckpt/llava`` would then be read as a hub id). ``default`` and hub ids
+    stay as they are.
+    """
+    path = Path(spec).expanduser()
+    return os.path.abspath(path) if spec != "default" and path.exists() else spec
 
 
 def _lengths(vlm: VLM, examples: list[Example]) -> list[int]:
@@ -194,9 +232,26 @@ class _NonFinite(Exception):
     pass
 
 
+class _BadInput(Exception):
+    pass
+
+
+def _micro_batch_inputs(vlm: VLM, micro: list[Example]) -> dict[str, torch.Tensor]:
+    """The model inputs of one micro-batch; an input the model layer refuses names the micro-batch's records.
+
+    The checks before step 1 (:func:`unfit_for_model`) should leave nothing to refuse here; this is the backstop
+    for whatever they cannot see (an image replaced since, a processor rule they do not know).
+    """
+    try:
+        return vlm.training_inputs([example.conversation() for example in micro])
+    except VisalignError as exc:
+        records = ", ".join(f"id {example.id} ({example.source})" for example in micro)
+        raise _BadInput(f"{exc} [in the micro-batch of record(s) {records}]") from None
+
+
 def _run_step(
     loss_module, micro_batches: list[list[Example]], *, vlm: VLM, accelerator: Accelerator, optimizer,
-    params: list[torch.nn.Parameter], max_grad_norm: float | None,
+    params: list[torch.nn.Parameter], max_grad_norm: float | None, image_params: Sequence[torch.nn.Parameter] = (),
 ) -> dict[str, float]:
     """One optimiser step over ``grad_accum`` micro-batches of this process; return loss, grad norm, tokens.
 
@@ -204,10 +259,16 @@ def _run_step(
     mean is weighted by its share of those tokens. Averaging micro-batch means instead would weight a token of a
     short micro-batch above one of a long micro-batch, so accumulation and data parallelism would train a
     different objective from one large batch.
+
+    ``image_params`` (see :class:`LabelledLoss`) get zero gradients from image-less micro-batches; when no
+    micro-batch of the step has an image on any process, those are dropped before the optimiser step, so AdamW
+    leaves the projector alone as it does for a parameter without gradient (and as one process always did).
     """
-    batches = [vlm.training_inputs([example.conversation() for example in micro]) for micro in micro_batches]
+    batches = [_micro_batch_inputs(vlm, micro) for micro in micro_batches]
     counts = [scored_token_count(batch["labels"]) for batch in batches]
-    step_labelled = accelerator.reduce(torch.tensor(sum(counts), device=accelerator.device), reduction="sum").item()
+    with_images = sum("pixel_values" in batch for batch in batches)
+    totals = accelerator.reduce(torch.tensor([sum(counts), with_images], device=accelerator.device), reduction="sum")
+    step_labelled, step_with_images = totals.tolist()
     # accelerate divides each backward by the accumulation steps, DDP/FSDP/DeepSpeed average over processes:
     # undo both, so the gradient is the sum over the step's tokens divided by their count
     weight = accelerator.num_processes * len(batches) / step_labelled
@@ -223,6 +284,9 @@ def _run_step(
             loss_sum += summed.item()
             accelerator.backward(loss * (count * weight))
             if accelerator.sync_gradients:
+                if not step_with_images:
+                    for param in image_params:
+                        param.grad = None
                 grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm or float("inf"))
                 if not torch.isfinite(grad_norm):
                     raise _NonFinite(f"gradient norm {grad_norm.item()}")
@@ -230,6 +294,14 @@ def _run_step(
             optimizer.zero_grad(set_to_none=True)
     total_tokens = accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum")
     return {"loss": loss_sum / step_labelled, "grad_norm": float(grad_norm), "tokens": int(total_tokens)}
+
+
+def _resumed_loss(out: Path, checkpoint: Path | None, step: int) -> float | None:
+    """The loss of the step a run resumes at: its metrics line, else the checkpoint's record of it."""
+    logged = next((m["loss"] for m in reversed(read_metrics(out)) if m["step"] == step), None)
+    if logged is not None or checkpoint is None:
+        return logged
+    return json.loads((checkpoint / "state.json").read_text()).get("loss")  # None from checkpoints before 2026-11
 
 
 def _write_bad_records(out: Path, training_set: TrainingSet) -> None:
@@ -256,21 +328,25 @@ def train(
         A :class:`TrainResult` with the trained model.
 
     Raises:
-        VisalignError: bad data, a config, training data or base weights that differ from the run's checkpoint,
-            a non-finite loss (the last good checkpoint is kept and named), or CUDA out of memory (with advice).
+        VisalignError: bad data (including records the model cannot take), a config, training data, base weights
+            or process count that differ from the run's checkpoint, a non-finite loss (the last good checkpoint is
+            kept and named), an input the model refuses during a step (naming its records), or CUDA out of memory
+            (with advice).
     """
     out = Path(out)
     check_logging_backends(config.logging)
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum)
+    # The model's config and processor only (a hub id's too: a mistyped ``models/qwen7b`` reads as one), so the
+    # data is checked against what the model takes, and a mistyped model leaves no run folder behind.
+    rules = input_rules(config.model)
     training_set = load_training_set(
         config.data.path, fmt=config.data.format, image_root=config.data.image_root, limit=config.data.limit,
-        on_bad_record=config.data.on_bad_record,
+        on_bad_record=config.data.on_bad_record, check=lambda example: unfit_for_model(rules, example),
     )
     config_hash = config.config_hash()
     # LoRA weights fit only the base weights they were trained on (None for a hub id: nothing local to hash).
     # Before the manifest: a mistyped model folder must not leave a run folder that the corrected config can't use.
     base_fingerprint = weights_fingerprint(config.model)
-    model_family(config.model)  # a hub id's config too: a mistyped ``models/qwen7b`` reads as a hub id
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         adopt_pre_split_hashes(out, config)
@@ -283,31 +359,37 @@ def train(
                                           "bad_records": len(training_set.bad_records)})  # fmt: skip
         _write_bad_records(out, training_set)
     accelerator.wait_for_everyone()
+    examples = training_set.examples
+    plan = BatchPlan(config.batch_size, config.grad_accum, accelerator.num_processes, config.seed,
+                     config.group_by_length)  # fmt: skip
+    steps_per_epoch = plan.steps_per_epoch(len(examples))
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    # what fixes each step's examples besides the config and the data: a resume must find the same
+    layout = {"num_processes": accelerator.num_processes, "examples_per_step": plan.examples_per_step,
+              "total_steps": total_steps}  # fmt: skip
     resumed = latest_checkpoint(out)
     if resumed is not None:  # before the model loads: a refusal should not wait for a 7B load
         check_resumable(resumed, config_hash=config_hash, data_hash=training_set.data_hash, base_spec=config.model,
-                        base_fingerprint=base_fingerprint)  # fmt: skip
+                        base_fingerprint=base_fingerprint, layout=layout)  # fmt: skip
 
     set_seed(config.seed)
     vlm = _load_model(config, accelerator)
-    _check_images_fit(vlm, training_set.examples)
     peft_model = apply_lora(vlm, config.lora)
     set_train_mode(vlm, train_projector=config.lora.train_projector)
     if config.compile:
         for layer in vlm.model.get_submodule(vlm.family.modules.language_model).layers:
             layer.compile()
     params = [p for p in vlm.model.parameters() if p.requires_grad]
-    plan = BatchPlan(config.batch_size, config.grad_accum, accelerator.num_processes, config.seed,
-                     config.group_by_length)  # fmt: skip
-    examples = training_set.examples
-    steps_per_epoch = plan.steps_per_epoch(len(examples))
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
     optimizer = _optimizer(params, config, accelerator.device)
     scheduler = get_scheduler(_SCHEDULES[config.optim.schedule], optimizer,
                               num_warmup_steps=_warmup_steps(config, total_steps), num_training_steps=total_steps)
-    loss_module, optimizer = accelerator.prepare(LabelledLoss(vlm, autocast_dtype(config, vlm)), optimizer)
+    # FSDP and DeepSpeed swap the parameters for their shards (and reduce whole buffers): the term is for DDP
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    image_params = [] if sharded else _image_params(vlm)
+    loss_module = LabelledLoss(vlm, autocast_dtype(config, vlm), image_params)
+    loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
 
     start = 0
     if resumed is not None:
@@ -318,8 +400,8 @@ def train(
     lengths = _lengths(vlm, examples)
     epoch_cache: dict[int, list] = {}
     state = {"config_hash": config_hash, "data_hash": training_set.data_hash, "base_fingerprint": base_fingerprint,
-             "total_steps": total_steps}
-    last_loss = next((m["loss"] for m in reversed(read_metrics(out)) if m["step"] == start), None)
+             **layout}  # fmt: skip
+    last_loss = _resumed_loss(out, resumed, start)
     try:
         for step in range(start + 1, total_steps + 1):
             epoch, in_epoch = divmod(step - 1, steps_per_epoch)
@@ -330,9 +412,13 @@ def train(
             started = time.perf_counter()
             try:
                 metrics = _run_step(loss_module, micro_batches, vlm=vlm, accelerator=accelerator,
-                                    optimizer=optimizer, params=params, max_grad_norm=config.optim.max_grad_norm)
+                                    optimizer=optimizer, params=params, max_grad_norm=config.optim.max_grad_norm,
+                                    image_params=image_params)  # fmt: skip
             except _NonFinite as exc:
                 raise VisalignError(_non_finite_message(str(exc), step, config, vlm.model.dtype, out)) from None
+            except _BadInput as exc:
+                kept = _kept(out, "the same command resumes from it once the record is fixed or removed")
+                raise VisalignError(f"step {step}: {exc}; training stopped, {kept}") from None
             except torch.OutOfMemoryError:
                 # each tip changes the config hash, which this --out refuses: only the same command resumes here
                 kept = _kept(out, "the same command resumes from it; a changed config trains into a new --out "
@@ -344,26 +430,28 @@ def train(
             metrics = {"step": step, "epoch": epoch, **metrics, "lr": lr,
                        "tokens_per_s": metrics["tokens"] / elapsed if elapsed > 0 else 0.0}  # fmt: skip
             last_loss = metrics["loss"]
-            if step % config.checkpoint_every == 0 or step == total_steps:
-                save_checkpoint(out, step, model=vlm.model, optimizer=optimizer, scheduler=scheduler,
-                                state={**state, "epoch": epoch}, accelerator=accelerator,
-                                keep=config.keep_checkpoints)  # fmt: skip
+            # The line is written (and flushed) before the checkpoint is renamed into place: a kill in between
+            # leaves a line past the newest checkpoint, which the resumed run drops and logs again, never a gap.
             if logger is not None:
                 logger.log(metrics)
-                if on_step is not None:
-                    on_step(metrics)
+            if step % config.checkpoint_every == 0 or step == total_steps:
+                save_checkpoint(out, step, model=vlm.model, optimizer=optimizer, scheduler=scheduler,
+                                state={**state, "epoch": epoch, "loss": last_loss}, accelerator=accelerator,
+                                keep=config.keep_checkpoints)  # fmt: skip
+            if on_step is not None and accelerator.is_main_process:
+                on_step(metrics)
     finally:
         if logger is not None:
             logger.close()
 
     adapter = out / ADAPTER_DIR
     gathered = None
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if sharded:
         full = accelerator.get_state_dict(loss_module)  # collective: every process takes part
         gathered = {"base_model." + k: v for k, v in full.items()}
     if accelerator.is_main_process:
         save_adapter(peft_model, adapter, {
-            "base_model": config.model,
+            "base_model": _recorded_base(config.model),
             "base_fingerprint": base_fingerprint,
             "family": vlm.family.model_type,
             "data": {"path": str(config.data.path), "hash": training_set.data_hash,
