@@ -8,6 +8,9 @@ from pathlib import Path
 import yaml
 from config_overrides import merge_overrides
 
+from visalign.config import load_config
+from visalign.magic import MagicConfig, MagicResult, optimize_magic_images
+
 ROOT = Path(__file__).resolve().parents[2]
 VALUE_SYSTEMS = ROOT / "configs" / "value_systems.yaml"
 
@@ -53,3 +56,15 @@ def tiny_config(tmp: Path, model: Path, **overrides) -> dict:
         "eval": {"enabled": False},
     }
     return merge_overrides(config, overrides)
+
+
+def make(tmp: Path, model: Path, name: str = "c.yaml", **overrides) -> MagicConfig:
+    """:func:`tiny_config` with ``overrides``, written to ``tmp/name`` and loaded as a user's file is."""
+    return load_config(write_config(tmp / name, **tiny_config(tmp, model, **overrides)), MagicConfig)
+
+
+def optimize_logged(config: MagicConfig, out: Path) -> tuple[list[MagicResult], list[tuple[str, int]]]:
+    """Run the job; return its results and the (value system, step) of every optimiser step it took."""
+    steps: list[tuple[str, int]] = []
+    results = optimize_magic_images(config, out, on_step=lambda name, step, _: steps.append((name, step)))
+    return results, steps

@@ -107,3 +107,35 @@ def test_apply_with_a_sidecar_that_names_no_model_asks_for_one(tmp_path, capsys)
                                    "standard", "--prompt", "hi"], capsys)
     assert code == 2 and "Traceback" not in err
     assert "standard image's sidecar names no model; pass --model SPEC" in err
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("model", "llava", "'model' must be a mapping, got str"),
+    ("value_system", "standard", "'value_system' must be a mapping, got str"),
+    ("placement", "sideways", "'placement' must be one of auto, prepend, canvas, square-canvas"),
+])
+def test_a_hand_edited_sidecar_is_a_one_line_error_naming_the_field(tmp_path, capsys, field, value, message):
+    from cli_in_process import run_in_process
+
+    png = save_magic_image(tmp_path / "images", "standard", torch.ones(3, 8, 8),
+                           {"model": {"spec": "x"}, "value_system": {"name": "standard"}})
+    sidecar = png.with_suffix(".json")
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), field: value}))
+    code, _, err = run_in_process(["magic", "apply", "--images", str(tmp_path / "images"), "--value-system",
+                                   "standard", "--prompt", "hi"], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"{sidecar}: {message}" in err
+
+
+def test_a_png_made_for_another_value_system_is_refused_and_records_name_the_sidecars(two_builds, tmp_path):
+    first = str(two_builds[0])
+    png = save_magic_image(tmp_path / "magic", "standard", torch.full((3, 32, 32), 0.5),
+                           {"model": {"spec": first, "fingerprint": weights_fingerprint(first)},
+                            "value_system": {"name": "standard"}})
+    factory = SystemFactory(max_new_tokens=4, batch_size=2, cache_dir=tmp_path / "cache")
+    with pytest.raises(VisalignError, match="system 'strict'.*value system 'standard' .*not 'strict'"):
+        factory.check(SystemConfig(name="strict", model=first, magic_image=png, value_system="strict"))
+    assert factory.build(SystemConfig(name="named", model=first, magic_image=png,
+                                      value_system="standard")).decoding["value_system"] == "standard"
+    assert factory.build(SystemConfig(name="unnamed", model=first, magic_image=png)).decoding["value_system"] == (
+        "standard")

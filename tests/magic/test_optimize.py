@@ -8,9 +8,8 @@ import shutil
 import pytest
 import torch
 
-from visalign.config import load_config
 from visalign.errors import VisalignError
-from visalign.magic import MagicConfig, find_magic_image, load_magic_image, optimize_magic_images
+from visalign.magic import find_magic_image, load_magic_image, optimize_magic_images
 from visalign.magic.data import fill_benign_targets, load_training_set
 from visalign.magic.objective import build_rows, dual_loss, row_logprobs
 from visalign.magic.optimize import mixed_batch, weights_digest
@@ -19,12 +18,8 @@ from visalign.magic.value_systems import get_value_system
 from visalign.models import load_vlm, pil_to_tensor, weights_fingerprint
 from visalign.models.random_checkpoints import write_random_checkpoint
 
-from .helpers import VALUE_SYSTEMS, tiny_config, write_config, write_jsonl
+from .helpers import VALUE_SYSTEMS, make, optimize_logged, tiny_config, write_config, write_jsonl
 from .test_config import assert_one_line_error, run_cli
-
-
-def make(tmp_path, model, name="c.yaml", **overrides) -> MagicConfig:
-    return load_config(write_config(tmp_path / name, **tiny_config(tmp_path, model, **overrides)), MagicConfig)
 
 
 def test_resume_continues_exactly_and_weights_stay(tmp_path, tiny_checkpoints):
@@ -33,7 +28,8 @@ def test_resume_continues_exactly_and_weights_stay(tmp_path, tiny_checkpoints):
     [full] = optimize_magic_images(straight, tmp_path / "straight")
     # Same job in two runs: 2 steps, then the same config extended to 4 steps resumes from the checkpoint.
     optimize_magic_images(make(tmp_path, model, name="half.yaml", optim={"steps": 2}), tmp_path / "split")
-    [resumed] = optimize_magic_images(straight, tmp_path / "split")
+    [resumed], steps = optimize_logged(straight, tmp_path / "split")
+    assert steps == [("standard", 3), ("standard", 4)]  # resumed: steps 1 and 2 are not taken again
     assert resumed.metadata["training"]["steps"] == 4
     assert [h["step"] for h in json.loads((tmp_path / "split/work/standard/history.json").read_text())] == [1, 2, 3, 4]
     a, b = load_magic_image(full.png), load_magic_image(resumed.png)
@@ -244,8 +240,9 @@ def test_the_training_log_splits_each_nll_by_text_and_image_requests(tmp_path, t
 def test_adding_a_value_system_resumes_the_finished_one(tmp_path, tiny_checkpoints):
     model = tiny_checkpoints["llava"]
     [first] = optimize_magic_images(make(tmp_path, model, optim={"steps": 2}), tmp_path / "run")
-    both = optimize_magic_images(make(tmp_path, model, name="both.yaml", optim={"steps": 2},
-                                      value_systems=["standard", "strict"]), tmp_path / "run")  # fmt: skip
+    both, steps = optimize_logged(make(tmp_path, model, name="both.yaml", optim={"steps": 2},
+                                       value_systems=["standard", "strict"]), tmp_path / "run")  # fmt: skip
+    assert steps == [("strict", 1), ("strict", 2)]  # the finished standard image takes no step
     assert [image.value_system for image in both] == ["standard", "strict"]
     history = json.loads((tmp_path / "run/work/standard/history.json").read_text())
     assert [h["step"] for h in history] == [1, 2]  # found finished, not optimised again
@@ -269,3 +266,92 @@ def test_a_request_file_saved_with_a_byte_order_mark_loads_every_line(tmp_path, 
     harmful.write_bytes(b"\xef\xbb\xbf" + harmful.read_bytes())  # as Notepad saves UTF-8
     data = load_training_set(config, get_value_system(VALUE_SYSTEMS, "standard"), tmp_path / "w")
     assert len(data.harmful) == 4 and not any(e.prompt.startswith("\ufeff") for e in data.harmful)
+
+
+def test_a_replaced_start_image_does_not_resume_the_old_pixels(tmp_path, tiny_checkpoints):
+    from PIL import Image
+
+    model, start = tiny_checkpoints["llava"], tmp_path / "start.png"
+    optim = {"optimizer": "pgd", "lr": 0.01, "linf": 0.03, "init": str(start)}
+    Image.new("RGB", (32, 32), (200, 200, 200)).save(start)
+    optimize_magic_images(make(tmp_path, model, optim={**optim, "steps": 2}), tmp_path / "run")
+    longer = make(tmp_path, model, name="longer.yaml", optim={**optim, "steps": 4})
+    Image.new("RGB", (32, 32), (20, 20, 20)).save(start)  # same path, other pixels
+    with pytest.raises(VisalignError, match="start image"):
+        optimize_magic_images(longer, tmp_path / "run")
+    Image.new("RGB", (32, 32), (200, 200, 200)).save(start)  # the original file back: a true resume
+    assert optimize_logged(longer, tmp_path / "run")[1] == [("standard", 3), ("standard", 4)]
+
+
+def test_the_job_writes_a_manifest_and_adding_a_value_system_still_resumes(tmp_path, tiny_checkpoints):
+    from visalign.runs import sha256_file
+
+    model, out = tiny_checkpoints["llava"], tmp_path / "run"
+    config = make(tmp_path, model, optim={"steps": 2})
+    [first] = optimize_magic_images(config, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["optim"] == config.model_dump(mode="json")["optim"]
+    assert manifest["extra"]["config_hash"] == config.config_hash() == first.metadata["config_hash"]
+    assert manifest["seeds"] == {"seed": 0} and manifest["versions"]["torch"]
+    assert manifest["inputs"]["data.sources[0]"]["sha256"] == sha256_file(tmp_path / "harmful.jsonl")
+    assert manifest["inputs"]["value_systems_file"]["sha256"] == sha256_file(VALUE_SYSTEMS)
+    assert manifest["extra"]["model"]["weights"] == weights_fingerprint(str(model))
+    assert manifest["extra"]["model"]["template"] == first.metadata["model"]["template"]
+    assert set(manifest["extra"]["requests"]) == {"standard"}
+    # Another value system changes the config: a supported resume, so the manifest records it and guards nothing.
+    both = make(tmp_path, model, name="both.yaml", optim={"steps": 2}, value_systems=["standard", "strict"])
+    assert optimize_logged(both, out)[1] == [("strict", 1), ("strict", 2)]
+    assert json.loads((out / "manifest.json").read_text())["extra"]["config_hash"] == both.config_hash()
+    kept = json.loads((out / "work" / "manifests" / "1.json").read_text())
+    assert kept["extra"]["config_hash"] == config.config_hash()
+    optimize_magic_images(both, out)  # the same config again: the same manifest, one more start
+    assert len(json.loads((out / "manifest.json").read_text())["resumed"]) == 1
+
+
+def test_an_unknown_refusal_judge_is_refused_before_the_model_loads(tmp_path, tiny_checkpoints, monkeypatch):
+    import visalign.magic.optimize as optimize
+
+    config = make(tmp_path, tiny_checkpoints["llava"], eval={"enabled": True, "judge": "visalign-refusl"})
+    monkeypatch.setattr(optimize, "load_vlm", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    with pytest.raises(VisalignError, match="unknown refusal judge 'visalign-refusl'"):
+        optimize_magic_images(config, tmp_path / "out")
+
+
+def test_a_request_with_two_images_for_a_single_image_model_is_named_before_the_model_loads(
+        tmp_path, tiny_checkpoints, monkeypatch):
+    from PIL import Image
+
+    import visalign.magic.optimize as optimize
+
+    Image.new("RGB", (64, 48), "blue").save(tmp_path / "photo.png")
+    photos = write_jsonl(tmp_path / "photos.jsonl", [{"prompt": "What colour is this?", "image": "photo.png",
+                                                      "answer": "Blue."}])
+    sources = tiny_config(tmp_path, tiny_checkpoints["llava"])["data"]["sources"]
+    sources.append({"file": str(photos), "role": "benign", "forms": ["text", "figstep"]})
+    config = make(tmp_path, tiny_checkpoints["llava"], data={"sources": sources})
+    monkeypatch.setattr(optimize, "load_vlm", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    with pytest.raises(VisalignError, match=r"value system 'standard': request photos:1\S* has 2 user images"):
+        optimize_magic_images(config, tmp_path / "out")
+
+
+def test_a_finished_value_system_keeps_its_recorded_evaluation(tmp_path, tiny_checkpoints, monkeypatch):
+    import visalign.magic.optimize as optimize
+
+    model, out = tiny_checkpoints["llava"], tmp_path / "run"
+    evaluation = {"enabled": True, "max_new_tokens": 3, "batch_size": 4}
+    config = make(tmp_path, model, optim={"steps": 2}, eval=evaluation)
+    [first] = optimize_magic_images(config, out)
+    measured: list[int] = []
+    original = optimize.refusal_rates
+    monkeypatch.setattr(optimize, "refusal_rates",
+                        lambda vlm, examples, *args, **kwargs: measured.append(len(examples))
+                        or original(vlm, examples, *args, **kwargs))
+    [again], steps = optimize_logged(config, out)  # e.g. a re-run after a later value system crashed
+    assert steps == [] and measured == []
+    assert again.metadata["evaluation"] == first.metadata["evaluation"]
+    assert find_magic_image(out, "standard").metadata["evaluation"] == first.metadata["evaluation"]
+    # Other evaluation settings measure again, on the same image.
+    longer = make(tmp_path, model, name="longer.yaml", optim={"steps": 2}, eval={**evaluation, "max_new_tokens": 4})
+    [remeasured], steps = optimize_logged(longer, out)
+    assert steps == [] and measured == [4, 4, 3, 3]
+    assert remeasured.metadata["evaluation"]["max_new_tokens"] == 4

@@ -62,7 +62,12 @@ def apply(
     if prompts is not None:
         if not prompts.is_file():
             raise VisalignError(f"{prompts}: prompts file not found")
-        requests += [line.strip() for line in prompts.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        try:
+            text = prompts.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = prompts.read_bytes()[: exc.start].count(b"\n") + 1
+            raise VisalignError(f"{prompts}: line {line} is not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+        requests += [line.strip() for line in text.splitlines() if line.strip()]
     if not requests:
         raise VisalignError("no requests: pass --prompt TEXT or --prompts FILE")
     user_images = [load_image(image)] if image else []

@@ -109,7 +109,8 @@ def configured_magic_image(config: SystemConfig):
     """Load the magic image a system config names: a PNG, or a folder and the system's ``value_system``.
 
     Raises:
-        VisalignError: a folder without a value system, or an image or sidecar that cannot be read.
+        VisalignError: a folder without a value system, an image or sidecar that cannot be read, or a PNG whose
+            sidecar names another value system than the config's (records would name the wrong policy).
     """
     from visalign.magic import find_magic_image, load_magic_image
 
@@ -117,7 +118,14 @@ def configured_magic_image(config: SystemConfig):
         if not config.value_system:
             raise VisalignError(f"system {config.name!r}: magic_image is a folder; name a value_system in it")
         return find_magic_image(config.magic_image, config.value_system)
-    return load_magic_image(config.magic_image)
+    magic = load_magic_image(config.magic_image)
+    if config.value_system and magic.value_system != config.value_system:
+        raise VisalignError(
+            f"system {config.name!r}: {magic.path} was optimised for value system {magic.value_system or '(none)'!r} "
+            f"(its sidecar), not {config.value_system!r}; name its own value system or the image of "
+            f"{config.value_system!r}"
+        )
+    return magic
 
 
 def _magic_image(config: SystemConfig):
@@ -130,11 +138,10 @@ def _magic_image(config: SystemConfig):
     return magic
 
 
-def _magic_image_hook(config: SystemConfig, vlm: VLM):
-    """A conversation transform that attaches the configured magic image."""
+def _magic_image_hook(magic, vlm: VLM):
+    """A conversation transform that attaches the loaded magic image ``magic``."""
     from visalign.magic import with_magic_image
 
-    magic = _magic_image(config)
     return lambda conversation: with_magic_image(vlm, [conversation], magic)[0]
 
 
@@ -204,9 +211,10 @@ class SystemFactory:
         vlm = self._vlm(config)
         hook = None
         if config.magic_image is not None:
-            hook = _magic_image_hook(config, vlm)
+            magic = _magic_image(config)
+            hook = _magic_image_hook(magic, vlm)
             decoding["magic_image"] = str(config.magic_image)
-            decoding["value_system"] = config.value_system
+            decoding["value_system"] = magic.value_system or None  # the sidecar's: what the image was made for
         if config.adapter is not None:
             decoding["adapter"] = str(config.adapter)
         return LocalSystem(config.name, vlm, self.max_new_tokens, self.batch_size, system_prompt, hook, decoding)

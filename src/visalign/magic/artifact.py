@@ -21,6 +21,8 @@ from visalign.runs import atomic_write_bytes, atomic_write_json
 
 FORMAT = "visalign-magic-image"
 FORMAT_VERSION = 1
+#: The placements a sidecar may record (``auto`` when it records none).
+PLACEMENTS = ("auto", "prepend", "canvas", "square-canvas")
 
 
 @dataclass
@@ -34,7 +36,7 @@ class MagicImage:
     @property
     def value_system(self) -> str:
         """The value system the image was optimised for."""
-        return str(self.metadata.get("value_system", {}).get("name", ""))
+        return str((self.metadata.get("value_system") or {}).get("name") or "")
 
     @property
     def placement(self) -> str:
@@ -66,7 +68,8 @@ def load_magic_image(path: str | Path) -> MagicImage:
     """Load a magic image PNG and its sidecar.
 
     Raises:
-        VisalignError: the PNG is missing or unreadable, the sidecar is missing or not a magic image sidecar.
+        VisalignError: the PNG is missing or unreadable, the sidecar is missing, not a magic image sidecar, or has
+            a field of the wrong shape (a hand edit); the message names the sidecar and the field.
     """
     path = Path(path)
     image = load_image(path)
@@ -79,7 +82,28 @@ def load_magic_image(path: str | Path) -> MagicImage:
         raise VisalignError(f"{sidecar}: not valid JSON ({exc})") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise VisalignError(f"{sidecar}: not a {FORMAT} sidecar (missing 'format': '{FORMAT}')")
+    if problem := _sidecar_problem(metadata):
+        raise VisalignError(f"{sidecar}: {problem}; restore the sidecar `visalign magic optimize` wrote")
     return MagicImage(image=image, metadata=metadata, path=path)
+
+
+def _sidecar_problem(metadata: dict) -> str | None:
+    """What in a sidecar's fields cannot be used (a hand edit): the fields apply and evaluation read, or None.
+
+    Each field may be absent (older sidecars lack some); when present it must have the shape the writer gives it.
+    """
+    for name in ("model", "value_system"):
+        if metadata.get(name) is not None and not isinstance(metadata[name], dict):
+            return f"'{name}' must be a mapping, got {type(metadata[name]).__name__}"
+    fields = {"model.spec": (metadata.get("model") or {}).get("spec"),
+              "model.fingerprint": (metadata.get("model") or {}).get("fingerprint"),
+              "value_system.name": (metadata.get("value_system") or {}).get("name")}
+    for name, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            return f"'{name}' must be a string, got {type(value).__name__}"
+    if metadata.get("placement", "auto") not in PLACEMENTS:
+        return f"'placement' must be one of {', '.join(PLACEMENTS)}, got {metadata['placement']!r}"
+    return None
 
 
 def find_magic_image(directory: str | Path, value_system: str) -> MagicImage:

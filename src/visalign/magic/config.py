@@ -89,9 +89,10 @@ class TargetConfig(_Section):
         first_k: train on only the first k target tokens (both refusal and benign targets).
         unlikelihood_prefix: an affirmative opening whose likelihood is pushed down on harmful requests.
         unlikelihood_weight: weight of that term inside L_harm (0 turns it off).
-        benign: ``self``: the model's own answer without the image (generated once, cached); ``data``: the
-            source's ``answer`` field.
-        benign_max_new_tokens: length of the self-generated benign answers.
+        benign: ``self``: the model's own answer without the image (generated once in batches of
+            ``eval.batch_size``, cached); ``data``: the source's ``answer`` field.
+        benign_max_new_tokens: length of the self-generated benign answers; one cut at this length is trained
+            without an end-of-turn marker (it did not end there).
     """
 
     refusal_templates: list[str] = Field(default_factory=lambda: [DEFAULT_REFUSAL], min_length=1)
@@ -139,7 +140,16 @@ class OptimConfig(_Section):
 
 
 class EvalConfig(_Section):
-    """Refusal rates on the training requests, with and without the image, recorded in the sidecar."""
+    """Refusal rates on the training requests, with and without the image, recorded in the sidecar.
+
+    Attributes:
+        enabled: measure them (a value system found finished keeps the figures its sidecar records).
+        max_new_tokens: answer length for the judge.
+        batch_size: generation batch; also the batch the self-generated benign targets (``targets.benign: self``)
+            are made in, so it shapes the optimisation: in bfloat16 an answer depends on the batch it shares. The
+            target cache is keyed on it, so a changed batch size generates the targets again.
+        judge: the refusal judge (checked before the model loads).
+    """
 
     enabled: bool = True
     max_new_tokens: PositiveInt = 24

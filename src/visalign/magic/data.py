@@ -23,7 +23,8 @@ from visalign.evaluation.benchmarks.registry import text_form_options
 from visalign.images import load_image
 from visalign.magic.config import MagicConfig, SourceConfig, TargetConfig
 from visalign.magic.value_systems import ValueSystem, slug
-from visalign.models import VLM, user, weights_fingerprint
+from visalign.models import VLM, assistant, resolve_spec, user, weights_fingerprint
+from visalign.runs import sha256_file
 
 Kind = Literal["harmful", "benign"]
 
@@ -71,12 +72,39 @@ class TrainingSet:
         }
 
 
-def _file_samples(path: Path) -> tuple[list[Sample], list[RowError]]:
-    """Read a JSONL file of ``{"prompt", "answer"?, "category"?, "image"?}`` as samples, one error per bad line."""
+#: The fields of a request-file record; each is a string when present (``prompt`` must be).
+_FILE_FIELDS = ("prompt", "answer", "category", "image")
+
+
+def _file_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 request file (a byte order mark is dropped); a line that is not UTF-8 is named."""
     if not path.is_file():
         raise VisalignError(f"{path}: request file not found")
+    lines = path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        try:
+            lines[number - 1] = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise VisalignError(
+                f"{path}: line {number} is not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8"
+            ) from None
+    return lines
+
+
+def _record_problem(record: object) -> str | None:
+    """Why a parsed request-file record cannot become a sample (a field of the wrong type, no prompt), or None."""
+    if not isinstance(record, dict):
+        return "no prompt"
+    for name in _FILE_FIELDS:
+        if record.get(name) is not None and not isinstance(record[name], str):
+            return f"'{name}' must be a string, got {type(record[name]).__name__}"
+    return None if str(record.get("prompt") or "").strip() else "no prompt"
+
+
+def _file_samples(path: Path) -> tuple[list[Sample], list[RowError]]:
+    """Read a JSONL file of ``{"prompt", "answer"?, "category"?, "image"?}`` as samples, one error per bad line."""
     samples, errors = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), start=1):
+    for number, line in enumerate(_file_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -84,14 +112,13 @@ def _file_samples(path: Path) -> tuple[list[Sample], list[RowError]]:
         except json.JSONDecodeError as exc:
             errors.append(RowError(benchmark="file", source=str(path), row=f"line {number}", message=str(exc)))
             continue
-        prompt = str(record.get("prompt") or "").strip() if isinstance(record, dict) else ""
-        if not prompt:
-            errors.append(RowError(benchmark="file", source=str(path), row=f"line {number}", message="no prompt"))
+        if problem := _record_problem(record):
+            errors.append(RowError(benchmark="file", source=str(path), row=f"line {number}", message=problem))
             continue
         images = [path.parent / record["image"]] if record.get("image") else []
         samples.append(
-            Sample(id=f"{path.stem}:{number}", benchmark="file", text=prompt, images=images,
-                   category=str(record.get("category") or ""), expected="comply", answer=record.get("answer"))
+            Sample(id=f"{path.stem}:{number}", benchmark="file", text=record["prompt"].strip(), images=images,
+                   category=record.get("category") or "", expected="comply", answer=record.get("answer"))
         )
     return samples, errors
 
@@ -192,14 +219,63 @@ def _image_digest(images: list[Image.Image]) -> str:
 
 
 def benign_target_key(model: str, example: Example, max_new_tokens: int, weights: str = "") -> str:
-    """Cache key of a self-generated benign answer: model (spec, weights and dtype), prompt, images and length."""
+    """Cache key of one request's self-generated answer on its own: model, prompt, images and length.
+
+    ``weights`` is the loaded model's :func:`model_identity`; :func:`fill_benign_targets` adds the batch the answer
+    is generated in.
+    """
     payload = json.dumps([model, example.prompt, _image_digest(example.images), max_new_tokens, weights])
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+#: Files beside the weights that decide how a conversation becomes tokens and how an answer is decoded: the chat
+#: template, tokenizer, processor, model and generation configs (``*.txt``: a BPE ``merges.txt``).
+_TEMPLATE_FILES = ("*.json", "*.jinja", "*.txt", "*.model")
+
+
+def template_identity(vlm: VLM) -> str:
+    """A digest of how ``vlm`` turns conversations into tokens, which its weights fingerprint does not cover.
+
+    The chat template rendered for a fixed conversation (with an image, an answer and a generation prompt) and
+    the bytes of the tokenizer, processor, chat-template and config files in a local checkpoint folder: an edited
+    template or system prompt changes every training row and every self-generated answer.
+    """
+    digest = hashlib.sha256()
+    probe = Image.new("RGB", (8, 8), "white")
+    for conversation, generation_prompt in (([user("x", probe), assistant("y")], False), ([user("x")], True)):
+        digest.update(vlm.render(conversation, add_generation_prompt=generation_prompt).encode())
+    folder = Path(resolve_spec(vlm.spec))
+    if folder.is_dir():  # a hub id has no local folder: its rendering above is what is known of it
+        for path in sorted({p for pattern in _TEMPLATE_FILES for p in folder.glob(pattern) if p.is_file()}):
+            digest.update(f"{path.name}:{sha256_file(path)}".encode())
+    return digest.hexdigest()[:16]
+
+
 def model_identity(vlm: VLM) -> str:
-    """The weights fingerprint and dtype of a loaded model: a checkpoint rebuilt at the same path differs."""
-    return f"{weights_fingerprint(vlm.spec)}:{vlm.model.dtype}"
+    """What a generated answer depends on in the loaded model: weights, template, dtype and device type.
+
+    A checkpoint rebuilt at the same path, an edited chat template, bfloat16 against float32 and CUDA against CPU
+    kernels each give other answers.
+    """
+    return f"{weights_fingerprint(vlm.spec)}:{template_identity(vlm)}:{vlm.model.dtype}:{vlm.device.type}"
+
+
+def _batched_keys(own: list[str], batch_size: int) -> list[tuple[range, list[str]]]:
+    """The generation chunks of a request list, each with the cache keys of its answers.
+
+    Answers are generated a chunk (4 batches) at a time, the chunk sorted by length and cut into batches, and in
+    bfloat16 an answer depends on the padded batch it shares (:meth:`VLM.generate`). So an answer's key names the
+    batch size and every member of its chunk: a cache is reused only where a fresh run would form the same
+    batches, and a chunk is always generated whole, as a fresh run generates it.
+    """
+    size = max(1, batch_size) * 4
+    chunks = []
+    for start in range(0, len(own), size):
+        members = own[start : start + size]
+        together = hashlib.sha256(f"{batch_size}:{','.join(members)}".encode()).hexdigest()
+        keys = [hashlib.sha256(f"{key}:{together}".encode()).hexdigest()[:24] for key in members]
+        chunks.append((range(start, start + len(members)), keys))
+    return chunks
 
 
 def fill_benign_targets(vlm: VLM, examples: list[Example], targets: TargetConfig, cache: Path,
@@ -207,8 +283,10 @@ def fill_benign_targets(vlm: VLM, examples: list[Example], targets: TargetConfig
     """Give every benign example its target; returns how many answers were generated (not read from cache).
 
     ``targets.benign == "data"`` requires each example to carry its answer. ``"self"`` uses the model's own greedy
-    answer to the request without the magic image, generated once and appended to the JSONL ``cache`` a few
-    batches at a time (a killed run keeps the answers it finished).
+    answer to the request without the magic image, generated once in batches of ``batch_size`` and appended to the
+    JSONL ``cache`` a few batches at a time (a killed run keeps the answers it finished). The cache key covers the
+    model (:func:`model_identity`) and the batch each answer was generated in, so the targets are the same
+    whether or not a cache from another batch size or request list lies in the work folder.
     """
     if targets.benign == "data":
         missing = [e.id for e in examples if not e.target]
@@ -227,21 +305,43 @@ def fill_benign_targets(vlm: VLM, examples: list[Example], targets: TargetConfig
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a torn last line from a killed run: that answer is generated again
     identity = model_identity(vlm)
-    keys = [benign_target_key(vlm.spec, e, targets.benign_max_new_tokens, identity) for e in examples]
-    todo = [i for i, key in enumerate(keys) if key not in known]
+    own = [benign_target_key(vlm.spec, e, targets.benign_max_new_tokens, identity) for e in examples]
+    # Keys gained the template, device and batch on 2026-11-24: a cache written before is not read but generated
+    # again, with the same answers a fresh run of the same config gives (the old keys only saved time).
+    chunks = _batched_keys(own, batch_size)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    # a few batches at a time, each appended as it finishes: a killed run keeps what it generated
-    chunk = max(1, batch_size) * 4
-    for start in range(0, len(todo), chunk):
-        part = todo[start : start + chunk]
+    generated = 0
+    for part, keys in chunks:
+        if all(key in known for key in keys):
+            continue
         answers = vlm.generate_detailed([[user(examples[i].prompt, *examples[i].images)] for i in part],
                                         max_new_tokens=targets.benign_max_new_tokens, batch_size=batch_size)
-        with cache.open("a", encoding="utf-8") as handle:
-            for i, answer in zip(part, answers, strict=True):
-                known[keys[i]] = (answer.text, answer.finished)
-                handle.write(json.dumps({"key": keys[i], "id": examples[i].id, "answer": answer.text,
-                                         "finished": answer.finished}) + "\n")
-    for example, key in zip(examples, keys, strict=True):
+        lines = []
+        for i, key, answer in zip(part, keys, answers, strict=True):
+            known[key] = (answer.text, answer.finished)
+            lines.append(json.dumps({"key": key, "id": examples[i].id, "answer": answer.text,
+                                     "finished": answer.finished}) + "\n")
+        with cache.open("a", encoding="utf-8") as handle:  # one write per chunk, appended as it finishes
+            handle.write("".join(lines))
+        generated += len(part)
+    for example, key in zip(examples, [key for _, keys in chunks for key in keys], strict=True):
         answer, example.complete = known[key]
         example.target = answer or "."
-    return len(todo)
+    return generated
+
+
+def image_count_problem(data: TrainingSet, prepend: bool) -> str | None:
+    """Why a request cannot take the magic image on a single-image model (more than one user image), or None.
+
+    With ``prepend`` (multi-image models) every request can. Otherwise the magic image shares a canvas with the
+    user's one image, so a request with two (a file record's own image drawn again in the ``figstep`` form) is
+    named here, before the model loads.
+    """
+    if prepend:
+        return None
+    for example in [*data.harmful, *data.benign]:
+        if len(example.images) > 1:
+            return (f"request {example.id} has {len(example.images)} user images, and a single-image model takes "
+                    "one beside the magic image (a request's own image plus its 'figstep' drawing makes two): drop "
+                    "'figstep' from that source's forms, or use a multi-image model")
+    return None

@@ -74,12 +74,15 @@ def build_row(vlm: VLM, example: Example, target: str, kind: str, *, placement: 
     """Tokenise one request with placeholder images of the right sizes and cache it as a :class:`Row`.
 
     An ``unlikely`` row scores its prefix only: the prefix is the opening of an answer, not an answer that ends
-    there, so the end-of-turn marker after it is not part of what the unlikelihood term pushes down.
+    there, so the end-of-turn marker after it is not part of what the unlikelihood term pushes down. Likewise a
+    benign answer cut at its token budget (``example.complete`` False) did not end there: training its end-of-turn
+    marker would teach the image to stop benign answers mid-sentence. (When ``first_k`` cuts the row before the
+    marker, as in every shipped config, dropping it first changes nothing.)
     """
     placeholder = Image.new("RGB", (size[1], size[0]), "white")
     conversation = attach([user(example.prompt, *example.images), assistant(target)], placeholder, placement)
     batch = vlm.training_inputs([conversation])
-    if kind == "unlikely":
+    if kind == "unlikely" or (kind == "benign" and not example.complete):
         batch = _without_end_of_turn(batch, set(vlm.tokenizer.all_special_ids))
     batch = _first_k(batch, first_k)
     batch.pop("pixel_values", None)

@@ -3,14 +3,18 @@
 ``optimize_magic_images(config, out_dir)`` loads the model, freezes and hashes every parameter, assembles each value
 system's training requests, optimises the pixels (Adam or signed-gradient PGD, optional L-infinity bound, 8-bit
 straight-through), checks the hashes again, and writes ``out_dir/<value system>.png`` + ``.json``. Work files live
-in ``out_dir/work/<value system>/``; re-running the same config resumes from the last checkpoint.
+in ``out_dir/work/<value system>/``; re-running the same config resumes from the last checkpoint, and a value
+system found finished keeps its recorded evaluation. ``out_dir/manifest.json`` records the config, versions and
+input hashes of the latest run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,16 +24,31 @@ import torch
 from transformers import AutoConfig
 
 from visalign.errors import VisalignError
+from visalign.evaluation.judges import get_refusal_judge
 from visalign.images import load_image
 from visalign.magic.apply import refusal_rates
 from visalign.magic.artifact import save_magic_image, write_sidecar
 from visalign.magic.config import MagicConfig
-from visalign.magic.data import TrainingSet, fill_benign_targets, load_training_set
+from visalign.magic.data import (
+    TrainingSet,
+    fill_benign_targets,
+    image_count_problem,
+    load_training_set,
+    template_identity,
+)
 from visalign.magic.objective import Row, build_rows, dual_loss, prepare_user_encodings, quantize_straight_through
 from visalign.magic.placement import crops_to_square, resolve_placement, working_size
 from visalign.magic.value_systems import ValueSystem, get_value_system
-from visalign.models import VLM, load_vlm, pil_to_tensor, resolve_spec, tensor_to_pil, weights_fingerprint
-from visalign.runs import atomic_write_bytes, atomic_write_json
+from visalign.models import (
+    VLM,
+    load_vlm,
+    model_family,
+    pil_to_tensor,
+    resolve_spec,
+    tensor_to_pil,
+    weights_fingerprint,
+)
+from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json, config_hash, scrub_secrets
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -81,9 +100,11 @@ def requests_digest(data: TrainingSet) -> str:
 def resume_hash(config: MagicConfig, value_system: ValueSystem, inputs: str = "") -> str:
     """Hash of everything that shapes this value system's optimisation except its length.
 
-    Left out, so that a checkpoint stays usable: the step count (a finished run can be extended), evaluation
-    settings, and the list of value systems (adding one to the job must not block resuming the others). Put in:
-    ``inputs``, what the config names by path only (the model's weights fingerprint, the requests' digest).
+    Left out, so that a checkpoint stays usable: the step count (a finished run can be extended), the ``eval``
+    section, and the list of value systems (adding one to the job must not block resuming the others). Put in:
+    ``inputs`` (:func:`resume_inputs`), what the config names by path only or decides outside itself. One ``eval``
+    setting does shape the optimisation: ``eval.batch_size`` is the batch self-generated benign targets are made in
+    (in bfloat16 they depend on it); it reaches this hash through those targets, in the requests' digest.
     """
     content = config.model_dump(mode="json")
     content["optim"].pop("steps")
@@ -93,6 +114,18 @@ def resume_hash(config: MagicConfig, value_system: ValueSystem, inputs: str = ""
     content["value_system"] = value_system.model_dump(mode="json")
     content["inputs"] = inputs
     return hashlib.sha256(repr(sorted(content.items())).encode()).hexdigest()[:16]
+
+
+def resume_inputs(weights: str | None, template: str, requests: str, init: torch.Tensor | None) -> str:
+    """The ``inputs`` of :func:`resume_hash`: weights fingerprint, chat template, requests' digest, start image.
+
+    ``init`` is the start image's pixels (None for white): a replaced start file would otherwise resume the old
+    pixels and then project them onto an L-infinity ball around the new ones.
+    """
+    parts = [str(weights), template, requests]
+    if init is not None:
+        parts.append(hashlib.sha256(init.contiguous().numpy().tobytes()).hexdigest())
+    return ":".join(parts)
 
 
 def start_image(init: str, size: tuple[int, int]) -> torch.Tensor:
@@ -159,8 +192,8 @@ def optimize_pixels(vlm: VLM, config: MagicConfig, harmful: list[list[Row]], ben
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         if state.get("key") != key:
             raise VisalignError(
-                f"{checkpoint}: written by a different config, value system, model or set of requests; use a new "
-                "--out folder or delete it"
+                f"{checkpoint}: written by a different config, value system, model (weights or chat template), "
+                "start image or set of requests; use a new --out folder or delete it"
             )
         with torch.no_grad():
             pixels.copy_(state["pixels"])
@@ -229,13 +262,19 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
     prepare_user_encodings(vlm, data.benign, benign)
     init = start_image(config.optim.init, size)
     began = time.perf_counter()
-    fingerprint = weights_fingerprint(vlm.spec)
-    key = resume_hash(config, value_system, f"{fingerprint}:{requests_digest(data)}")
+    fingerprint, template, requests = weights_fingerprint(vlm.spec), template_identity(vlm), requests_digest(data)
+    key = resume_hash(config, value_system,
+                      resume_inputs(fingerprint, template, requests, None if config.optim.init == "white" else init))
+    _drop_legacy_checkpoint(work_dir / CHECKPOINT, resume_hash(config, value_system, f"{fingerprint}:{requests}"))
     image, history = optimize_pixels(vlm, config, harmful, benign, init, work_dir, key, on_step)
     metadata = {
-        "model": {"spec": vlm.spec, "family": vlm.family.model_type, "fingerprint": fingerprint},
+        # The template is recorded, not checked at apply time: model_mismatch compares weights only, as every
+        # sidecar written before 2026-11-24 carries a weights fingerprint and no template identity.
+        "model": {"spec": vlm.spec, "family": vlm.family.model_type, "fingerprint": fingerprint,
+                  "template": template},
         "value_system": value_system.model_dump(mode="json"),
         "config_hash": config.config_hash(),
+        "resume_key": key,
         "placement": placement,
         "size": list(size),
         "training": {
@@ -254,9 +293,51 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
     }
     atomic_write_json(work_dir / "history.json", history)
     if config.eval.enabled:
-        metadata["evaluation"] = _evaluate(vlm, config, data, image, placement, work_dir)
+        recorded = _recorded_evaluation(out_dir / f"{value_system.name}.json", key, len(history), config)
+        if recorded is not None:
+            logger.info("%s: finished in an earlier run; its recorded evaluation is kept", value_system.name)
+        metadata["evaluation"] = recorded or _evaluate(vlm, config, data, image, placement, work_dir)
     png = save_magic_image(out_dir, value_system.name, image, metadata)
     return MagicResult(value_system.name, png, metadata)
+
+
+def _drop_legacy_checkpoint(checkpoint: Path, legacy_key: str) -> None:
+    """Delete a checkpoint keyed as before 2026-11-24, when the key left out the chat template and start image.
+
+    Such a checkpoint may hold pixels made under another template or start image, which its key cannot tell. The
+    run then starts from step 0, which gives the image a fresh run gives: the key change costs time, not results
+    (refusing it would only send the user to delete the file by hand).
+    """
+    if checkpoint.is_file() and torch.load(checkpoint, map_location="cpu", weights_only=False).get("key") == legacy_key:
+        logger.warning("%s: written by an older visalign whose resume key did not cover the chat template and start "
+                       "image; optimising again from step 0", checkpoint)
+        checkpoint.unlink()
+
+
+def _evaluation_settings(config: MagicConfig) -> dict:
+    """What the recorded refusal rates depend on besides the image: judge, answer length and generation batch."""
+    return {"judge": config.eval.judge, "max_new_tokens": config.eval.max_new_tokens,
+            "batch_size": config.eval.batch_size}
+
+
+def _recorded_evaluation(sidecar: Path, key: str, steps: int, config: MagicConfig) -> dict | None:
+    """The evaluation in the sidecar of a value system finished earlier, if it holds for this run; else None.
+
+    It holds when the PNG and sidecar were written from this very checkpoint (same resume key and step count, so
+    the same image) under the same evaluation settings. Sidecars from before resume keys were recorded never do.
+    """
+    if not (sidecar.is_file() and sidecar.with_suffix(".png").is_file()):
+        return None
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    evaluation = recorded.get("evaluation") if isinstance(recorded, dict) else None
+    if (not isinstance(evaluation, dict) or recorded.get("resume_key") != key
+            or (recorded.get("training") or {}).get("steps") != steps):
+        return None
+    settings = _evaluation_settings(config)
+    return evaluation if {name: evaluation.get(name) for name in settings} == settings else None
 
 
 def _evaluate(vlm: VLM, config: MagicConfig, data: TrainingSet, image: torch.Tensor, placement: str,
@@ -272,7 +353,7 @@ def _evaluate(vlm: VLM, config: MagicConfig, data: TrainingSet, image: torch.Ten
             answers[f"{kind}_{label}"] = rates.pop("answers")
             summary[f"{kind}_{label}"] = rates
     atomic_write_json(work_dir / "answers.json", answers)
-    return {"judge": config.eval.judge, "max_new_tokens": config.eval.max_new_tokens, **summary}
+    return {**_evaluation_settings(config), **summary}
 
 
 def optimize_magic_images(config: MagicConfig, out_dir: str | Path,
@@ -287,18 +368,23 @@ def optimize_magic_images(config: MagicConfig, out_dir: str | Path,
         on_step: optional progress callback ``(value_system, step, parts)``.
 
     Raises:
-        VisalignError: unknown value system, a model without image support, bad data, changed weights.
+        VisalignError: unknown value system or refusal judge, a model without image support, bad data (a request
+            with more images than the model takes), changed weights.
     """
     out_dir = Path(out_dir)
     systems = [get_value_system(config.value_systems_file, name) for name in config.value_systems]
     # Everything that can be wrong with the input is checked before the (slow) model load.
     if config.optim.init != "white":
         load_image(config.optim.init)
+    if config.eval.enabled:
+        get_refusal_judge(config.eval.judge)
     datasets = [load_training_set(config, system, out_dir / "work" / system.name) for system in systems]
     require_image_support(config.model)
+    _check_image_counts(config, systems, datasets)
     vlm = load_vlm(config.model, dtype=config.dtype, device=config.device)
     for parameter in vlm.model.parameters():
         parameter.requires_grad_(False)
+    record_manifest(config, out_dir, vlm, dict(zip(config.value_systems, datasets, strict=True)))
     before = weights_digest(vlm.model)
     torch.manual_seed(config.seed)
     results = []
@@ -313,3 +399,48 @@ def optimize_magic_images(config: MagicConfig, out_dir: str | Path,
         result.metadata["weights_sha256"] = {"before": before, "after": after, "unchanged": True}
         write_sidecar(result.png, result.metadata)
     return results
+
+
+def _check_image_counts(config: MagicConfig, systems: list[ValueSystem], datasets: list[TrainingSet]) -> None:
+    """Refuse, from the model's config alone, a request with more user images than the placement can take."""
+    prepend = resolve_placement(model_family(config.model), config.placement) == "prepend"
+    for system, data in zip(systems, datasets, strict=True):
+        if problem := image_count_problem(data, prepend):
+            raise VisalignError(f"value system {system.name!r}: {problem}")
+
+
+def _input_files(config: MagicConfig) -> dict[str, Path]:
+    """The files the config names (request files, single-file benchmarks, value systems, start image)."""
+    files = {"value_systems_file": config.value_systems_file}
+    if config.optim.init != "white":
+        files["optim.init"] = Path(config.optim.init)
+    root = config.data.resolved_benchmarks_dir()
+    for index, source in enumerate(config.data.sources):
+        path = source.file if source.file is not None else root / str(source.path)
+        if path.is_file():  # a benchmark kept as a folder is covered by the requests' digest in ``extra``
+            files[f"data.sources[{index}]"] = path
+    return files
+
+
+def record_manifest(config: MagicConfig, out_dir: Path, vlm: VLM, datasets: dict[str, TrainingSet]) -> dict:
+    """Write ``out_dir/manifest.json`` through :class:`RunDir`: config, versions, seed, input hashes, model identity.
+
+    A record, not the resume guard. Adding a value system to a finished job, or raising ``optim.steps``, is a
+    supported resume that changes the config, and RunDir refuses a resume under another config; here each value
+    system's checkpoint key (:func:`resume_hash`) is the guard. So a manifest written for another config is moved
+    to ``work/manifests/<n>.json`` and this run's takes its place: ``manifest.json`` describes the latest run, and
+    ``extra.config_hash`` matches the ``config_hash`` of the sidecars that run wrote.
+    """
+    run = RunDir(out_dir)
+    existing = run.read_manifest()
+    ours = config_hash(scrub_secrets(config.model_dump(mode="json")))  # as RunDir hashes it
+    if existing is not None and existing.get("config_hash") != ours:
+        archive = out_dir / "work" / "manifests"
+        archive.mkdir(parents=True, exist_ok=True)
+        os.replace(run.manifest_path, archive / f"{len(list(archive.glob('*.json'))) + 1}.json")
+    model = {"spec": vlm.spec, "family": vlm.family.model_type, "weights": weights_fingerprint(vlm.spec),
+             "template": template_identity(vlm), "dtype": str(vlm.model.dtype), "device": str(vlm.device)}
+    # Benign targets the model writes itself are not generated yet: this digests the requests as loaded.
+    requests = {name: requests_digest(data) for name, data in datasets.items()}
+    return run.write_manifest(config, seeds={"seed": config.seed}, inputs=_input_files(config),
+                              extra={"config_hash": config.config_hash(), "model": model, "requests": requests})
