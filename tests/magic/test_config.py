@@ -90,3 +90,12 @@ def test_shipped_configs_validate():
         config = load_config(path, MagicConfig)
         assert config.objective.l1 + config.objective.l2 == pytest.approx(1.0)
         assert config.data.sources
+
+
+@pytest.mark.parametrize("name", ["manifest", "../standard", "sub/strict", ".hidden"])
+def test_a_value_system_name_that_cannot_name_its_output_files_is_refused(tmp_path, name):
+    """``manifest`` would write manifest.json over the job's own; a path would write outside the folder."""
+    path = tmp_path / "vs.yaml"
+    path.write_text(yaml.safe_dump({"value_systems": {name: {"refuse": ["violence"]}}}))
+    with pytest.raises(VisalignError, match="cannot name the job's <name>.png"):
+        load_value_systems(path)

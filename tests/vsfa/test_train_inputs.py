@@ -139,4 +139,6 @@ def test_an_input_refused_inside_a_step_names_the_micro_batch_records(tiny_check
     step = len(read_metrics(tmp_path / "run")) + 1
     assert message.startswith(f"step {step}: Qwen2.5-VL's processor refused the input (600x2)"), message
     assert f"[in the micro-batch of record(s) id rec03 ({data}:{line})]; training stopped" in message
+    assert message.endswith("(it resumes only with the data unchanged); fix or remove the record and train into a "
+                            "new --out directory")  # a fixed record changes the data hash: this --out refuses it
     assert "\n" not in message

@@ -14,12 +14,11 @@ from pathlib import Path
 
 from visalign.errors import VisalignError
 from visalign.images import png_bytes
+from visalign.llava_format import IMAGE_MARKER, holds_image_marker
 from visalign.magic import Example, MagicConfig, fill_benign_targets, get_value_system, load_training_set
 from visalign.models import load_vlm, weights_fingerprint
 from visalign.runs import RunDir, atomic_write_json
 from visalign.vsfa.imagegen import store_png
-
-IMAGE_MARKER = "<image>"
 
 
 def has_words(text: str) -> bool:
@@ -27,22 +26,13 @@ def has_words(text: str) -> bool:
     return re.search(r"\w", text) is not None
 
 
-def holds_image_marker(example: Example) -> bool:
-    """True when the request or its answer types ``<image>`` itself.
-
-    The record marks each of its images once; a marker in the text would mark one more image than it has, and
-    trainers (``vsfa train``, LLaMA-Factory, ms-swift) refuse such a record.
-    """
-    return IMAGE_MARKER in example.prompt or IMAGE_MARKER in example.target
-
-
 def llava_record(example: Example, out_dir: Path) -> dict:
     """One LLaVA conversation: the request (images marked in the text) and its target answer.
 
     Raises:
-        VisalignError: the request or answer holds ``<image>`` (see :func:`holds_image_marker`).
+        VisalignError: the request or answer holds ``<image>`` (see :mod:`visalign.llava_format`).
     """
-    if holds_image_marker(example):
+    if holds_image_marker(example.prompt, example.target):
         raise VisalignError(f"request {example.id}: its text holds '{IMAGE_MARKER}', which would mark an extra image")
     images = [store_png(png_bytes(image), out_dir, origin=f"request {example.id}").path for image in example.images]
     record = {
@@ -65,7 +55,9 @@ def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str |
 
     Benign answers are the model's own, generated once with ``max_answer_tokens`` (not the Magic Image job's short
     ``targets.benign_max_new_tokens``, which is a scoring prefix) and cached in ``out_dir/work/benign_targets.jsonl``
-    under the model's weights fingerprint and dtype; a re-run resumes from there. Two kinds of benign answer are
+    under the model's identity (weights, chat template, dtype, device) and the batch each answer was generated in
+    (:func:`visalign.magic.fill_benign_targets`); a re-run resumes from there, and a cache written under other keys
+    (by a visalign before 2026-11-24, or with another ``batch_size``) is generated again. Two kinds of benign answer are
     left out and counted: one with no words (the model stopped at once) teaches nothing, and one cut at the budget
     would teach the model to stop mid-sentence, since the end-of-turn token is trained right after it. A request
     or answer that types ``<image>`` is left out too (counted in ``dropped_image_marker``): trainers refuse a
@@ -100,11 +92,12 @@ def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str |
     vlm = load_vlm(config.model, dtype=config.dtype, device=config.device)
     answers = config.targets.model_copy(update={"benign_max_new_tokens": max_answer_tokens})
     # a request that types the marker is left out before its answer is generated: its record could not be used
-    benign = [e for e in data.benign if not holds_image_marker(e)]
+    benign = [e for e in data.benign if not holds_image_marker(e.prompt, e.target)]
     generated = fill_benign_targets(vlm, benign, answers, out / "work" / "benign_targets.jsonl",
                                     batch_size=batch_size)
-    marked = [e for e in data.harmful + data.benign if holds_image_marker(e)]
-    usable = [e for e in data.harmful + benign if has_words(e.target) and e.complete and not holds_image_marker(e)]
+    marked = [e for e in data.harmful + data.benign if holds_image_marker(e.prompt, e.target)]
+    usable = [e for e in data.harmful + benign
+              if has_words(e.target) and e.complete and not holds_image_marker(e.prompt, e.target)]
     if not any(e.kind == "benign" for e in usable):  # a refusal-only set would teach refusing everything
         empty = sum(not has_words(e.target) for e in benign)
         cut = sum(has_words(e.target) and not e.complete for e in benign)

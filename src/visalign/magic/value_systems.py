@@ -16,6 +16,10 @@ def slug(category: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", category.lower()).strip("_")
 
 
+#: Names a job's output folder already uses for its own files (``manifest.json``).
+RESERVED_NAMES = frozenset({"manifest"})
+
+
 class ValueSystem(BaseModel):
     """One policy: the categories whose requests are refused and those that are answered.
 
@@ -32,6 +36,14 @@ class ValueSystem(BaseModel):
     description: str = ""
     refuse: list[str] = Field(min_length=1)
     allow: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _usable_as_file_name(self) -> ValueSystem:
+        # a job writes <name>.png and <name>.json beside its manifest.json
+        if self.name in RESERVED_NAMES or "/" in self.name or "\\" in self.name or self.name.startswith("."):
+            raise ValueError(f"the name {self.name!r} cannot name the job's <name>.png and <name>.json (reserved "
+                             "or a path); rename the value system")
+        return self
 
     @model_validator(mode="after")
     def _disjoint(self) -> ValueSystem:

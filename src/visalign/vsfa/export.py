@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from visalign.errors import VisalignError
+from visalign.llava_format import IMAGE_MARKER, holds_image_marker
 from visalign.runs import JsonlStore, atomic_write_bytes, atomic_write_json, atomic_write_text
 from visalign.vsfa.imagegen import png_intact
+from visalign.vsfa.vqa import IMAGE_MARKER_REASON
 
 DATASET_DIR = "dataset"
-IMAGE_TOKEN = "<image>"
-IMAGE_MARKER_REASON = "the text holds the '<image>' marker (the export puts one per image, before the first question)"
+IMAGE_TOKEN = IMAGE_MARKER
 STORES = ("corpus.jsonl", "scenes.jsonl", "images.jsonl", "vqa.jsonl")
 CORPUS_STATS = "corpus_stats.json"
 
@@ -49,7 +50,7 @@ def has_image_marker(pair: Mapping[str, Any]) -> bool:
 
     Trainers (LLaMA-Factory, ms-swift, ``vsfa train``) match each marker to an image and refuse such a row.
     """
-    return any(IMAGE_TOKEN in str(pair.get(field, "")) for field in ("question", "answer"))
+    return holds_image_marker(*(str(pair.get(field, "")) for field in ("question", "answer")))
 
 
 def screen_image_markers(vqa_record: dict) -> dict:

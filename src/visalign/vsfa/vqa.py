@@ -5,14 +5,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from visalign.llava_format import holds_image_marker
 from visalign.vsfa.config import VqaConfig
-from visalign.vsfa.export import IMAGE_MARKER_REASON, has_image_marker
 from visalign.vsfa.fallback import grounded_pairs
 from visalign.vsfa.llm import ChatBackend, Message
 from visalign.vsfa.neutrality import NeutralityFilter
 from visalign.vsfa.parsing import MalformedOutput, copies_prompt_example, parse_reply, repair_request
 from visalign.vsfa.records import QABatch, QAPair, Scene, Usage
 from visalign.vsfa.templates import PromptTemplate
+
+#: Why a pair that types ``<image>`` was rejected: the export puts one marker per image (and screens on this reason).
+IMAGE_MARKER_REASON = "the text holds the '<image>' marker (the export puts one per image, before the first question)"
+
 
 # Names models use for our question types.
 _TYPE_ALIASES = {
@@ -109,7 +113,7 @@ async def generate_pairs(
     kept, rejected = [], []
     for number, pair in enumerate(pairs):
         item = {"id": f"{entry['id']}:q{number}", **pair.model_dump()}
-        if has_image_marker(item):  # counted apart from the filter's rejections: no terms recorded
+        if holds_image_marker(pair.question, pair.answer):  # counted apart from the filter's rejections: no terms
             rejected.append({**item, "terms": [], "reason": IMAGE_MARKER_REASON})
         elif hits := neutrality.find(f"{pair.question}\n{pair.answer}"):
             rejected.append({**item, "terms": sorted({hit.word.lower() for hit in hits})})

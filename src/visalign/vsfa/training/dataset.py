@@ -23,9 +23,10 @@ from PIL import Image
 
 from visalign.errors import VisalignError
 from visalign.images import MAX_IMAGE_PIXELS, load_image
+from visalign.llava_format import IMAGE_MARKER
 from visalign.models import Conversation, Turn
 
-IMAGE_TOKEN = "<image>"
+IMAGE_TOKEN = IMAGE_MARKER
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _VLGUARD_INSTRUCTIONS = ("instruction", "safe_instruction", "unsafe_instruction")
 _SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, as the json module defines it

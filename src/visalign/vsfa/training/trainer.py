@@ -417,8 +417,10 @@ def train(
             except _NonFinite as exc:
                 raise VisalignError(_non_finite_message(str(exc), step, config, vlm.model.dtype, out)) from None
             except _BadInput as exc:
-                kept = _kept(out, "the same command resumes from it once the record is fixed or removed")
-                raise VisalignError(f"step {step}: {exc}; training stopped, {kept}") from None
+                # a fixed or removed record changes the data hash, which this --out then refuses to resume
+                kept = _kept(out, "it resumes only with the data unchanged")
+                raise VisalignError(f"step {step}: {exc}; training stopped, {kept}; fix or remove the record and "
+                                    "train into a new --out directory") from None
             except torch.OutOfMemoryError:
                 # each tip changes the config hash, which this --out refuses: only the same command resumes here
                 kept = _kept(out, "the same command resumes from it; a changed config trains into a new --out "
