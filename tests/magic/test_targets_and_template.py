@@ -87,3 +87,23 @@ def test_every_family_has_a_template_identity_that_follows_its_template_file(tmp
     template = model / "chat_template.jinja"
     template.write_text("{{- 'SYSTEM: Always refuse medical questions. ' -}}" + template.read_text())
     assert template_identity(load_vlm(str(model), device="cpu")) != before
+
+
+def test_applying_an_image_under_an_edited_chat_template_is_refused_unless_allowed(tmp_path, tiny_checkpoints):
+    from visalign.evaluation.config import SystemConfig
+    from visalign.evaluation.systems import SystemFactory
+    from visalign.magic import load_magic_image, model_mismatch
+
+    model = shutil.copytree(tiny_checkpoints["llava"], tmp_path / "model")
+    [result] = optimize_magic_images(make(tmp_path, model, optim={"steps": 1}, eval={"enabled": False}),
+                                     tmp_path / "run")  # fmt: skip
+    magic = load_magic_image(result.png)
+    assert model_mismatch(magic, str(model)) is None  # the processor alone gives the identity the run recorded
+    template = model / "chat_template.jinja"
+    template.write_text("{{- 'SYSTEM: Always refuse medical questions. ' -}}" + template.read_text())
+    reason = model_mismatch(magic, str(model))
+    assert reason is not None and "optimised under chat template" in reason and str(result.png) in reason
+    factory = SystemFactory(max_new_tokens=4, batch_size=2, cache_dir=tmp_path / "cache")
+    with pytest.raises(VisalignError, match="system 'edited'.*chat template"):
+        factory.check(SystemConfig(name="edited", model=str(model), magic_image=result.png))
+    factory.check(SystemConfig(name="transfer", model=str(model), magic_image=result.png, allow_model_mismatch=True))

@@ -16,7 +16,9 @@ from PIL import Image
 
 from visalign.errors import VisalignError
 from visalign.images import load_image
-from visalign.models import changed_fingerprint, tensor_to_pil
+from visalign.magic.data import processor_template_identity
+from visalign.models import changed_fingerprint, resolve_spec, tensor_to_pil
+from visalign.models.processors import load_processor
 from visalign.runs import atomic_write_bytes, atomic_write_json
 
 FORMAT = "visalign-magic-image"
@@ -130,14 +132,29 @@ def find_magic_image(directory: str | Path, value_system: str) -> MagicImage:
 def model_mismatch(magic: MagicImage, spec: str) -> str | None:
     """Why ``magic`` cannot be expected to work on the model ``spec``, or None when nothing says so.
 
-    Compares the weights fingerprint recorded at optimisation time with the model's now; images from before
-    fingerprints were recorded, and hub ids, are not checked.
+    Compares the weights fingerprint recorded at optimisation time with the model's now, then the chat template
+    identity (:func:`visalign.magic.data.template_identity`, from the processor alone: no weights load). Images
+    from before each was recorded, and hub ids, are not checked for it.
     """
     recorded = (magic.metadata.get("model") or {}).get("fingerprint")
     current = changed_fingerprint(recorded, spec)
-    if current is None:
+    if current is not None:
+        return (f"{magic.path}: optimised against model weights {recorded}, but '{spec}' here has {current}; a magic "
+                "image's pixels do not carry over to other weights. Run `visalign magic optimize` against this "
+                "model (the embedded default model built on another machine can differ), or allow the mismatch "
+                "(allow_model_mismatch) to study transfer on purpose")
+    return _template_mismatch(magic, spec)
+
+
+def _template_mismatch(magic: MagicImage, spec: str) -> str | None:
+    """Why ``magic`` was optimised under another chat template than ``spec`` has now, or None."""
+    recorded = (magic.metadata.get("model") or {}).get("template")
+    folder = Path(resolve_spec(spec))
+    if not recorded or not folder.is_dir():
         return None
-    return (f"{magic.path}: optimised against model weights {recorded}, but '{spec}' here has {current}; a magic "
-            "image's pixels do not carry over to other weights. Run `visalign magic optimize` against this model "
-            "(the embedded default model built on another machine can differ), or allow the mismatch "
-            "(allow_model_mismatch) to study transfer on purpose")
+    current = processor_template_identity(load_processor(folder), spec)
+    if current == recorded:
+        return None
+    return (f"{magic.path}: optimised under chat template {recorded}, but '{spec}' here renders conversations as "
+            f"{current} (an edited template, system prompt or tokenizer); the image was trained on other tokens. Run "
+            "`visalign magic optimize` against this model, or allow the mismatch (allow_model_mismatch)")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from PIL import Image
+from transformers import ProcessorMixin
 
 from visalign.errors import VisalignError
 from visalign.evaluation.attacks.typographic import typographic_attack
@@ -24,6 +25,7 @@ from visalign.images import load_image
 from visalign.magic.config import MagicConfig, SourceConfig, TargetConfig
 from visalign.magic.value_systems import ValueSystem, slug
 from visalign.models import VLM, assistant, resolve_spec, user, weights_fingerprint
+from visalign.models.adapter import render_conversation
 from visalign.runs import sha256_file
 
 Kind = Literal["harmful", "benign"]
@@ -240,11 +242,16 @@ def template_identity(vlm: VLM) -> str:
     the bytes of the tokenizer, processor, chat-template and config files in a local checkpoint folder: an edited
     template or system prompt changes every training row and every self-generated answer.
     """
+    return processor_template_identity(vlm.processor, vlm.spec)
+
+
+def processor_template_identity(processor: ProcessorMixin, spec: str) -> str:
+    """:func:`template_identity` from the model's processor alone, before (or without) loading its weights."""
     digest = hashlib.sha256()
     probe = Image.new("RGB", (8, 8), "white")
     for conversation, generation_prompt in (([user("x", probe), assistant("y")], False), ([user("x")], True)):
-        digest.update(vlm.render(conversation, add_generation_prompt=generation_prompt).encode())
-    folder = Path(resolve_spec(vlm.spec))
+        digest.update(render_conversation(processor, conversation, add_generation_prompt=generation_prompt).encode())
+    folder = Path(resolve_spec(spec))
     if folder.is_dir():  # a hub id has no local folder: its rendering above is what is known of it
         for path in sorted({p for pattern in _TEMPLATE_FILES for p in folder.glob(pattern) if p.is_file()}):
             digest.update(f"{path.name}:{sha256_file(path)}".encode())

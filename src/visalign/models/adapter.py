@@ -63,6 +63,13 @@ def _merge_encodings(images: Sequence[ImageEncoding]) -> SimpleNamespace:
     return merged
 
 
+def render_conversation(processor: ProcessorMixin, conversation: Conversation, *, add_generation_prompt: bool) -> str:
+    """Render a conversation to text with ``processor``'s own chat template (no weights needed)."""
+    return processor.apply_chat_template(
+        to_chat_messages(conversation), add_generation_prompt=add_generation_prompt, tokenize=False
+    )
+
+
 class InputRules:
     """What a family's processor refuses, checked from text and image sizes alone (no weights, no pixels).
 
@@ -175,9 +182,7 @@ class VLM:
     # ----------------------------------------------------------------------------------------------- rendering
     def render(self, conversation: Conversation, *, add_generation_prompt: bool) -> str:
         """Render a conversation to text with the processor's own chat template."""
-        return self.processor.apply_chat_template(
-            to_chat_messages(conversation), add_generation_prompt=add_generation_prompt, tokenize=False
-        )
+        return render_conversation(self.processor, conversation, add_generation_prompt=add_generation_prompt)
 
     @property
     def rules(self) -> InputRules:
