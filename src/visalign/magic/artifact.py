@@ -149,8 +149,10 @@ def model_mismatch(magic: MagicImage, spec: str) -> str | None:
 def _template_mismatch(magic: MagicImage, spec: str) -> str | None:
     """Why ``magic`` was optimised under another chat template than ``spec`` has now, or None."""
     recorded = (magic.metadata.get("model") or {}).get("template")
+    if not recorded:  # before the first read of ``spec``: a sidecar without one needs no model to check against
+        return None
     folder = Path(resolve_spec(spec))
-    if not recorded or not folder.is_dir():
+    if not folder.is_dir():
         return None
     current = processor_template_identity(load_processor(folder), spec)
     if current == recorded:
