@@ -175,8 +175,14 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def optimize_pixels(vlm: VLM, config: MagicConfig, harmful: list[list[Row]], benign: list[list[Row]],
                     init: torch.Tensor, work_dir: Path, key: str,
-                    on_step: Callable[[int, dict], None] | None = None) -> tuple[torch.Tensor, list[dict]]:
+                    on_step: Callable[[int, dict], None] | None = None,
+                    legacy_key: str | None = None) -> tuple[torch.Tensor, list[dict]]:
     """Run the optimiser from ``init`` (or the checkpoint in ``work_dir``) to ``config.optim.steps``.
+
+    A checkpoint keyed ``legacy_key`` (how a visalign before 2026-11-24 keyed this run, leaving out the chat
+    template and start image) may hold pixels made under another template or start image, which that key cannot
+    tell: it is not resumed, and the run starts from step 0, which gives the image a fresh run gives (the key change
+    costs time, not results; refusing it would only send the user to delete the file by hand).
 
     Returns the final float image (on the 8-bit grid when ``quantize``) and the per-step log.
     """
@@ -188,8 +194,12 @@ def optimize_pixels(vlm: VLM, config: MagicConfig, harmful: list[list[Row]], ben
     history: list[dict] = []
     start = 0
     checkpoint = work_dir / CHECKPOINT
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.is_file() else None
+    if state is not None and legacy_key is not None and state.get("key") == legacy_key:
+        logger.warning("%s: written by an older visalign whose resume key did not cover the chat template and start "
+                       "image; optimising again from step 0", checkpoint)
+        state = None
+    if state is not None:
         if state.get("key") != key:
             raise VisalignError(
                 f"{checkpoint}: written by a different config, value system, model (weights or chat template), "
@@ -265,8 +275,8 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
     fingerprint, template, requests = weights_fingerprint(vlm.spec), template_identity(vlm), requests_digest(data)
     key = resume_hash(config, value_system,
                       resume_inputs(fingerprint, template, requests, None if config.optim.init == "white" else init))
-    _drop_legacy_checkpoint(work_dir / CHECKPOINT, resume_hash(config, value_system, f"{fingerprint}:{requests}"))
-    image, history = optimize_pixels(vlm, config, harmful, benign, init, work_dir, key, on_step)
+    image, history = optimize_pixels(vlm, config, harmful, benign, init, work_dir, key, on_step,
+                                     legacy_key=resume_hash(config, value_system, f"{fingerprint}:{requests}"))
     metadata = {
         # The template is recorded, not checked at apply time: model_mismatch compares weights only, as every
         # sidecar written before 2026-11-24 carries a weights fingerprint and no template identity.
@@ -299,19 +309,6 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
         metadata["evaluation"] = recorded or _evaluate(vlm, config, data, image, placement, work_dir)
     png = save_magic_image(out_dir, value_system.name, image, metadata)
     return MagicResult(value_system.name, png, metadata)
-
-
-def _drop_legacy_checkpoint(checkpoint: Path, legacy_key: str) -> None:
-    """Delete a checkpoint keyed as before 2026-11-24, when the key left out the chat template and start image.
-
-    Such a checkpoint may hold pixels made under another template or start image, which its key cannot tell. The
-    run then starts from step 0, which gives the image a fresh run gives: the key change costs time, not results
-    (refusing it would only send the user to delete the file by hand).
-    """
-    if checkpoint.is_file() and torch.load(checkpoint, map_location="cpu", weights_only=False).get("key") == legacy_key:
-        logger.warning("%s: written by an older visalign whose resume key did not cover the chat template and start "
-                       "image; optimising again from step 0", checkpoint)
-        checkpoint.unlink()
 
 
 def _evaluation_settings(config: MagicConfig) -> dict:

@@ -294,10 +294,10 @@ def _example(
 
 def _checked(examples: list[Example], check: Callable[[Example], str | None] | None) -> list[Example]:
     """``examples`` when ``check`` finds no problem in any of them; else the first problem, as a bad record."""
-    for example in examples if check is not None else ():
-        problem = check(example)
-        if problem:
-            raise _BadRecord(problem)
+    if check is not None:
+        for example in examples:
+            if problem := check(example):
+                raise _BadRecord(problem)
     return examples
 
 
