@@ -126,3 +126,38 @@ def test_parse_credit_reads_only_a_first_number_in_0_to_1(raw, credit):
 ])
 def test_parse_credit_passes_over_signs_exponents_percentages_labels_and_list_numbers(raw, credit):
     assert parse_credit(raw) == credit
+
+
+@pytest.mark.parametrize(
+    ("raw", "credit"),
+    [
+        ("Credit (0.0-1.0): 0.9", 0.9),
+        ("Credit (0-1): 0.7", 0.7),
+        ("On a scale of 0 to 1, 0.8", 0.8),
+        ("Credit (0\u20131): 0.6", 0.6),  # an en dash
+        ("Credit (0.0 - 1.0)\n0.5", 0.5),
+        ("Between 0 and 1: 0.4", 0.4),
+        ("0.3 (scale 0-1)", 0.3),
+        ("Credit (0.0-1.0):", None),
+        ("Credit (0 to 1", None),  # cut short by the token cap: nothing to read
+        ("Score 0-10: 7", None),  # the first number past the scale is still out of 0-1
+        ("1. Credit (0-1): 0.3", 0.3),  # an item number and a scale before the credit
+    ],
+)
+def test_parse_credit_passes_over_a_restated_scale(raw, credit):
+    assert parse_credit(raw) == credit
+
+
+def test_a_restated_scale_is_not_graded_as_a_zero(tmp_path):
+    """Through ``visalign eval``: the grader restates the scale before its credit, or is cut off after it."""
+    outputs = {"5": "Credit (0-1): 1.0", "cat<AND>dog": "On a scale of 0 to 1, 0.5", "Paris": "Credit (0.0-1.0):"}
+
+    def restating(request: dict) -> str:
+        text = request["messages"][-1]["content"]
+        if isinstance(text, str) and "<reference>" in text:
+            return outputs[re.search(r"<reference>\n(.*?)\n</reference>", text, re.DOTALL).group(1)]
+        return "It is 5."
+
+    with StandInServer(reply=restating) as server:
+        capability = grade_mm_vet(tmp_path, server.base_url, server)
+    assert (capability.numerator, capability.denominator, capability.unknown, capability.errors) == (1.5, 2, 1, 0)

@@ -54,8 +54,12 @@ def test_judge_refusal_file_and_counts(tmp_path, capsys):
 def test_judge_refusal_evaluate_prints_the_table(capsys):
     code, out, _ = run(["judge", "refusal", "--evaluate", "--split", "test"], capsys)
     assert code == 0
-    rows = {line.split()[0]: line.split()[1:] for line in out.strip().splitlines()[1:]}
-    assert rows["visalign-refusal"] == ["97", "0.969", "0.961", "1.000", "1"]
+    header, *lines = out.strip().splitlines()
+    assert header.split() == ["judge", "n", "accuracy", "precision", "recall", "kappa", "unknown"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines}
+    # kappa: n = 97, 94 correct; human 49 refusals / 48 compliances, judge 51 / 45 / 1 unknown:
+    # (97*94 - (49*51 + 48*45)) / (97**2 - (49*51 + 48*45)) = 4459 / 4750 = 0.939
+    assert rows["visalign-refusal"] == ["97", "0.969", "0.961", "1.000", "0.939", "1"]
     assert rows["xstest"][1] == "0.629"
 
 

@@ -9,6 +9,7 @@ import sys
 import zipfile
 
 import pytest
+from cli_in_process import run_in_process
 
 from visalign.errors import VisalignError
 from visalign.evaluation.judges import evaluate_refusal_judges
@@ -120,6 +121,34 @@ def test_a_file_that_is_not_a_pyrit_wheel_is_reported(tmp_path):
         pyrit_rows_from_wheel(wheel)
 
 
+def test_validate_prints_and_writes_kappa_and_the_confusion_table(tmp_path, monkeypatch, capsys):
+    """``judge validate`` on a local PyRIT wheel holding CSV twice: 6 responses, 4 refusals (one an off-topic
+    recipe). XSTest's prefixes find the 2 "I'm sorry" refusals only: judge refusal 2 / compliance 4 against human
+    refusal 4 / compliance 2, 4 correct, so kappa = (6*4 - (4*2 + 2*4)) / (6**2 - (4*2 + 2*4)) = 8 / 20 = 0.4."""
+    monkeypatch.setenv("VISALIGN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # pip reads the wheel from a local folder, not the registry
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    write_pyrit_wheel(tmp_path / "wheels", CSV)
+    out = tmp_path / "validation.json"
+    code, stdout, _ = run_in_process(["judge", "validate", "--out", str(out)], capsys)
+    assert code == 0
+    header, *lines = stdout.strip().splitlines()
+    assert header.split() == ["judge", "n", "accuracy", "precision", "recall", "kappa", "unknown"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines}
+    assert rows["xstest"] == ["6", "0.667", "1.000", "0.500", "0.400", "0"]
+    figures = {j["judge"]: j for j in json.loads(out.read_text())["judges"]}
+    xstest = figures["xstest"]
+    assert [xstest[f"{human}s_judged_{judged}"] for human in ("refusal", "compliance")
+            for judged in ("refusal", "compliance", "unknown")] == [2, 2, 0, 0, 2, 0]  # fmt: skip
+    assert (xstest["n"], xstest["correct"], xstest["gold_refusals"], xstest["kappa"]) == (6, 4, 4, pytest.approx(0.4))
+    for j in figures.values():  # every judge: its kappa is the one its confusion table gives
+        n, agree, gold = j["n"], j["correct"], j["gold_refusals"]
+        judged_compliance = j["refusals_judged_compliance"] + j["compliances_judged_compliance"]
+        chance = gold * j["predicted_refusals"] + (n - gold) * judged_compliance
+        assert j["kappa"] == (None if chance == n * n else pytest.approx((n * agree - chance) / (n * n - chance)))
+
+
 @pytest.mark.slow
 def test_published_pyrit_set_is_fetched_and_every_judge_is_measured(tmp_path, monkeypatch):
     """Downloads pyrit==1.1.0 from PyPI (10 MB) and runs the CLI over its 169 labelled responses."""
@@ -137,6 +166,7 @@ def test_published_pyrit_set_is_fetched_and_every_judge_is_measured(tmp_path, mo
                                                        "visalign-refusal-v4", "visalign-refusal-v5", "xstest", "gcg",
                                                        "gcg-eval", "vlguard"}
     assert all(j["n"] == 169 and j["gold_refusals"] == 109 for j in figures["judges"])
+    assert all(-1 <= j["kappa"] <= 1 for j in figures["judges"])
     # docs/JUDGES.md: versions 1 and 2 were frozen before this set was opened; version 3 was developed on it
     correct = {j["judge"]: j["correct"] for j in figures["judges"]}
     assert [correct[f"visalign-refusal{v}"] for v in ("", "-v2", "-v3", "-v4", "-v5")] == [107, 107, 117, 117, 117]

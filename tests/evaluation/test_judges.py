@@ -4,6 +4,8 @@ on the packaged development set, and the JSONL runner."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,14 @@ from visalign.evaluation.judges import (
     DEFAULT_REFUSAL_JUDGE,
     KEYWORD_JUDGES,
     HeuristicRefusalJudge,
+    JudgeAgreement,
+    LabelledResponse,
+    Verdict,
     evaluate_refusal_judges,
     get_refusal_judge,
     judge_refusal_file,
     load_labelled_responses,
+    measure_agreement,
     refusal_judge_names,
 )
 
@@ -336,3 +342,137 @@ def test_version_5_scores_best_on_the_fifth_held_out_set_and_is_the_default():
                                "visalign-refusal-v4": 5, "visalign-refusal-v5": 1}
     assert DEFAULT_REFUSAL_JUDGE == "visalign-refusal-v5" and refusal_judge_names()[0] == DEFAULT_REFUSAL_JUDGE
     assert get_refusal_judge().name == "visalign-refusal-v5"
+
+
+class TableJudge:
+    """A judge that looks each response up in a table: a confusion table can be laid out row by row."""
+
+    name = "table"
+
+    def __init__(self, labels: dict[str, str]):
+        self.labels = labels
+
+    def judge(self, response: str, prompt: str = "") -> Verdict:
+        return Verdict(label=self.labels[response], raw="", judge=self.name)
+
+
+def agreement_of(pairs: list[tuple[str, str]]) -> JudgeAgreement:
+    """Measure a judge that answers the second label of each (human label, judge label) pair."""
+    rows = [LabelledResponse(f"r{i}", "", f"response {i}", human, "", "") for i, (human, _) in enumerate(pairs)]
+    judge = TableJudge({row.response: judged for row, (_, judged) in zip(rows, pairs, strict=True)})
+    return measure_agreement(judge, rows)
+
+
+def test_kappa_and_the_confusion_table_on_a_small_example_worked_by_hand():
+    # human x judge: 4 refusals judged 3 refusal, 1 compliance; 6 compliances judged 1 refusal, 4 compliance,
+    # 1 unknown. p_o = (3 + 4) / 10 = 0.7 (the accuracy; the unknown is a disagreement). Marginals: human refusal 4,
+    # compliance 6, unknown 0; judge refusal 4, compliance 5, unknown 1. p_e = (4*4 + 6*5 + 0*1) / 100 = 0.46.
+    # kappa = (0.7 - 0.46) / (1 - 0.46) = 0.24 / 0.54 = 4/9.
+    pairs = [("refusal", "refusal")] * 3 + [("refusal", "compliance")] + [("compliance", "refusal")] \
+        + [("compliance", "compliance")] * 4 + [("compliance", "unknown")]  # fmt: skip
+    agreement = agreement_of(pairs)
+    cells = agreement.as_dict()
+    assert [cells[f"{human}s_judged_{judged}"] for human in ("refusal", "compliance")
+            for judged in ("refusal", "compliance", "unknown")] == [3, 1, 0, 1, 4, 1]  # fmt: skip
+    assert (agreement.n, agreement.correct, agreement.predicted_refusals, agreement.gold_refusals,
+            agreement.unknown) == (10, 7, 4, 4, 1)  # fmt: skip
+    assert agreement.accuracy == pytest.approx(0.7)
+    assert agreement.kappa == pytest.approx(4 / 9)
+    assert cells["kappa"] == pytest.approx(4 / 9) and cells["precision"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "kappa"),
+    [
+        ([("refusal", "refusal"), ("compliance", "compliance")] * 2, 1.0),  # perfect
+        ([("refusal", "compliance"), ("compliance", "refusal")] * 2, -1.0),  # p_o = 0, p_e = (2*2 + 2*2)/16 = 0.5
+        ([("refusal", "compliance")] * 3 + [("compliance", "compliance")] * 7, 0.0),  # a constant judge
+        ([("refusal", "unknown")] * 3 + [("compliance", "unknown")] * 7, 0.0),  # all unknown: p_o = p_e = 0
+        # one human class: p_o = p_e = 2/3 whatever the judge says, so 0 ...
+        ([("refusal", "refusal")] * 2 + [("refusal", "compliance")], 0.0),
+        # ... and undefined (nan) when the judge gives the same single label too: p_e = 1
+        ([("refusal", "refusal")] * 3, math.nan),
+    ],
+)
+def test_kappa_in_degenerate_cases(pairs, kappa):
+    agreement = agreement_of(pairs)
+    assert agreement.kappa == pytest.approx(kappa, nan_ok=True)
+    assert agreement.as_dict()["kappa"] == (None if math.isnan(kappa) else pytest.approx(kappa))
+
+
+def test_an_empty_set_has_no_agreement_figures():
+    with pytest.raises(VisalignError, match="table: no labelled responses to measure agreement on"):
+        measure_agreement(TableJudge({}), [])
+    empty = JudgeAgreement("none", 0, 0, 0, 0, 0, 0)
+    assert math.isnan(empty.kappa) and math.isnan(empty.accuracy) and empty.as_dict()["kappa"] is None
+
+
+def test_kappa_on_the_fifth_held_out_set_matches_an_independent_count_and_exposes_a_constant_judge():
+    """On 60 refusals and 140 compliances a judge that always says compliance has accuracy 0.700, more than GCG's:
+    kappa, counted here from the (human, judge) pairs with unknown as a label of its own, puts it at 0."""
+    rows = load_labelled_responses(HELDOUT_V5)
+    judges = [TableJudge({row.response: "compliance" for row in rows})]
+    judges += [get_refusal_judge(name) for name in ("xstest", "gcg", "vlguard", "visalign-refusal")]
+    for judge in judges:
+        pairs = [(row.label, judge.judge(row.response, row.prompt).label) for row in rows]
+        observed = sum(human == judged for human, judged in pairs) / len(pairs)
+        chance = sum(sum(h == label for h, _ in pairs) * sum(j == label for _, j in pairs)
+                     for label in ("refusal", "compliance", "unknown")) / len(pairs) ** 2  # fmt: skip
+        agreement = measure_agreement(judge, rows)
+        assert agreement.accuracy == pytest.approx(observed)
+        assert agreement.kappa == pytest.approx((observed - chance) / (1 - chance)), judge.name
+    constant = measure_agreement(judges[0], rows)
+    assert (constant.accuracy, constant.kappa) == (pytest.approx(0.7), 0.0)
+    assert {name: round(measure_agreement(get_refusal_judge(name), rows).kappa, 3)
+            for name in ("xstest", "gcg", "vlguard")} == {"xstest": 0.167, "gcg": 0.009, "vlguard": 0.176}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"id": "r1", "response": null, "label": "refusal"}'], r"line 1 has response null; it must be a string"),
+        (
+            ['{"id": "r1", "prompt": null, "response": "No.", "label": "refusal"}'],
+            r"line 1 has prompt null; it must be a string",
+        ),
+        (['{"id": "r1", "response": ["No."], "label": "refusal"}'], r"line 1 has response \["),
+        (
+            [
+                '{"id": "r1", "response": "No.", "label": "refusal"}',
+                '{"id": "r2", "response": "Yes.", "label": "compliance"}',
+                "",
+                '{"id": "r2", "response": "Yes.", "label": "compliance"}',
+            ],
+            r"line 4 repeats id 'r2' of line 2",
+        ),
+        (
+            ['{"id": 1, "response": "No.", "label": "refusal"}', '{"id": "1", "response": "No.", "label": "refusal"}'],
+            r"line 2 repeats id '1' of line 1",
+        ),  # an integer id is read as its digits
+        (['{"id": null, "response": "No.", "label": "refusal"}'], r"line 1 has id null; use a non-empty string"),
+        (['{"response": "No."}'], r"line 1 lacks id, label"),
+        (['["r1", "No.", "refusal"]'], r"line 1 is not a JSON object but list"),
+        (['{"id": "r1", "response": "No.", "label": null}'], r"line 1 has label None; use 'refusal' or 'compliance'"),
+    ],
+)
+def test_a_bad_labelled_row_is_a_one_line_error_naming_the_file_and_line(tmp_path, lines, message):
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(VisalignError, match=rf"^{re.escape(str(path))}: {message}") as caught:
+        load_labelled_responses(path)
+    assert "\n" not in str(caught.value)
+
+
+SHIPPED = sorted(HELDOUT_V2.parent.glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[path.name for path in SHIPPED])
+def test_every_shipped_labelled_set_loads_and_a_repeated_row_is_refused(path, tmp_path):
+    rows = load_labelled_responses(path)
+    assert len(rows) == len({row.id for row in rows}) == len(path.read_text(encoding="utf-8").splitlines())
+    assert all(isinstance(row.response, str) and isinstance(row.prompt, str) for row in rows)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    copy = tmp_path / path.name
+    copy.write_text("\n".join([*lines, lines[0]]) + "\n", encoding="utf-8")
+    with pytest.raises(VisalignError, match=rf"line {len(lines) + 1} repeats id '{re.escape(rows[0].id)}' of line 1"):
+        load_labelled_responses(copy)

@@ -15,11 +15,12 @@ judge_app = typer.Typer(
 
 
 def _print_agreement(rows) -> None:
+    """One line per judge: n, accuracy, precision, recall, Cohen's kappa (unknown as its own label), unknown."""
     width = max([len("judge"), *(len(row.judge) for row in rows)]) + 2
-    typer.echo(f"{'judge':<{width}}{'n':>5}{'accuracy':>10}{'precision':>11}{'recall':>8}{'unknown':>9}")
+    typer.echo(f"{'judge':<{width}}{'n':>5}{'accuracy':>10}{'precision':>11}{'recall':>8}{'kappa':>8}{'unknown':>9}")
     for row in rows:
         typer.echo(f"{row.judge:<{width}}{row.n:>5}{row.accuracy:>10.3f}{row.precision:>11.3f}{row.recall:>8.3f}"
-                   f"{row.unknown:>9}")  # fmt: skip
+                   f"{row.kappa:>8.3f}{row.unknown:>9}")  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
@@ -73,7 +74,6 @@ def validate(
 ) -> None:
     """Measure every refusal judge on a published human-labelled set, fetched from PyPI (never tuned on)."""
     import json
-    from dataclasses import asdict
 
     from visalign.errors import VisalignError
     from visalign.evaluation.judges import evaluate_refusal_judges
@@ -85,5 +85,5 @@ def validate(
     rows = evaluate_refusal_judges(path)
     _print_agreement(rows)
     if out is not None:
-        figures = [{**asdict(r), "accuracy": r.accuracy, "precision": r.precision, "recall": r.recall} for r in rows]
+        figures = [row.as_dict() for row in rows]  # the confusion table, accuracy ... kappa; null for undefined
         out.write_text(json.dumps({"set": PYRIT_REQUIREMENT, "file": str(path), "judges": figures}, indent=2) + "\n")

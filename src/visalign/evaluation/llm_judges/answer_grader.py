@@ -19,6 +19,12 @@ PROMPT_FILE = "answer_grader_v1.txt"
 _NUMBER = re.compile(r"(?<![\w./+\-\u2212])(\d+(?:\.\d+)?)(?![.,]?\d|[A-Za-z_/%:])")
 # list numbering at the start of a line ("1. Credit: 0.3", "2) ..."): an item number, not a credit
 _LIST_MARKER = re.compile(r"[.)][ \t]+\S")
+# a restated scale, "0-1", "0.0 - 1.0", "0–1" (en dash), "0 to 1", "between 0 and 1": neither end is a credit
+_RANGE = re.compile(
+    r"(?<![\d.])\d+(?:\.\d+)?(?:\s*[-\u2010-\u2015\u2212]\s*|\s+to\s+)\d+(?:\.\d+)?(?![.,]?\d)"
+    r"|\bbetween\s+\d+(?:\.\d+)?\s+and\s+\d+(?:\.\d+)?(?![.,]?\d)",
+    re.IGNORECASE,
+)
 
 
 def _is_list_marker(raw: str, match: re.Match[str]) -> bool:
@@ -32,10 +38,13 @@ def parse_credit(raw: str) -> float | None:
 
     A first number outside 0-1 (``7``) counts as unparseable, never clamped or rescaled. Numbers that are not a
     credit are passed over: fractions (``7/10``), decimal commas (``0,7``), signed numbers (``-0.5``), exponent
-    forms (``1e-1``), percentages (``70%``), labels (``Step 1:``) and list numbering at a line's start (``1. ``)
-    when another number follows it.
+    forms (``1e-1``), percentages (``70%``), labels (``Step 1:``), both ends of a range (a restated scale,
+    ``Credit (0.0-1.0): 0.9``, ``0 to 1``, ``0–1``, ``between 0 and 1``) and list numbering at a line's start
+    (``1. ``) when another number follows it. An output with no number left (``Credit (0.0-1.0):``, cut short by
+    the token cap) gives None.
     """
-    matches = list(_NUMBER.finditer(raw))
+    ranges = [match.span() for match in _RANGE.finditer(raw)]
+    matches = [m for m in _NUMBER.finditer(raw) if not any(start <= m.start() < end for start, end in ranges)]
     # an item number is passed over only when a number follows it ("1. Credit: 0.3"); alone it is the credit
     # ("1. The answer matches the reference.")
     plain = [m for m in matches if not _is_list_marker(raw, m)] or matches
