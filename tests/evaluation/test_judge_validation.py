@@ -162,14 +162,14 @@ def test_published_pyrit_set_is_fetched_and_every_judge_is_measured(tmp_path, mo
                             capture_output=True, text=True, env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())
-    assert {j["judge"] for j in figures["judges"]} == {"visalign-refusal", "visalign-refusal-v2", "visalign-refusal-v3",
-                                                       "visalign-refusal-v4", "visalign-refusal-v5", "xstest", "gcg",
-                                                       "gcg-eval", "vlguard"}
+    ours = {f"visalign-refusal{v}" for v in ("", "-v2", "-v3", "-v4", "-v5", "-v6")}
+    assert {j["judge"] for j in figures["judges"]} == ours | {"xstest", "gcg", "gcg-eval", "vlguard"}
     assert all(j["n"] == 169 and j["gold_refusals"] == 109 for j in figures["judges"])
     assert all(-1 <= j["kappa"] <= 1 for j in figures["judges"])
     # docs/JUDGES.md: versions 1 and 2 were frozen before this set was opened; version 3 was developed on it
     correct = {j["judge"]: j["correct"] for j in figures["judges"]}
-    assert [correct[f"visalign-refusal{v}"] for v in ("", "-v2", "-v3", "-v4", "-v5")] == [107, 107, 117, 117, 117]
+    versions = ("", "-v2", "-v3", "-v4", "-v5", "-v6")
+    assert [correct[f"visalign-refusal{v}"] for v in versions] == [107, 107, 117, 117, 117, 117]
     assert "visalign-refusal" in result.stdout
 
 
