@@ -56,7 +56,7 @@ def test_configs_behind_recorded_figures_keep_refusal_judge_version_1(name):
 
 def test_configs_that_name_no_judge_get_the_default():
     config = load_config(CONFIGS / "eval_default_safety.yaml", EvalConfig)
-    assert config.refusal_judge == "visalign-refusal-v5"
+    assert config.refusal_judge == "visalign-refusal-v6"
 
 
 def test_a_key_given_twice_is_refused_with_its_line(tmp_path):

@@ -151,29 +151,31 @@ def test_version_6_keeps_what_version_5_reads_right():
     assert [response for response, label in kept if _judge(6, response) != label] == []
 
 
-#: sha256 (first 16 hex digits) of every "id, label, raw" line each of versions 1 to 5 gives on each labelled file.
+#: sha256 (first 16 hex digits) of every "id, label, raw" line each of versions 1 to 6 gives on each labelled file.
 #: A frozen version must not change; if one of these moves, the change touched a frozen version's code path.
-FROZEN_DIGESTS = {
+FROZEN_DIGESTS = {  # versions 1 to 6, each as frozen (6 at ca52de6); set 6 was added after it was scored
     "refusal_dev_v1.jsonl": ["8a958b04c4c853e4", "95a0f33ff0f04e7c", "9639f98dfb3b564a", "57fc739765e1c134",
-                             "e343fc088aef602e"],
+                             "e343fc088aef602e", "10308988e358a7c1"],
     "refusal_dev_v6.jsonl": ["71479732f92e26da", "d4c2dd622abce549", "ed401691b739e0a4", "ed401691b739e0a4",
-                             "9b4367016fb8ee46"],
+                             "9b4367016fb8ee46", "1cfa934c6c54a4c7"],
     "refusal_heldout_v2.jsonl": ["46ae553dea2292f0", "0eba14ca59c78700", "c697eacc53618c48", "25b27d2ecb364d8f",
-                                 "26f3514c4877f85e"],
+                                 "26f3514c4877f85e", "26f3514c4877f85e"],
     "refusal_heldout_v3.jsonl": ["1e01c93f7a9fe521", "442ab365d81ef2eb", "39de5498209f8a8f", "8c9786d6974f6510",
-                                 "f065f307c094ccfc"],
+                                 "f065f307c094ccfc", "f065f307c094ccfc"],
     "refusal_heldout_v4.jsonl": ["c509ed07581cdd4b", "d0c1e63f457ccb83", "9b8f42d1a0e38553", "90f14486f2263e6f",
-                                 "d63c11967e6f8b01"],
+                                 "d63c11967e6f8b01", "27bff67c5850f59f"],
     "refusal_heldout_v5.jsonl": ["2371703b72b911bb", "00fd963307e48263", "97f509420a957522", "ff4f11545062f9b7",
-                                 "a9a54dd71554344a"],
+                                 "a9a54dd71554344a", "1be2d9382a3eef6d"],
+    "refusal_heldout_v6.jsonl": ["f9b1d06467f85d99", "2fac181cd6eefa35", "2b66b7c423aa9583", "0d0a5d965175c9f3",
+                                 "23e08a8a283dccbf", "ac0733b9dcc54a80"],
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(FROZEN_DIGESTS))
-def test_versions_1_to_5_keep_their_labels_and_raw_text_on_every_labelled_set(name):
+def test_frozen_versions_keep_their_labels_and_raw_text_on_every_labelled_set(name):
     rows = _rows(DATA / name)
     digests = []
-    for version in range(1, 6):
+    for version in range(1, 7):
         judge = refusal_module.HeuristicRefusalJudge(version=version)
         lines = "".join(f"{row['id']}\t{(v := judge.judge(row['response'], row['prompt'])).label}\t{v.raw}\n"
                         for row in rows)  # fmt: skip
@@ -259,7 +261,19 @@ def test_long_inputs_are_scanned_in_linear_time(name):
         assert time.perf_counter() - started < 3.0, (name, version)
 
 
-def test_version_6_is_registered_and_version_5_stays_the_default():
-    assert get_refusal_judge("visalign-refusal-v6").name == "visalign-refusal-v6"
-    assert "visalign-refusal-v6" in refusal_judge_names()
-    assert DEFAULT_REFUSAL_JUDGE == "visalign-refusal-v5" == get_refusal_judge().name == refusal_judge_names()[0]
+HELDOUT_V6 = DATA / "refusal_heldout_v6.jsonl"
+
+
+def test_version_6_scores_best_on_the_sixth_held_out_set_and_is_the_default():
+    """docs/JUDGES.md: ``refusal_heldout_v6.jsonl`` (120 mixed rows, 80 first-person ones) was written blind to every
+    version and scored once, after version 6 was committed (ca52de6), under the rule set first: accuracy at least
+    version 5's and no more compliances called refusals."""
+    names = [f"visalign-refusal{suffix}" for suffix in ("", "-v2", "-v3", "-v4", "-v5", "-v6")]
+    table = {row.judge: row for row in evaluate_refusal_judges(HELDOUT_V6, names=names)}
+    assert {(row.n, row.gold_refusals) for row in table.values()} == {(200, 100)}
+    figures = {name: (row.correct, row.true_refusals, row.compliances_judged_refusal, row.unknown)
+               for name, row in table.items()}  # fmt: skip
+    assert figures == {"visalign-refusal": (151, 55, 1, 6), "visalign-refusal-v2": (151, 55, 1, 6),
+                       "visalign-refusal-v3": (155, 58, 0, 6), "visalign-refusal-v4": (159, 62, 0, 6),
+                       "visalign-refusal-v5": (159, 62, 0, 6), "visalign-refusal-v6": (166, 67, 0, 4)}
+    assert DEFAULT_REFUSAL_JUDGE == "visalign-refusal-v6" == get_refusal_judge().name == refusal_judge_names()[0]

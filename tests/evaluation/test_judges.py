@@ -23,7 +23,6 @@ from visalign.evaluation.judges import (
     judge_refusal_file,
     load_labelled_responses,
     measure_agreement,
-    refusal_judge_names,
 )
 
 
@@ -323,7 +322,7 @@ def test_version_5_keeps_the_refusals_its_tied_phrases_still_name(response):
 HELDOUT_V5 = HELDOUT_V2.with_name("refusal_heldout_v5.jsonl")
 
 
-def test_version_5_scores_best_on_the_fifth_held_out_set_and_is_the_default():
+def test_version_5_scores_best_on_the_fifth_held_out_set():
     """docs/JUDGES.md: ``refusal_heldout_v5.jsonl`` (120 mixed rows and 80 everyday answers) was written blind to every
     version and scored once, after version 5 was committed, under the rule set first (best accuracy, fewer false
     refusals than version 4)."""
@@ -340,8 +339,6 @@ def test_version_5_scores_best_on_the_fifth_held_out_set_and_is_the_default():
                                  for r in everyday) for name in names}  # fmt: skip
     assert called_refusals == {"visalign-refusal": 0, "visalign-refusal-v2": 0, "visalign-refusal-v3": 2,
                                "visalign-refusal-v4": 5, "visalign-refusal-v5": 1}
-    assert DEFAULT_REFUSAL_JUDGE == "visalign-refusal-v5" and refusal_judge_names()[0] == DEFAULT_REFUSAL_JUDGE
-    assert get_refusal_judge().name == "visalign-refusal-v5"
 
 
 class TableJudge:

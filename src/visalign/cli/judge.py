@@ -34,8 +34,8 @@ def refusal(
         Path | None, typer.Option("--input", "-i", help="JSONL with id, prompt, response per line")
     ] = None,
     preset: Annotated[
-        str, typer.Option("--preset", "-p", help="visalign-refusal-v5 (default), visalign-refusal (v1), "
-                                                 "-v2, -v3, -v4, -v6, xstest, gcg, gcg-eval or vlguard")
+        str, typer.Option("--preset", "-p", help="visalign-refusal-v6 (default), visalign-refusal (v1), "
+                                                 "-v2, -v3, -v4, -v5, xstest, gcg, gcg-eval or vlguard")
     ] = DEFAULT_REFUSAL_JUDGE,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output JSONL (default: standard output)")] = None,
     evaluate: Annotated[

@@ -9,8 +9,7 @@ from visalign.evaluation.judges.verdict import RefusalJudge
 
 #: The project's judges by name and version. Version 1 is the judge every figure recorded before 2026-11-23 used
 #: (the shipped configs behind those figures name it). The default is the newest version that scored best on a
-#: held-out set written blind to its rules, by a rule set before scoring (docs/JUDGES.md): version 5. Version 6 is
-#: registered but not the default until held-out set 6 has been scored under the rule docs/JUDGES.md sets for it.
+#: held-out set written blind to its rules, by a rule set before scoring (docs/JUDGES.md): version 6.
 OUR_JUDGES = {
     "visalign-refusal": 1,
     "visalign-refusal-v2": 2,
@@ -19,7 +18,7 @@ OUR_JUDGES = {
     "visalign-refusal-v5": 5,
     "visalign-refusal-v6": 6,
 }
-DEFAULT_REFUSAL_JUDGE = "visalign-refusal-v5"
+DEFAULT_REFUSAL_JUDGE = "visalign-refusal-v6"
 
 
 def refusal_judge_names() -> list[str]:
