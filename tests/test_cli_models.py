@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 
@@ -76,6 +77,24 @@ def test_partial_checkpoint_names_the_missing_shard(tiny_checkpoints, tmp_path):
                           "model-00001-of-00002.safetensors")
 
 
+@pytest.mark.parametrize("index", [
+    '{"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safet',  # an interrupted download
+    '{"metadata": {}}',  # no weight_map
+    '["model-00001-of-00002.safetensors"]',
+])  # fmt: skip
+def test_a_damaged_shard_index_is_one_line_that_says_to_re_download(tiny_checkpoints, tmp_path, capsys, index):
+    from cli_in_process import run_in_process
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_checkpoints["llava"], folder)
+    (folder / "model.safetensors.index.json").write_text(index)
+    code, _, err = run_in_process(["chat", "--model", str(folder), "hi"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "model.safetensors.index.json: unreadable shard index (" in lines[0]
+    assert lines[0].endswith("re-download the checkpoint")
+
+
 def test_missing_weights_are_reported(tiny_checkpoints, tmp_path):
     folder = tmp_path / "noweights"
     shutil.copytree(tiny_checkpoints["llava"], folder)
@@ -99,3 +118,23 @@ def test_usage_errors_are_click_messages_with_exit_2_not_tracebacks():
         assert "Traceback" not in result.stderr and message in result.stderr
     bare = run_cli()
     assert bare.returncode == 2 and "Traceback" not in bare.stderr and "Usage:" in bare.stdout
+
+
+def test_max_new_tokens_below_one_is_a_usage_error_before_the_model_loads(tmp_path, capsys):
+    from cli_in_process import run_in_process
+
+    missing = str(tmp_path / "no-model")  # never read: the option is refused first
+    for argv in (["chat", "--model", missing, "--max-new-tokens", "0", "hi"],
+                 ["magic", "apply", "--images", missing, "--value-system", "standard", "--max-new-tokens", "-3",
+                  "--prompt", "hi"]):  # fmt: skip
+        code, _, err = run_in_process(argv, capsys)
+        assert code == 2 and "Invalid value for '--max-new-tokens'" in err and "Traceback" not in err, err
+
+
+def test_generate_refuses_max_new_tokens_below_one(tiny_checkpoints):
+    from visalign.errors import VisalignError
+    from visalign.models import load_vlm, user
+
+    vlm = load_vlm(str(tiny_checkpoints["llava"]))
+    with pytest.raises(VisalignError, match="max_new_tokens must be at least 1, got 0"):
+        vlm.generate([[user("hi")]], max_new_tokens=0)

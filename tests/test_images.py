@@ -71,3 +71,38 @@ def test_a_photo_tagged_as_rotated_is_loaded_upright(tmp_path):
     image = load_image(path)
     assert image.size == (100, 200)
     assert image.getpixel((50, 5))[0] > 200 and image.getpixel((50, 5))[1] < 60  # the band is now on top
+
+
+def _png_with_short_ihdr(path):
+    """A PNG whose IHDR length byte says 5 instead of 13: Pillow raises ValueError, not OSError, opening it."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[11] = 5
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("name", ["short_ihdr.png", "bad_header.ppm"])
+def test_a_header_pillow_fails_on_with_value_error_is_one_line(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".png"):
+        _png_with_short_ihdr(path)
+    else:
+        path.write_bytes(b"P6\n8 ?0\n255\n" + b"\0" * 192)  # a PPM whose header has a non-number
+    with pytest.raises(VisalignError, match=f"{name}: unreadable or truncated image"):
+        load_image(path)
+
+
+def test_image_bytes_in_an_offline_chat_message_that_do_not_decode_are_one_line(tmp_path):
+    import asyncio
+
+    from visalign.vsfa.config import OfflineLLMConfig
+    from visalign.vsfa.llm import Message, OfflineChatBackend
+
+    backend = OfflineChatBackend(OfflineLLMConfig(model=str(tmp_path / "never-loaded")))
+    bad = _png_with_short_ihdr(tmp_path / "bad.png").read_bytes()
+    with pytest.raises(VisalignError, match="an image of the conversation: unreadable or truncated image"):
+        asyncio.run(backend.complete([Message(role="user", text="What is shown?", images=[bad])]))

@@ -214,3 +214,68 @@ def test_a_refused_resume_names_the_settings_that_differ(tmp_path):
     assert "refusal_judge: 'visalign-refusal' -> 'visalign-refusal-v4'" in message
     assert "systems[0].model: 'm' -> 'n'" in message and "title: '(unset)' -> 't'" in message
     assert "name the old value in the config to resume" in message and len(message.splitlines()) == 1
+
+
+def test_a_lone_surrogate_in_a_record_is_stored_and_read_back_and_other_text_is_written_as_before(tmp_path):
+    from visalign.clients.cache import request_key
+
+    reply = json.loads('"Sure \\ud83d"')  # an API reply whose emoji a server cut in half: a lone surrogate
+    store = JsonlStore(tmp_path / "records.jsonl")
+    store.append({"id": "cut", "response": reply})
+    store.append({"id": "whole", "response": "café 😀"})
+    store.close()
+    assert (tmp_path / "records.jsonl").read_bytes() == (
+        b'{"id": "cut", "response": "Sure \\ud83d"}\n'  # escaped as ensure_ascii would: the line encodes as UTF-8
+        b'{"id": "whole", "response": "caf\xc3\xa9 \xf0\x9f\x98\x80"}\n'  # unchanged: UTF-8 as it always was
+    )
+    reopened = JsonlStore(tmp_path / "records.jsonl")
+    assert reopened.get("cut")["response"] == reply and reopened.get("whole")["response"] == "café 😀"
+
+    atomic_write_json(tmp_path / "reply.json", {"text": reply}, indent=None)
+    assert json.loads((tmp_path / "reply.json").read_text(encoding="utf-8")) == {"text": reply}
+    body = {"messages": [{"role": "assistant", "content": reply}]}  # the cut reply sent on, to a judge
+    assert request_key("https://api.example/v1", body) != request_key("https://api.example/v1", {"messages": []})
+    before = hashlib.sha256('https://x/v1\n{"t":"café"}'.encode()).hexdigest()
+    assert request_key("https://x/v1", {"t": "café"}) == before  # a key cached before is the same key now
+
+
+@pytest.mark.parametrize(("field", "old", "new"), [
+    ("base_url", "https://x.openai.azure.com/openai/v1?api-version=2024-02-01",
+     "https://x.openai.azure.com/openai/v1?api-version=2025-04-01"),  # a query string is hidden as a whole
+    ("name", "sk-baseline-2024-a", "sk-baseline-2024-b"),  # a value shaped like a provider key
+    ("api_key", "plain-secret-value-42", "plain-secret-value-43"),  # a value under a secret-looking name
+])  # fmt: skip
+def test_a_changed_redacted_setting_refuses_the_resume_without_storing_or_showing_it(tmp_path, field, old, new):
+    from visalign.runs import config_hash
+
+    run = RunDir(tmp_path / "run")
+    first = run.write_manifest({field: old, "seed": 0})
+    assert first["config_hash"] == config_hash(scrub_secrets({field: old, "seed": 0}))  # the hash is as it was
+    assert run.write_manifest({field: old, "seed": 0})["resumed"]  # the same config resumes
+    with pytest.raises(VisalignError) as refused:
+        run.write_manifest({field: new, "seed": 0})
+    message = str(refused.value)
+    assert f"redacted setting(s) {field} had another value" in message and "pass the original config" in message
+    for value in (old, new, "2024-02-01", "2025-04-01"):
+        assert value not in message
+    files = {p.name: p for p in (tmp_path / "run").iterdir()}
+    key = files[".redaction-key"].read_text().strip()  # the digests' key: beside the manifest, never in it
+    assert files[".redaction-key"].stat().st_mode & 0o777 == 0o600
+    text = files["manifest.json"].read_text()
+    assert old not in text and "2024-02-01" not in text and key not in text
+    assert set(json.loads(text)["redacted"]) == {field}
+
+
+def test_a_run_begun_before_redacted_settings_were_checked_resumes_then_checks_them(tmp_path, caplog):
+    url = "https://x.example/v1?api-version=2024-02-01"
+    run = RunDir(tmp_path / "run")
+    run.write_manifest({"base_url": url})
+    manifest = json.loads(run.manifest_path.read_text())
+    manifest.pop("redacted", None)  # as an earlier visalign wrote it
+    run.manifest_path.write_text(json.dumps(manifest))
+    (tmp_path / "run" / ".redaction-key").unlink(missing_ok=True)
+    with caplog.at_level(logging.WARNING):
+        run.write_manifest({"base_url": url})
+    assert "cannot check the redacted settings this run began with (base_url)" in caplog.text
+    with pytest.raises(VisalignError, match="redacted setting"):
+        run.write_manifest({"base_url": url.replace("2024", "2025")})

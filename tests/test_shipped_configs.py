@@ -67,6 +67,14 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
         load_config(path, EvalConfig)
 
 
+@pytest.mark.parametrize("key", ["[seed]", "{seed: 1}"])
+def test_a_list_or_mapping_used_as_a_key_is_a_yaml_error_with_its_line(tmp_path, key):
+    path = tmp_path / "eval.yaml"
+    path.write_text(f"systems: []\n{key}: 0\n")  # a stray bracket around a key
+    with pytest.raises(VisalignError, match=r"eval.yaml: not valid YAML \(line 2, column 1: found unhashable key\)"):
+        load_config(path, EvalConfig)
+
+
 def test_yaml_merge_keys_still_work_and_may_be_overridden(tmp_path):
     path = tmp_path / "eval.yaml"
     path.write_text("systems:\n  - &base {name: base, model: default, defence_prompt: adashield-s}\n"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -13,6 +15,10 @@ from visalign.errors import VisalignError
 
 #: Largest image accepted, in pixels. Pillow's own bomb check is a warning up to 2x its limit; we refuse.
 MAX_IMAGE_PIXELS = 64_000_000
+#: What Pillow raises for a corrupt or truncated image, depending on the format's plugin: mostly OSError
+#: (``UnidentifiedImageError`` is one), but a damaged header can surface as ValueError (a PNG's short IHDR chunk, a
+#: PPM's header), SyntaxError (a broken PNG chunk), struct.error, IndexError or EOFError. Catch these, not Exception.
+DECODE_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -40,6 +46,60 @@ def _upright(image: Image.Image) -> Image.Image:
         return image
 
 
+def decode_image(
+    source: str | Path | IO[bytes],
+    *,
+    name: str | Path,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    limit_advice: str = "resize it or raise the limit",
+) -> Image.Image:
+    """Open an image and decode every pixel, or raise one line that names it; the one place images are opened.
+
+    Changes no process-wide state, so threads may call it (:func:`load_image` wraps it in a filter that makes
+    Pillow's decompression-bomb warning an error). The EXIF orientation is not applied and the mode is kept.
+
+    Args:
+        source: a file path or a binary file object.
+        name: how the error message names the image (its path, or where the bytes came from).
+        max_pixels: refuse images with more pixels than this, before decoding (decompression bombs).
+        limit_advice: what the over-the-limit message advises.
+
+    Returns:
+        The opened, loaded image; the caller closes it (``with decode_image(...) as image``).
+
+    Raises:
+        VisalignError: not an image, unreadable, truncated or too large.
+    """
+    try:
+        image = Image.open(source)
+    except (*DECODE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _decode_failure(name, exc) from None
+    try:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise VisalignError(
+                f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
+                f"(possible decompression bomb); {limit_advice}"
+            )
+        image.load()
+    except VisalignError:
+        image.close()
+        raise
+    except (*DECODE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        image.close()
+        raise _decode_failure(name, exc) from None
+    return image
+
+
+def _decode_failure(name: str | Path, exc: BaseException) -> VisalignError:
+    """The one-line error for an image Pillow could not open or decode."""
+    if isinstance(exc, UnidentifiedImageError):
+        return VisalignError(f"{name}: not an image file Pillow can read; pass a PNG, JPEG or WebP")
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return VisalignError(f"{name}: image too large ({exc}); possible decompression bomb")
+    return VisalignError(f"{name}: unreadable or truncated image ({exc}); re-export or replace it")
+
+
 def load_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open an image file fully and return it upright (EXIF orientation applied) as RGB (see :func:`to_rgb`).
 
@@ -53,26 +113,14 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
     path = Path(path)
     if not path.is_file():
         raise VisalignError(f"{path}: image file not found; check the path")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise VisalignError(
-                        f"{path}: image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                        f"{max_pixels:,} (possible decompression bomb); resize it or raise the limit"
-                    )
-                image.load()
-                return to_rgb(_upright(image))
-    except VisalignError:
-        raise
-    except UnidentifiedImageError:
-        raise VisalignError(f"{path}: not an image file Pillow can read; pass a PNG, JPEG or WebP") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise VisalignError(f"{path}: image too large ({exc}); possible decompression bomb") from None
-    except OSError as exc:
-        raise VisalignError(f"{path}: unreadable or truncated image ({exc}); re-export or replace it") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = decode_image(path, name=path, max_pixels=max_pixels)
+    with image:
+        try:
+            return to_rgb(_upright(image))
+        except DECODE_ERRORS as exc:  # a mode that decodes but does not convert
+            raise _decode_failure(path, exc) from None
 
 
 def png_bytes(image: Image.Image) -> bytes:

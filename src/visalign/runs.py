@@ -8,11 +8,13 @@ keys it already has; a different config is refused so one directory never mixes 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
 import platform
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -38,6 +40,8 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 MANIFEST_NAME = "manifest.json"
+#: In a run directory whose config has redacted values: the key of their digests in the manifest (never in it).
+REDACTION_KEY_NAME = ".redaction-key"
 REDACTED = "<redacted>"
 
 # A key whose name has one of these words as a part (``api_key``, ``HF_TOKEN``, ``apiKey``) may hold a secret.
@@ -87,9 +91,65 @@ def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -
 
 
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> Path:
-    """Write ``obj`` as UTF-8 JSON atomically; ``Path`` values are written as strings."""
-    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default)
-    return atomic_write_text(path, text + "\n")
+    """Write ``obj`` as UTF-8 JSON atomically (see :func:`json_text`)."""
+    return atomic_write_text(path, json_text(obj, indent=indent) + "\n")
+
+
+def replace_dir(staging: str | Path, target: str | Path) -> Path:
+    """Put the finished folder ``staging`` at ``target``, keeping the old ``target`` until the new one is in place.
+
+    The old folder is renamed aside (``.<name>.old``), the new one renamed in, and only then is the old one
+    deleted. Deleting first would leave no folder at all after a kill between the delete and the rename. A kill
+    between the two renames leaves the old folder whole aside, which :func:`restore_replaced_dir` (run first by
+    the next replace, and by readers) puts back.
+
+    Returns:
+        ``target``.
+    """
+    staging, target = Path(staging), Path(target)
+    restore_replaced_dir(target)
+    aside = _aside(target)
+    if target.exists():
+        target.rename(aside)
+    staging.rename(target)
+    shutil.rmtree(aside, ignore_errors=True)
+    return target
+
+
+def restore_replaced_dir(target: str | Path) -> None:
+    """Finish what a killed :func:`replace_dir` left at ``target``: the old folder back, or its remains deleted."""
+    target = Path(target)
+    aside = _aside(target)
+    if not aside.exists():
+        return
+    if target.exists():  # the new folder was in place; the old one was being deleted
+        shutil.rmtree(aside, ignore_errors=True)
+    else:  # killed between the renames: the old folder is whole
+        aside.rename(target)
+
+
+def _aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+#: A UTF-16 surrogate code point: valid in a Python string (``json.loads`` gives one for an API reply holding
+#: ``"\ud83d"``, half an emoji cut by a server), but not encodable as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(obj: Any, **dumps_kwargs: Any) -> str:
+    r"""``json.dumps`` writing non-ASCII text as itself (for UTF-8 files) and ``Path`` values as strings.
+
+    A surrogate is written as the ``\uXXXX`` escape that ``ensure_ascii`` would write, so the text encodes as
+    UTF-8 and reads back as the same string; text without one comes out byte for byte as ``json.dumps(obj,
+    ensure_ascii=False)`` writes it (record files and cache keys written before stay as they are).
+
+    Args:
+        obj: what to serialise.
+        dumps_kwargs: passed to ``json.dumps`` (``indent``, ``sort_keys``, ``separators``).
+    """
+    text = json.dumps(obj, ensure_ascii=False, default=_json_default, **dumps_kwargs)
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def _json_default(value: Any) -> Any:
@@ -145,26 +205,30 @@ def scrub_secrets(obj: Any, *, _secrets: set[str] | None = None) -> Any:
     of a URL (``https://user:pass@host/v1?key=...``); and the value of any secret-named environment variable
     wherever it appears. Numbers (``max_tokens: 512``) are kept.
     """
-    secrets = _secret_env_values() if _secrets is None else _secrets
+    return _scrub(obj, _secret_env_values() if _secrets is None else _secrets, {})
 
-    def visit(value: Any, name: str | None) -> Any:
+
+def _scrub(obj: Any, secrets: set[str], hidden: dict[str, str]) -> Any:
+    """:func:`scrub_secrets`, recording in ``hidden`` each changed value as it was, under its path (``a.b[0]``)."""
+
+    def visit(value: Any, name: str | None, path: str) -> Any:
         if isinstance(value, Mapping):
-            return {str(k): visit(v, str(k)) for k, v in value.items()}
+            return {str(k): visit(v, str(k), f"{path}.{k}" if path else str(k)) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [visit(item, name) for item in value]
+            return [visit(item, name, f"{path}[{index}]") for index, item in enumerate(value)]
         if isinstance(value, Path):
             value = str(value)
         if isinstance(value, str):
-            value = _scrub_url(value)
-            if value in secrets or _KEY_SHAPED.match(value.strip()):
-                return REDACTED
-            if any(secret in value for secret in secrets):
-                return REDACTED
-            if name is not None and looks_secret_name(name) and not _ENV_VAR_NAME.match(value):
-                return REDACTED
+            shown = _scrub_url(value)
+            secret_named = name is not None and looks_secret_name(name) and not _ENV_VAR_NAME.match(shown)
+            if secret_named or _KEY_SHAPED.match(shown.strip()) or any(secret in shown for secret in secrets):
+                shown = REDACTED
+            if shown != value:
+                hidden[path or "(config)"] = value
+            return shown
         return value
 
-    return visit(obj, None)
+    return visit(obj, None, "")
 
 
 # ----------------------------------------------------------------------------------------------- manifest
@@ -280,7 +344,8 @@ class RunDir:
         """Write ``manifest.json``, or check that an existing one was written for the same config.
 
         Args:
-            config: the job config, a dict or a pydantic model; secrets are scrubbed before hashing.
+            config: the job config, a dict or a pydantic model; secrets are scrubbed before hashing, and a
+                change in a scrubbed value is seen through a keyed digest of it (see :meth:`_redacted_digests`).
             seeds: the random seeds the job uses.
             inputs: named input files; each is recorded with its sha256 and size (a changed one is logged).
             extra: anything else worth keeping (backends, counts); scrubbed like the config.
@@ -294,10 +359,7 @@ class RunDir:
             VisalignError: the directory already holds a run of a different config or different pinned inputs,
                 or an input is missing.
         """
-        if hasattr(config, "model_dump"):
-            config = config.model_dump(mode="json")
-        clean_config = scrub_secrets(dict(config))
-        digest = config_hash(clean_config)
+        clean_config, digest, hidden = self._hashed(config)
         input_records = {
             name: self._describe_input(name, Path(path)) for name, path in (inputs or {}).items()
         }
@@ -305,15 +367,14 @@ class RunDir:
 
         existing = self.read_manifest()
         if existing is not None:
-            if existing.get("config_hash") != digest:
-                differences = config_differences(existing.get("config"), clean_config)
-                where = f": {differences}" if differences else ""
-                raise VisalignError(
-                    f"{self.path}: this directory holds a run with a different config "
-                    f"(hash {str(existing.get('config_hash'))[:12]} != {digest[:12]}){where}; resuming requires the "
-                    "same config, so pass the original config or a new --out directory (a setting your file does "
-                    "not name may be a default that changed: name the old value in the config to resume)"
-                )
+            refusal = self._config_refusal(existing, clean_config, digest, hidden)
+            if refusal:
+                raise VisalignError(refusal)
+            if hidden and self._redacted_digests(hidden) != existing.get("redacted"):
+                # a run begun before redacted settings were checked, or whose key file is gone: check from now on
+                logger.warning("%s: cannot check the redacted settings this run began with (%s); resuming, and "
+                               "checking them from now on", self.path, ", ".join(sorted(hidden)))  # fmt: skip
+                existing["redacted"] = self._redacted_digests(hidden, create_key=True)
             changed = [
                 name
                 for name, record in input_records.items()
@@ -340,6 +401,7 @@ class RunDir:
             "created": now,
             "config_hash": digest,
             "config": clean_config,
+            **({"redacted": self._redacted_digests(hidden, create_key=True)} if hidden else {}),
             "versions": package_versions(),
             "git_revision": git_revision(),
             "seeds": scrub_secrets(seeds) if seeds is not None else None,
@@ -349,6 +411,80 @@ class RunDir:
         }
         atomic_write_json(self.manifest_path, manifest)
         return manifest
+
+    def config_refusal(self, config: Mapping[str, Any] | Any) -> str | None:
+        """Why :meth:`write_manifest` would refuse to resume this directory's run under ``config``, or None.
+
+        None also when the directory holds no run yet.
+        """
+        existing = self.read_manifest()
+        return None if existing is None else self._config_refusal(existing, *self._hashed(config))
+
+    @staticmethod
+    def _hashed(config: Mapping[str, Any] | Any) -> tuple[dict[str, Any], str, dict[str, str]]:
+        """The config as the manifest shows it (secrets scrubbed), its hash, and the redacted values by path.
+
+        The hash is over the scrubbed config, as it always was: a config with nothing redacted hashes as it did.
+        What the scrubbing hides is checked separately (:meth:`_redacted_digests`).
+        """
+        if hasattr(config, "model_dump"):
+            config = config.model_dump(mode="json")
+        hidden: dict[str, str] = {}
+        clean = _scrub(dict(config), _secret_env_values(), hidden)
+        return clean, config_hash(clean), hidden
+
+    def _config_refusal(self, existing: dict[str, Any], clean: dict[str, Any], digest: str,
+                        hidden: dict[str, str]) -> str | None:  # fmt: skip
+        if existing.get("config_hash") != digest:
+            differences = config_differences(existing.get("config"), clean)
+            where = f": {differences}" if differences else ""
+            return (
+                f"{self.path}: this directory holds a run with a different config "
+                f"(hash {str(existing.get('config_hash'))[:12]} != {digest[:12]}){where}; resuming requires the "
+                "same config, so pass the original config or a new --out directory (a setting your file does "
+                "not name may be a default that changed: name the old value in the config to resume)"
+            )
+        recorded = existing.get("redacted")
+        current = self._redacted_digests(hidden) if hidden else {}
+        if not isinstance(recorded, dict) or not current:
+            return None  # nothing is redacted, or a run from before redacted settings were checked
+        changed = sorted(path for path in recorded.keys() | current.keys() if recorded.get(path) != current.get(path))
+        if changed and None not in current.values():
+            return (
+                f"{self.path}: this directory holds a run with a different config: redacted setting(s) "
+                f"{', '.join(changed)} had another value (not shown: it may be a secret); resuming requires the same "
+                "config, so pass the original config or a new --out directory"
+            )
+        return None
+
+    def _redacted_digests(self, hidden: dict[str, str], *, create_key: bool = False) -> dict[str, str | None]:
+        """A keyed digest of each redacted value, by path: a change is seen, the value cannot be recovered.
+
+        The key is random, kept in the run directory beside the manifest (:data:`REDACTION_KEY_NAME`, mode 0600)
+        and never in it: a manifest shared on its own reveals nothing of a redacted value, not even a guessable
+        one (an ``api-version``, a short password). Without the key file every digest is None.
+        """
+        key = self._redaction_key(create=create_key)
+        return {path: hmac.new(key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+                if key else None for path, value in sorted(hidden.items())}  # fmt: skip
+
+    def _redaction_key(self, *, create: bool) -> bytes | None:
+        path = self.path / REDACTION_KEY_NAME
+        if not path.is_file() and create:
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process of this run made it first
+                pass
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(os.urandom(32).hex())
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        try:
+            return bytes.fromhex(path.read_text().strip()) or None
+        except (OSError, ValueError):
+            return None
 
     @staticmethod
     def _describe_input(name: str, path: Path) -> dict[str, Any]:
@@ -454,7 +590,7 @@ class JsonlStore:
         if self.key not in record:
             raise VisalignError(f"{self.path}: record has no '{self.key}' field: {str(record)[:120]}")
         try:
-            line = json.dumps(record, ensure_ascii=False, default=_json_default)
+            line = json_text(record)
         except (TypeError, ValueError) as exc:
             raise VisalignError(
                 f"{self.path}: record {record[self.key]!r} is not JSON serialisable ({exc})"

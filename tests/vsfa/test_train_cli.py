@@ -115,8 +115,10 @@ def test_a_corrupt_image_stops_with_its_name(tiny_checkpoints, tmp_path, capsys)
     (tmp_path / "data" / "images" / "img1.png").write_bytes(b"not a png")
     config = _config_file(tmp_path, tiny_checkpoints["llava"], data)
     line = _one_line_error(*run_cli(["vsfa", "train", "-c", str(config), "-o", str(tmp_path / "run")], capsys)[::2])
-    assert line.endswith(f"(id rec01): not an image file Pillow can read: {tmp_path / 'data' / 'images' / 'img1.png'}; "
-                         "fix it or set data.on_bad_record: skip")
+    assert line.endswith(
+        f"(id rec01): {tmp_path / 'data' / 'images' / 'img1.png'}: not an image file Pillow can read; "
+        "pass a PNG, JPEG or WebP; fix it or set data.on_bad_record: skip"
+    )
 
 
 def test_merge_of_a_folder_that_is_no_adapter_is_one_line(tmp_path, capsys):

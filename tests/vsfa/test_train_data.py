@@ -218,6 +218,18 @@ def test_a_truncated_image_is_a_bad_record_found_while_reading_and_valid_data_ke
     assert [e.image_sizes for e in skipped.examples] == [((32, 32),)] * 3  # decoded once, the size kept
 
 
+def test_an_image_pillow_fails_on_with_value_error_is_a_bad_record(tmp_path):
+    path = write_dataset(tmp_path, "llava", count=3)
+    image = tmp_path / "images" / "img1.png"
+    data = bytearray(image.read_bytes())
+    data[11] = 5  # the IHDR chunk's length byte: Pillow raises ValueError("Truncated IHDR chunk"), not OSError
+    image.write_bytes(bytes(data))
+    skipped = load_training_set(path, on_bad_record="skip")  # the reader decodes in threads: the error crosses them
+    assert [e.id for e in skipped.examples] == ["rec00", "rec02"]
+    error = f"{image}: unreadable or truncated image (Truncated IHDR chunk); re-export or replace it"
+    assert [(r["id"], r["error"]) for r in skipped.bad_records] == [("rec01", error)]
+
+
 def test_a_check_makes_an_example_a_bad_record(tmp_path):
     path = write_dataset(tmp_path, "llava", count=3)
 

@@ -42,7 +42,7 @@ def apply(
     prompts: Annotated[Path | None, typer.Option(help="Text file, one request per line.")] = None,
     image: Annotated[Path | None, typer.Option(help="The user's own image, shown with every request.")] = None,
     model: Annotated[str | None, typer.Option(help="Model spec; default the one the image was made for.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 128,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 128,
     allow_model_mismatch: Annotated[bool, typer.Option(
         help="Attach the image to weights other than those it was optimised against (a transfer study).")] = False,
 ) -> None:

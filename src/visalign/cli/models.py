@@ -59,7 +59,7 @@ def chat(
     question: Annotated[str, typer.Argument(help="The question to ask.")],
     model: Annotated[str, typer.Option(help="Model spec: default, a checkpoint folder or a hub id.")] = "default",
     image: Annotated[list[Path] | None, typer.Option(help="Image file shown before the question; repeatable.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 128,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 128,
 ) -> None:
     """Ask a model one question, optionally about images, and print its greedy answer."""
     from visalign.images import load_image

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from visalign.runs import atomic_write_bytes, atomic_write_json
+from visalign.runs import atomic_write_bytes, atomic_write_json, json_text
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ def request_key(url: str, body: dict[str, Any]) -> str:
 
     The API key travels in a header and is never part of the key.
     """
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json_text(body, sort_keys=True, separators=(",", ":"))  # a lone surrogate (a cut reply) escaped
     return hashlib.sha256(f"{url}\n{canonical}".encode()).hexdigest()
 
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from visalign.clients.base import ApiClient, is_retryable_status, logger
 from visalign.clients.cache import request_key
 from visalign.clients.errors import ClientError, InvalidImageError, ResponseFormatError, safe_url
+from visalign.images import DECODE_ERRORS
 
 IMAGES_PATH = "/images/generations"
 MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024
@@ -102,8 +103,7 @@ def to_png(data: bytes, *, origin: str, max_pixels: int = MAX_IMAGE_PIXELS) -> b
                     converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     except InvalidImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:  # fmt: skip
+    except (*DECODE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImageError(
             f"{origin}: backend returned bytes that are not a valid image ({exc})"
         ) from None

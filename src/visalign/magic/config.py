@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from visalign.config import JobConfig
+from visalign.devices import DeviceName, DtypeName
 from visalign.evaluation.judges.registry import DEFAULT_REFUSAL_JUDGE
 
 #: Benchmarks whose licence allows evaluation only: a training config that names one is rejected.
@@ -173,8 +174,8 @@ class MagicConfig(JobConfig):
     """
 
     model: str = "default"
-    dtype: str | None = None
-    device: str | None = None
+    dtype: DtypeName = None
+    device: DeviceName = None
     seed: int = 0
     value_systems_file: Path = Path("configs/value_systems.yaml")
     value_systems: list[str] = Field(default_factory=lambda: ["standard"], min_length=1)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
+from visalign.devices import require_device
 from visalign.errors import VisalignError
 from visalign.evaluation.judges import get_refusal_judge
 from visalign.images import load_image
@@ -48,7 +49,7 @@ from visalign.models import (
     tensor_to_pil,
     weights_fingerprint,
 )
-from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json, config_hash, scrub_secrets
+from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -371,6 +372,7 @@ def optimize_magic_images(config: MagicConfig, out_dir: str | Path,
     out_dir = Path(out_dir)
     systems = [get_value_system(config.value_systems_file, name) for name in config.value_systems]
     # Everything that can be wrong with the input is checked before the (slow) model load.
+    require_device(config.device)  # a config written for a GPU machine, run on one without
     if config.optim.init != "white":
         load_image(config.optim.init)
     if config.eval.enabled:
@@ -429,9 +431,7 @@ def record_manifest(config: MagicConfig, out_dir: Path, vlm: VLM, datasets: dict
     ``extra.config_hash`` matches the ``config_hash`` of the sidecars that run wrote.
     """
     run = RunDir(out_dir)
-    existing = run.read_manifest()
-    ours = config_hash(scrub_secrets(config.model_dump(mode="json")))  # as RunDir hashes it
-    if existing is not None and existing.get("config_hash") != ours:
+    if run.config_refusal(config) is not None:  # a manifest RunDir would not resume under this config
         archive = out_dir / "work" / "manifests"
         archive.mkdir(parents=True, exist_ok=True)
         os.replace(run.manifest_path, archive / f"{len(list(archive.glob('*.json'))) + 1}.json")

@@ -30,6 +30,8 @@ from visalign.models.families import Family
 from visalign.models.pixels import pixel_function
 
 IGNORE_INDEX = -100
+#: The published LLaVA-v1.6-Mistral template's typo for ``</s>`` in its source: ``<``, one or two backslashes, ``s>``.
+_EOS_TYPO = re.compile(r"<\\{1,2}s>")
 # Keys whose tensors run along the token sequence (padded per batch); image keys are concatenated instead.
 _TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
 #: Inputs that Qwen-VL's ``get_rope_index`` reads besides the tokens.
@@ -248,10 +250,13 @@ class VLM:
         """Like :meth:`generate`, with whether each answer ended by itself or was cut at ``max_new_tokens``.
 
         Raises:
-            VisalignError: a conversation the model cannot take, found before anything is generated.
+            VisalignError: a conversation the model cannot take, found before anything is generated, or a
+                ``batch_size`` or ``max_new_tokens`` below 1.
         """
         if batch_size < 1:  # range() would run no batch and every answer would be the empty placeholder
             raise VisalignError(f"batch_size must be at least 1, got {batch_size}")
+        if max_new_tokens < 1:  # transformers would raise a ValueError after the inputs were encoded
+            raise VisalignError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         for conversation in conversations:  # all of them first: a late refusal would discard finished batches
             self._check_images(conversation)
         texts = [self.render(c, add_generation_prompt=True) for c in conversations]
@@ -280,14 +285,41 @@ class VLM:
         return torch.tensor(sorted(i for i in ids if i is not None), device=self.device)
 
     # ---------------------------------------------------------------------------------------------- training
+    @functools.cached_property
+    def _training_template(self) -> str | None:
+        r"""The chat template training rows are rendered with, when it differs from the processor's own; else None.
+
+        The template published with llava-hf/llava-v1.6-mistral-7b-hf closes an assistant turn with the literal
+        text ``<\s>`` (a typo for ``</s>``): training on it would teach the model to print those four characters.
+        Training rows render it with the tokenizer's end-of-sequence token instead, as LLaVA's own training data
+        reads. Only training rows: prompts, and the template identity a Magic Image records, use the template as
+        published, so neither changes.
+        """
+        eos, template = self.tokenizer.eos_token, self.processor.chat_template
+        if isinstance(template, dict):  # named templates: apply_chat_template renders the "default" one
+            template = template.get("default")
+        if not isinstance(eos, str) or not isinstance(template, str) or not _EOS_TYPO.search(template):
+            return None
+        return _EOS_TYPO.sub(lambda _: eos, template)
+
+    def _render_training(self, conversation: Conversation, *, add_generation_prompt: bool) -> str:
+        """Render a conversation the way a training row is built (see :attr:`_training_template`)."""
+        template = self._training_template
+        if template is None:
+            return self.render(conversation, add_generation_prompt=add_generation_prompt)
+        messages = to_chat_messages(conversation)
+        return self.processor.apply_chat_template(
+            messages, chat_template=template, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+
     def _assistant_spans(self, conversation: Conversation, full_ids: torch.Tensor, images: list) -> list[range]:
         """Token ranges of each assistant message (its text and end-of-turn marker) in the full sequence."""
         spans = []
         for index, turn in enumerate(conversation):
             if turn.role != "assistant":
                 continue
-            prefix_text = self.render(conversation[:index], add_generation_prompt=True)
-            upto_text = self.render(conversation[: index + 1], add_generation_prompt=False)
+            prefix_text = self._render_training(conversation[:index], add_generation_prompt=True)
+            upto_text = self._render_training(conversation[: index + 1], add_generation_prompt=False)
             prefix_images = conversation_images(conversation[:index])
             prefix = self._encode([prefix_text], prefix_images)["input_ids"][0]
             upto = self._encode([upto_text], prefix_images)["input_ids"][0]
@@ -307,21 +339,35 @@ class VLM:
         """Right-padded inputs with ``labels``: -100 everywhere except the assistant's tokens.
 
         Each conversation must contain at least one assistant turn; prompt, image and padding tokens are masked.
+        The labelled tokens of every assistant turn end with a token generation stops on: where the chat template
+        closes a turn without one (the template published with llava-hf/llava-1.5-7b-hf ends it with a space),
+        the tokenizer's end-of-sequence token is inserted after the turn's text and labelled, as LLaVA's own
+        training data has it; otherwise a fine-tune would learn never to stop.
         """
         rows = []
+        stops = set(self._stop_token_ids().tolist())
         for conversation in conversations:
             self._check_images(conversation)
             if not any(t.role == "assistant" for t in conversation):
                 raise VisalignError("a training conversation needs at least one assistant turn")
             images = conversation_images(conversation)
-            encoded = self._encode([self.render(conversation, add_generation_prompt=False)], images)
+            encoded = self._encode([self._render_training(conversation, add_generation_prompt=False)], images)
             ids = encoded["input_ids"][0]
-            labels = torch.full_like(ids, IGNORE_INDEX)
-            for span in self._assistant_spans(conversation, ids, images):
-                labels[span.start : span.stop] = ids[span.start : span.stop]
-            encoded["labels"] = labels[None]
+            encoded["labels"] = torch.full_like(encoded["input_ids"], IGNORE_INDEX)
+            # Last span first: a token inserted after a turn shifts the turns after it, not the ones before.
+            for span in reversed(self._assistant_spans(conversation, ids, images)):
+                stop = span.stop
+                if stops and not (stop > span.start and int(ids[stop - 1]) in stops):
+                    encoded = _insert_token(encoded, stop, self._closing_token_id(stops))
+                    stop += 1
+                encoded["labels"][0, span.start : stop] = encoded["input_ids"][0, span.start : stop]
             rows.append(encoded)
         return self._to_device(collate_rows(rows, pad_id=self.tokenizer.pad_token_id))
+
+    def _closing_token_id(self, stops: set[int]) -> int:
+        """The token appended to an assistant turn its template leaves open: the tokenizer's end of sequence."""
+        eos = self.tokenizer.eos_token_id
+        return eos if eos is not None else min(stops)
 
     def loss(self, batch: dict[str, torch.Tensor], *, images: Sequence[ImageEncoding] | None = None) -> torch.Tensor:
         """Mean cross-entropy over the labelled (assistant) tokens of a ``training_inputs`` batch.
@@ -422,6 +468,17 @@ class VLM:
                     value = value.to(dtype)
             moved[key] = value
         return moved
+
+
+def _insert_token(row: dict[str, torch.Tensor], position: int, token_id: int) -> dict[str, torch.Tensor]:
+    """A single-sequence row with one text token inserted before ``position`` (attended, not an image token)."""
+    inserted = {}
+    for key, value in row.items():
+        if key in _TOKEN_KEYS:
+            fill = {"input_ids": token_id, "labels": IGNORE_INDEX, "attention_mask": 1}.get(key, 0)
+            value = torch.cat([value[:, :position], value.new_full((1, 1), fill), value[:, position:]], dim=1)
+        inserted[key] = value
+    return inserted
 
 
 def collate_rows(rows: list[dict[str, torch.Tensor]], *, pad_id: int) -> dict[str, torch.Tensor]:

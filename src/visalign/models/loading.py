@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText
 
+from visalign.devices import require_device, torch_dtype
 from visalign.errors import VisalignError
 from visalign.models.adapter import VLM, InputRules
 from visalign.models.families import FAMILIES, Family
@@ -60,12 +61,28 @@ def _check_checkpoint_folder(path: Path) -> None:
         raise VisalignError(f"{path}: missing config.json; not a Hugging Face checkpoint folder")
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        shards = set(json.loads(index.read_text())["weight_map"].values())
+        shards = _indexed_shards(index)
         missing = sorted(s for s in shards if not (path / s).is_file())
         if missing:
             raise VisalignError(f"{path}: partial checkpoint, missing weight shard(s) {', '.join(missing)}")
     elif not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise VisalignError(f"{path}: no weight files (*.safetensors); the checkpoint is incomplete")
+
+
+def _indexed_shards(index: Path) -> set[str]:
+    """The weight files a sharded checkpoint's index names; one line when the index is cut short or malformed."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = set(weight_map.values())
+        if not all(isinstance(shard, str) for shard in shards):
+            raise TypeError("a shard name is not a string")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        reason = f"no {exc} key" if isinstance(exc, KeyError) else (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise VisalignError(
+            f"{index}: unreadable shard index ({reason}); the download was interrupted or the file is damaged: "
+            "re-download the checkpoint"
+        ) from None
+    return shards
 
 
 def detect_family(config) -> Family:
@@ -107,7 +124,7 @@ def load_vlm(
     Args:
         spec: ``default`` (the embedded model), a local checkpoint folder or a hub id.
         dtype: weights dtype (``torch.bfloat16``, ``"float32"``...); float32 on CPU when unset, bfloat16 on GPU.
-        device: device to move the model to (``cpu``, ``cuda``); ignored when ``device_map`` is given.
+        device: device to move the model to (``cpu``, ``cuda``, ``cuda:1``); ignored when ``device_map`` is given.
         device_map: passed to ``from_pretrained`` for multi-GPU placement.
         attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2``...
         adapter: a peft LoRA adapter folder (``adapter_config.json``) to apply on top of the weights, e.g. the
@@ -115,7 +132,14 @@ def load_vlm(
         batched_vision_attention: run the Qwen vision towers' per-window attention as one batched call per
             window size (:mod:`visalign.models.vision_attention`); same outputs up to rounding, far fewer kernel
             launches. ``False`` keeps transformers' per-window loop (for comparison).
+
+    Raises:
+        VisalignError: a dtype name that names no weights dtype, a device this machine lacks (``cuda`` without
+            CUDA), or a checkpoint that cannot be read; one line each.
     """
+    dtype = torch_dtype(dtype)  # a mistyped name or an absent GPU is one line, before anything is read
+    if device is not None and device_map is None:
+        require_device(device)
     source = resolve_spec(spec)
     config = _read_config(spec, source)
     family = detect_family(config)

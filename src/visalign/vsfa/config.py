@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from visalign.config import JobConfig
+from visalign.devices import DeviceName, DtypeName
 
 #: The neutral question types a VQA pair may have (the paper's neutral task families).
 VQA_TYPES = ("description", "objects", "counting", "colours", "spatial", "reasoning")
@@ -82,8 +83,8 @@ class OfflineLLMConfig(_Section):
     model: str = "default"
     max_new_tokens: int = Field(default=192, ge=8)
     batch_size: int = Field(default=8, ge=1)
-    dtype: str | None = None
-    device: str | None = None
+    dtype: DtypeName = None
+    device: DeviceName = None
 
 
 LLMConfig = Annotated[OpenAIChatConfig | OfflineLLMConfig, Field(discriminator="backend")]
@@ -129,8 +130,8 @@ class DiffusersConfig(_Section):
     size: ImageSize = "512x512"
     steps: int = Field(default=4, ge=1)
     guidance_scale: float = Field(default=0.0, ge=0)
-    device: str | None = None
-    dtype: str | None = None
+    device: DeviceName = None
+    dtype: DtypeName = None
 
 
 class SceneCardConfig(_Section):

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Protocol
 
 from visalign.clients.images import PNG_END
+from visalign.devices import require_device, torch_dtype
 from visalign.errors import VisalignError
-from visalign.images import png_bytes
+from visalign.images import DECODE_ERRORS, png_bytes
 from visalign.runs import atomic_write_bytes
 from visalign.vsfa.config import DiffusersConfig, OpenAIImagesConfig, SceneCardConfig
 from visalign.vsfa.records import Scene, Usage
@@ -141,7 +142,8 @@ class DiffusersBackend:
             import torch
             from diffusers import AutoPipelineForText2Image
 
-            dtype = getattr(torch, self.config.dtype) if self.config.dtype else None
+            require_device(self.config.device)
+            dtype = torch_dtype(self.config.dtype)
             pipe = AutoPipelineForText2Image.from_pretrained(self.config.model, torch_dtype=dtype)
             device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
             self._pipe = pipe.to(device)
@@ -258,7 +260,7 @@ def store_png(png: bytes, root: Path, *, origin: str) -> StoredImage:
     Raises:
         CorruptImageError: the bytes do not decode as an image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(png)) as probe:
@@ -271,7 +273,7 @@ def store_png(png: bytes, root: Path, *, origin: str) -> StoredImage:
                 buffer = io.BytesIO()
                 (image if image.format == "PNG" else image.convert("RGB")).save(buffer, format="PNG")
                 png = buffer.getvalue()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (*DECODE_ERRORS, Image.DecompressionBombError) as exc:
         raise CorruptImageError(f"{origin}: image bytes are not a valid image ({exc})") from None
     digest = hashlib.sha256(png).hexdigest()
     relative = f"images/{digest}.png"

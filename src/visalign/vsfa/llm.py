@@ -156,14 +156,9 @@ class OfflineChatBackend:
         Raises:
             VisalignError: the model could not be loaded or generation failed.
         """
-        from PIL import Image
-
         from visalign.models import Turn
 
-        conversation = [
-            Turn(role=m.role, text=m.text, images=[Image.open(io.BytesIO(png)).convert("RGB") for png in m.images])
-            for m in messages
-        ]
+        conversation = [Turn(role=m.role, text=m.text, images=[_rgb(png) for png in m.images]) for m in messages]
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending.append((conversation, future))
         if self._worker is None or self._worker.done():
@@ -210,6 +205,14 @@ class OfflineChatBackend:
 
     async def aclose(self) -> None:
         """Nothing to close; the model is freed with the backend."""
+
+
+def _rgb(png: bytes):
+    """A message's image bytes as an RGB PIL image; one-line error for bytes that do not decode."""
+    from visalign.images import decode_image
+
+    with decode_image(io.BytesIO(png), name="an image of the conversation") as image:
+        return image.convert("RGB")
 
 
 def make_chat_backend(config: OpenAIChatConfig | OfflineLLMConfig, cache_dir: Path) -> ChatBackend:

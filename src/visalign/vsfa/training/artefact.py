@@ -17,7 +17,7 @@ import torch
 from visalign.errors import VisalignError
 from visalign.models import VLM, changed_fingerprint, load_vlm
 from visalign.models.processors import _IMAGE_ONLY, save_qwen_processor
-from visalign.runs import atomic_write_json, package_versions
+from visalign.runs import atomic_write_json, package_versions, replace_dir, restore_replaced_dir
 
 SIDECAR = "visalign_adapter.json"
 MERGED_SIDECAR = "visalign_merged.json"
@@ -26,6 +26,9 @@ FORMAT = "visalign-adapter/1"
 
 def save_adapter(peft_model, target: Path, metadata: dict[str, Any], *, state_dict: dict | None = None) -> Path:
     """Save the LoRA adapter with peft and write the sidecar, atomically (temporary folder, then rename).
+
+    An adapter already at ``target`` stays until the new one is in place (:func:`visalign.runs.replace_dir`): a
+    job killed while saving leaves the old adapter or the new one, never none.
 
     Args:
         peft_model: the ``PeftModel`` returned by :func:`visalign.vsfa.training.lora.apply_lora`.
@@ -37,9 +40,7 @@ def save_adapter(peft_model, target: Path, metadata: dict[str, Any], *, state_di
     shutil.rmtree(staging, ignore_errors=True)
     peft_model.save_pretrained(str(staging), state_dict=state_dict)
     atomic_write_json(staging / SIDECAR, {"format": FORMAT, **metadata, "versions": package_versions()})
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return target
+    return replace_dir(staging, target)
 
 
 def read_adapter_metadata(adapter: str | Path) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def read_adapter_metadata(adapter: str | Path) -> dict[str, Any]:
         VisalignError: the folder is not a visalign adapter.
     """
     path = Path(adapter)
+    restore_replaced_dir(path)  # a save killed between its renames left the previous adapter aside
     if not (path / "adapter_config.json").is_file():
         raise VisalignError(f"{path}: not an adapter folder (no adapter_config.json); pass <train out>/adapter")
     sidecar = path / SIDECAR
@@ -105,6 +107,7 @@ def load_adapter(
             :func:`base_mismatch`), or the adapter does not load.
     """
     adapter = Path(adapter)
+    restore_replaced_dir(adapter)
     return load_vlm(_checked_base(adapter, base, allow_base_mismatch), adapter=adapter, **load_kwargs)
 
 
@@ -173,6 +176,4 @@ def merge_adapter(
     sidecar = adapter / SIDECAR
     metadata = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
     atomic_write_json(staging / MERGED_SIDECAR, {"merged_from": str(adapter), "base_model": spec, "adapter": metadata})
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
-    return out
+    return replace_dir(staging, out)

@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image
 
 from visalign.errors import VisalignError
-from visalign.images import MAX_IMAGE_PIXELS, load_image
+from visalign.images import MAX_IMAGE_PIXELS, decode_image, load_image
 from visalign.llava_format import IMAGE_MARKER
 from visalign.models import Conversation, Turn
 
@@ -205,24 +205,17 @@ def _decode(image: Path) -> tuple[int, int] | _BadRecord:
     """Decode every pixel of ``image`` and return its upright size (as training loads it), or why it cannot.
 
     The header alone passes a truncated file, which would then stop the run at the step that first loads it. The
-    pixel limit is :func:`visalign.images.load_image`'s; that function is not called here because it swaps the
-    process-wide warning filters, which threads must not do.
+    checks are :func:`visalign.images.decode_image`'s, which :func:`visalign.images.load_image` also uses; that
+    function is not called here because it swaps the process-wide warning filters, which threads must not do.
     """
     if not image.is_file():
         return _BadRecord(f"image file not found: {image}")
     try:
-        opened = Image.open(image)
-    except (OSError, Image.DecompressionBombError):
-        return _BadRecord(f"not an image file Pillow can read: {image}")
+        opened = decode_image(image, name=image, max_pixels=MAX_IMAGE_PIXELS, limit_advice="resize it")
+    except VisalignError as exc:
+        return _BadRecord(str(exc))
     with opened:
         width, height = opened.size
-        if width * height > MAX_IMAGE_PIXELS:
-            return _BadRecord(f"{image}: image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                              f"{MAX_IMAGE_PIXELS:,} (possible decompression bomb); resize it")  # fmt: skip
-        try:
-            opened.load()
-        except (OSError, Image.DecompressionBombError) as exc:
-            return _BadRecord(f"{image}: unreadable or truncated image ({exc}); re-export or replace it")
         return (height, width) if _exif_orientation(opened) in _QUARTER_TURNS else (width, height)
 
 
