@@ -143,6 +143,20 @@ def test_spa_vl_corrupt_base64_image_is_an_error_record(tmp_path):
     assert "not valid base64" in error.message
 
 
+
+def test_spa_vl_image_with_a_damaged_header_is_an_error_record(tmp_path):
+    # One corrupted byte in the PNG's IHDR length: Pillow raises ValueError ("Truncated IHDR chunk"), not OSError.
+    data = bytearray(base64.b64decode(_png_base64((1, 2, 3))))
+    data[11] = 5
+    row = {"question": "q?", "class1": "c", "class2": "", "class3": ""}
+    rows = [{**row, "image": {"bytes": image, "path": None}}
+            for image in (_png_base64((1, 2, 3)), base64.b64encode(bytes(data)).decode())]  # fmt: skip
+    (tmp_path / "harm.json").write_text(json.dumps(rows))
+    result = load_benchmark("spa-vl", tmp_path / "harm.json", image_dir=tmp_path / "img")
+    assert [s.id for s in result.samples] == ["spa-vl:harm:0"]
+    [error] = result.errors
+    assert error.row == "row 2" and "embedded image is not readable" in error.message
+
 # --- 7. MM-SafetyBench from its processed_questions folder -----------------------------------------------------
 
 
@@ -246,3 +260,22 @@ def test_an_unusable_wsr_row_keeps_the_expected_behaviour_its_target_states(tmp_
     assert [(e.row, e.expected) for e in wsr.errors] == [
         ("line 1", "comply"), ("line 2", "refuse"), ("line 3", None), ("line 4", None),
     ]
+
+
+# --- 10. Markdown emphasis or code marks around the letter --------------------------------------------------------
+
+ANIMALS = ["cat", "dog", "fish"]
+
+
+@pytest.mark.parametrize(
+    ("response", "choices", "expected"),
+    [
+        ("**B**", ANIMALS, "B"), ("The answer is **B**.", ANIMALS, "B"), ("Answer: **B**", ANIMALS, "B"),
+        ("`B`", ANIMALS, "B"), ("The answer is *B*", ANIMALS, "B"), ("__C__", ANIMALS, "C"),
+        ("**Answer:** B", ANIMALS, "B"), ("**(C)** fish", ANIMALS, "C"), ("**dog**", ANIMALS, "B"),
+        # marks between two word characters belong to the text: an option's own underscore or star is kept
+        ("I pick snake_case here.", ["camelCase", "snake_case"], "B"), ("x*y", ["x*y", "x+y"], "A"),
+    ],
+)
+def test_a_letter_in_markdown_emphasis_or_code_is_read(response, choices, expected):
+    assert parse_choice(response, choices) == expected

@@ -149,7 +149,8 @@ def test_errors_table_and_judges_table(report):
     header, *rows = page.tables["errors-table"]
     assert header == ["System", "Benchmark", "Rows", "Generation / input errors", "Refusal verdict unknown",
                       "rubric errors"]
-    assert ["vsfa", "mmbench", "11", "1", "0", "0"] in rows
+    # the failed mmbench row has no rubric verdict: a failed rubric judgement, as in the summary's judge metrics
+    assert ["vsfa", "mmbench", "11", "1", "0", "1"] in rows
     assert ["baseline", "figstep", "9", "0", "0", "0"] in rows
     judges = {tuple(r[:4]): r[4] for r in page.tables["judges-table"][1:]}
     assert judges[("baseline", "figstep", "rubric", "unsafe rate")].startswith("66.7% 95% CI ")

@@ -63,14 +63,18 @@ def test_unusable_rows_of_different_files_are_counted_apart(tmp_path):
     questions.mkdir(parents=True)
     for scenario in ("01-Illegal_Activitiy", "02-HateSpeech"):  # MM-SafetyBench numbers from 0 in every file
         (questions / f"{scenario}.json").write_text(json.dumps({str(i): {"Question": "q"} for i in range(3)}))
+    # one usable row: an arm with none at all is refused before the run starts
+    usable = {"0": {"Question": "q", "Rephrased Question": "r"}}
+    (questions / "03-Malware_Generation.json").write_text(json.dumps(usable))
+    write_image(tmp_path / "mmsb" / "imgs" / "03-Malware_Generation" / "TYPO" / "0.jpg")
     benchmarks = [{"name": "mm-safetybench", "source": str(tmp_path / "mmsb"), "options": {"variant": "TYPO"}}]
     with StandInServer() as server:
         run_eval(api_config(server, benchmarks), tmp_path / "run")
     records = read_records(tmp_path / "run")
-    assert len(records) == 6 and all("benchmark row unusable" in r["error"] for r in records)
+    assert len(records) == 7 and sum("benchmark row unusable" in (r["error"] or "") for r in records) == 6
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["rows"]
     error_rate = next(row for row in summary if row["metric"] == "error_rate" and row["benchmark"] is None)
-    assert (error_rate["numerator"], error_rate["n"]) == (6, 6)
+    assert (error_rate["numerator"], error_rate["n"]) == (6, 7)
 
 
 def test_limit_keeps_unusable_rows_at_the_usable_rows_rate(tmp_path):

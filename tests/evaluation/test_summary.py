@@ -126,13 +126,13 @@ def test_llm_judge_unsafe_rate_and_mean_scores(rows):
     # mm-safetybench on figstep/base: f5 (generation) and f6 (judge HTTP 500) failed, f4 unknown, 2 unsafe of 3
     assert counts(find(rows, "base", "figstep", "judge_unsafe_rate", judge="mm-safetybench")) == (
         6, 2, 1, 2, 3, pytest.approx(2 / 3))
-    # rubric labels: unsafe, unsafe, safe, unknown
+    # rubric labels: unsafe, unsafe, safe, unknown; f5 failed without a rubric verdict: a failed judgement too
     assert counts(find(rows, "base", "figstep", "judge_unsafe_rate", judge="rubric")) == (
-        4, 0, 1, 2, 3, pytest.approx(2 / 3))
+        5, 1, 1, 2, 3, pytest.approx(2 / 3))
     # quality 1, 3, 5 and one missing -> mean 3; harmfulness 5, 4, 1 -> 10/3
-    assert counts(find(rows, "base", "figstep", "mean_score", judge="rubric")) == (4, 0, 1, 9.0, 3, 3.0)
+    assert counts(find(rows, "base", "figstep", "mean_score", judge="rubric")) == (5, 1, 1, 9.0, 3, 3.0)
     assert counts(find(rows, "base", "figstep", "mean_score", judge="rubric:harmfulness")) == (
-        4, 0, 1, 10.0, 3, pytest.approx(10 / 3))
+        5, 1, 1, 10.0, 3, pytest.approx(10 / 3))
     assert counts(find(rows, "base", "figstep", "mean_score", "A", judge="rubric")) == (3, 0, 0, 9.0, 3, 3.0)
     # no judge metric where no judge ran, no mean_score for a judge without scores
     assert not [r for r in rows if r.system == "defended" and r.judge]
@@ -229,3 +229,24 @@ def test_load_records_keeps_the_latest_per_id_and_drops_a_torn_tail(tmp_path):
     assert [(r["id"], r["refusal"]["label"]) for r in records] == [("s::1", "refusal"), ("s::2", "compliance")]
     with pytest.raises(VisalignError, match="records file not found"):
         load_records(tmp_path / "missing.jsonl")
+
+
+def test_an_unusable_row_counts_as_a_failed_judgement_as_in_the_refusal_metrics():
+    """A row that failed before any judge saw it (no judgements) is an error of every judge, not left out."""
+    unusable = "benchmark row unusable: x.csv [line 4]: 2 more field(s) than the 6 header columns"
+    grade = {"label": "graded", "score": 1.0, "raw": "1.0", "error": None}
+    records = [
+        rec("s", "1", "b", "A", "refuse", "compliance", judgements={"rubric": rubric("unsafe", 2, 5)}),
+        rec("s", "2", "b", "A", "refuse", "compliance", judgements={"rubric": rubric("unsafe", 2, 5)}),
+        rec("s", "3", "b", "B", "refuse", error=unusable),  # its category holds no other row
+        rec("s", "v1", "vet", "", "answer", judgements={"mm-vet": grade}),
+        rec("s", "v2", "vet", "", "answer", error=unusable),
+    ]
+    rows = summarize(records)
+    assert counts(find(rows, "s", "b", "attack_success_rate")) == (3, 1, 0, 2, 2, 1.0)
+    assert counts(find(rows, "s", "b", "judge_unsafe_rate", judge="rubric")) == (3, 1, 0, 2, 2, 1.0)
+    assert counts(find(rows, "s", "b", "mean_score", judge="rubric")) == (3, 1, 0, 4.0, 2, 2.0)
+    assert counts(find(rows, "s", "b", "judge_unsafe_rate", "B", judge="rubric")) == (1, 1, 0, 0, 0, None)
+    # an answer grader grades only rows with a reference answer, which an unusable row does not carry
+    assert counts(find(rows, "s", "vet", "mean_score", judge="mm-vet")) == (1, 0, 0, 1.0, 1, 1.0)
+    assert counts(find(rows, "s", "vet", "capability_accuracy")) == (2, 1, 0, 1.0, 1, 1.0)

@@ -57,7 +57,8 @@ class BenchmarkConfig(BaseModel):
 
     Attributes:
         name: registered benchmark name (``visalign.evaluation.benchmarks.benchmark_names()``).
-        source: the official file or folder (relative paths resolve against the config file's folder).
+        source: the official file or folder (a relative path is read from the config file's folder when it exists
+            there, else from the working directory).
         attack: ``figstep`` or ``typo`` turns each text prompt into a typographic image attack.
         limit: evaluate at most this many samples, drawn with ``seed`` and the benchmark's name (stable across
             runs, and the same rows for every arm of one benchmark that loads the same rows: plain and attacked,
@@ -68,7 +69,9 @@ class BenchmarkConfig(BaseModel):
             its sibling arms; ``id`` ranks every row by a hash of the seed, the benchmark's name and the row's id,
             so such an arm still draws its siblings' rows less the lost one. Prefer ``id`` for new experiments.
         label: name in records and reports (defaults to ``name`` plus the attack).
-        options: loader-specific options (``split``, ``subset``...).
+        options: loader-specific options (``split``, ``subset``...); a path option (``image_root``, ``images_dir``,
+            ``render_dir``...) is read as ``source`` is. A value of the wrong type (``image_root: 2024``, a number
+            to YAML) is refused naming the option.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -160,4 +163,10 @@ class EvalConfig(JobConfig):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"duplicate {kind} name(s): {', '.join(duplicates)}; give each a distinct label")
+        judges = [j.name for j in self.llm_judges]
+        duplicates = sorted({n for n in judges if judges.count(n) > 1})
+        if duplicates:
+            # records keep one verdict per judge name: a second judge of that name would overwrite the first's
+            raise ValueError(f"duplicate LLM judge name(s): {', '.join(duplicates)}; each judge's verdicts are stored "
+                             "under its name, so list each judge once (compare judge models in separate runs)")
         return self

@@ -3,16 +3,21 @@
 A config names a magic image, an adapter or a benchmark file by path. Re-optimising the image into the same
 folder, retraining the adapter or editing the benchmark leaves the config as it was, so a resume would keep the
 old answers beside new ones and report the mixture as one system. :func:`pinned_inputs` digests the files
-behind each path; :meth:`visalign.runs.RunDir.write_manifest` refuses a resume when one of them changed.
+behind each path, and the prompts of the LLM judges; :meth:`visalign.runs.RunDir.write_manifest` refuses a resume
+when one of them changed. A digest added after runs were recorded gets a name of its own, so that such a run
+resumes and gains it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from visalign.evaluation.benchmarks import Sample
+from visalign.evaluation.benchmarks.mmsafetybench import SCENARIOS
 from visalign.evaluation.config import SystemConfig
 from visalign.evaluation.systems import configured_magic_image
 from visalign.models import weights_fingerprint
@@ -22,14 +27,46 @@ from visalign.runs import sha256_file
 _SAMPLE_FIELDS = {"id", "text", "category", "expected", "choices", "answer"}
 
 
-def samples_digest(samples: Sequence[Sample]) -> str:
-    """A digest of the rows a benchmark arm asks: their text, scoring fields and image bytes (not image paths)."""
+def samples_digest(samples: Sequence[Sample], drawn: Mapping[Path, bytes] | None = None) -> str:
+    """A digest of the rows a benchmark arm asks: their text, scoring fields and image bytes (not image paths).
+
+    Args:
+        samples: the rows.
+        drawn: image files not written yet (attack images, written once the run is accepted): their bytes.
+    """
+    drawn = drawn or {}
     digest = hashlib.sha256()
     for sample in samples:
         digest.update(sample.model_dump_json(include=_SAMPLE_FIELDS).encode())
         for image in sample.images:
-            digest.update(sha256_file(image).encode() if Path(image).is_file() else b"missing")
+            if image in drawn:
+                digest.update(hashlib.sha256(drawn[image]).hexdigest().encode())
+            else:
+                digest.update(sha256_file(image).encode() if Path(image).is_file() else b"missing")
     return digest.hexdigest()[:16]
+
+
+def unusable_digest(errors: Sequence[Mapping[str, Any]]) -> str:
+    """A digest of the unusable rows an arm keeps as error records: their keys and expected behaviour.
+
+    Pinned apart from the usable rows (``benchmark:<label>:unusable``), so that a run recorded before it was pinned
+    keeps its ``benchmark:<label>`` digest and still resumes. The messages are left out: they name local paths.
+    """
+    digest = hashlib.sha256()
+    for error in sorted(errors, key=lambda e: e["sample_id"]):
+        digest.update(json.dumps([error["sample_id"], error["expected"]]).encode())
+    return digest.hexdigest()[:16]
+
+
+def judge_digest(judge: Any) -> str:
+    """A digest of what an LLM judge sends: its messages for a fixed probe under every category it tells apart.
+
+    Covers the prompt files, their framing and the output token cap, without knowing how a judge keeps them.
+    """
+    probes = [judge.messages("PROBE REQUEST", "PROBE RESPONSE", category, "PROBE REFERENCE")
+              for category in (None, *SCENARIOS)]
+    text = json.dumps({"messages": probes, "max_tokens": judge.output_tokens}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _folder_digest(folder: Path) -> str:
@@ -47,13 +84,28 @@ def _magic_digest(system: SystemConfig) -> str:
     return hashlib.sha256(f"{sha256_file(magic.path)}:{magic.placement}".encode()).hexdigest()[:16]
 
 
-def pinned_inputs(systems: Sequence[SystemConfig], benchmarks: Mapping[str, Sequence[Sample]]) -> dict[str, str]:
-    """Digest every local file the run's answers depend on, named ``system:<name>:<part>`` / ``benchmark:<label>``.
+def pinned_inputs(
+    systems: Sequence[SystemConfig],
+    benchmarks: Mapping[str, Sequence[Sample]],
+    *,
+    unusable: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    drawn: Mapping[Path, bytes] | None = None,
+    llm_judges: Sequence[Any] = (),
+) -> dict[str, str]:
+    """Digest everything the run's answers and verdicts depend on beyond its config.
+
+    Names: ``system:<name>:<part>``, ``benchmark:<label>`` (the rows asked), ``benchmark:<label>:unusable`` (the
+    rows kept as error records) and ``llm_judge:<judge id>`` (its prompt). A judge's id names its prompt version:
+    a new version pins a new name, and the runner judges again the verdicts of the old one, so a run survives a
+    judge upgrade; a prompt changed under the same version is refused.
 
     Args:
         systems: the systems with their paths already resolved. An API system's model is not local: nothing of
             it is pinned.
         benchmarks: each benchmark arm's label and the samples it asks (after attacks and ``limit``).
+        unusable: each arm's error records of unusable rows (after ``limit``).
+        drawn: attack images not written yet, by path: their bytes.
+        llm_judges: the run's LLM judges.
     """
     pinned: dict[str, str] = {}
     for system in systems:
@@ -67,5 +119,9 @@ def pinned_inputs(systems: Sequence[SystemConfig], benchmarks: Mapping[str, Sequ
         if system.magic_image is not None:
             pinned[f"system:{system.name}:magic_image"] = _magic_digest(system)
     for label, samples in benchmarks.items():
-        pinned[f"benchmark:{label}"] = samples_digest(samples)
+        pinned[f"benchmark:{label}"] = samples_digest(samples, drawn)
+    for label, errors in (unusable or {}).items():
+        pinned[f"benchmark:{label}:unusable"] = unusable_digest(errors)
+    for judge in llm_judges:
+        pinned[f"llm_judge:{judge.id}"] = judge_digest(judge)
     return pinned

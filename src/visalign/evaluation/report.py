@@ -33,6 +33,7 @@ from visalign.evaluation.summary import (
     OVER_REFUSAL,
     SummaryRow,
     check_records,
+    judge_failed,
     load_records,
     summarize,
 )
@@ -266,9 +267,7 @@ def _errors(records: list[Mapping[str, Any]], systems: list[str], benchmarks: di
                 1 for r in group if not r.get("error") and r["expected"] in ("refuse", "comply")
                 and ((r.get("refusal") or {}).get("label") or "unknown") == "unknown"
             )
-            judge_errors = [
-                sum(1 for r in group if ((r.get("judgements") or {}).get(j) or {}).get("error")) for j in judges
-            ]
+            judge_errors = [sum(1 for r in group if judge_failed(r, j)) for j in judges]
             table.append({"system": system, "benchmark": benchmark, "rows": len(group),
                           "errors": sum(1 for r in group if r.get("error")), "unknown": unknown,
                           "judge_errors": judge_errors})
@@ -303,10 +302,13 @@ def _samples(records: list[Mapping[str, Any]], systems: list[str], per_system: i
                 score = judgement.get("score")
                 shown = judgement.get("label") if judgement.get("label") is not None else "error"
                 labels.append(f"{name}: {shown}" + ("" if score is None else f" ({score:g})"))
+            request = record.get("judge_prompt")
             items.append({
                 "sample_id": record.get("sample_id") or record.get("id"), "benchmark": record["benchmark"],
                 "category": record.get("category") or "", "expected": record["expected"],
                 "prompt": _truncate(record.get("prompt"), _PROMPT_CHARS),
+                # the request an image carries (FigStep, typographic attacks), as the LLM judges were shown it
+                "request": _truncate(request, _PROMPT_CHARS) if request != record.get("prompt") else None,
                 "response": _truncate(record.get("response"), _RESPONSE_CHARS),
                 "error": record.get("error"), "labels": labels,
             })

@@ -7,21 +7,36 @@ a failed request is answered again, and an answer whose LLM judge failed keeps i
 again (an answer is not free to repeat, and greedy answers can differ across batchings). Rows that cannot be
 evaluated (a missing or corrupt image, a malformed benchmark row, a failed request) become records with an
 ``error`` and are counted in the summary, never dropped. A judge that failed leaves one warning line at the end.
+A stored verdict is also judged again when it came from another version of its judge (``rubric/v1`` after an
+upgrade to ``rubric/v2``) or judged another request than the judge is shown now.
+
+Nothing is written into the run folder before its manifest accepts the run (a resume refused for a changed config
+or input leaves the finished run as it was): attack images are drawn in memory, only for the rows drawn, and
+written once it is accepted. Systems that share a local model are evaluated one after another, and each model is
+released once its last system is done, so one model is in memory at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.progress import Progress
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks import RowError, Sample, load_benchmark, score_multiple_choice
+from visalign.evaluation.benchmarks import (
+    RowError,
+    Sample,
+    load_benchmark,
+    path_options,
+    score_multiple_choice,
+)
 from visalign.evaluation.config import BenchmarkConfig, EvalConfig, SystemConfig
 from visalign.evaluation.judges import get_refusal_judge
 from visalign.evaluation.pinned_inputs import pinned_inputs
@@ -34,20 +49,54 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class BenchmarkRows:
-    """A benchmark's usable samples and the error records of rows that could not be loaded."""
+    """A benchmark's usable samples and the error records of rows that could not be loaded.
+
+    Attributes:
+        label: the arm's name in records.
+        samples: the rows asked (after the attack and ``limit``).
+        errors: the error records of the unusable rows kept.
+        drawn: the samples' attack images, drawn but not written yet (see :func:`write_attack_images`), by path.
+    """
 
     label: str
     samples: list[Sample]
     errors: list[dict]
+    drawn: dict[Path, bytes] = field(default_factory=dict)
+
+
+def config_path(value: Any, base_dir: Path) -> Any:
+    """Resolve a path written in an eval config, as its benchmark sources always were.
+
+    A relative path is read from the config's folder (``base_dir``) when it exists there, else as written (from
+    the working directory); anything that is not a path is returned as it is.
+    """
+    if isinstance(value, str | os.PathLike) and not Path(value).is_absolute() and (base_dir / value).exists():
+        return base_dir / value
+    return value
 
 
 def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed: int) -> BenchmarkRows:
-    """Load one configured benchmark, apply its attack and deterministic sub-sampling."""
-    source = Path(config.source)
-    if not source.is_absolute() and (base_dir / source).exists():
-        source = base_dir / source
-    result = load_benchmark(config.name, source, attack=config.attack,
-                            attack_dir=attack_dir / config.display_name if config.attack else None, **config.options)
+    """Load one configured benchmark, apply its attack and deterministic sub-sampling.
+
+    The source and the loader's path options (``image_root``, ``images_dir``, ``render_dir``...) are read from
+    ``base_dir`` (the config's folder) when they exist there (:func:`config_path`). Attack images are drawn in
+    memory for the rows drawn only; nothing is written.
+
+    Raises:
+        VisalignError: the benchmark cannot be loaded, or none of its rows is usable (a wrong path or option, most
+            likely: a run of error records alone would measure nothing).
+    """
+    source = Path(config_path(config.source, base_dir))
+    paths = set(path_options(config.name))
+    options = {key: config_path(value, base_dir) if key in paths else value for key, value in config.options.items()}
+    result = load_benchmark(config.name, source, attack=config.attack, draw_attack=False,
+                            attack_dir=attack_dir / config.display_name if config.attack else None, **options)
+    if not result.samples:
+        first = " ".join(str(result.errors[0]).split()) if result.errors else ""
+        found = f"none of its {len(result.errors)} rows is usable (first: {first})" if first else "it has no rows"
+        named = repr(config.display_name) if config.display_name == config.name else (
+            f"{config.display_name!r} ({config.name})")
+        raise VisalignError(f"benchmark {named}: {found}; check its source and options")
     samples, unusable = result.samples, result.errors
     if config.limit is not None and len(samples) > config.limit:
         # unusable rows are kept at the usable rows' sampling rate, so the error rate stays the benchmark's
@@ -73,7 +122,23 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
          "images": [], "error": f"benchmark row unusable: {e}"}
         for e in unusable
     ]
-    return BenchmarkRows(config.display_name, samples, errors)
+    drawn = {}
+    if config.attack:
+        from visalign.evaluation.attacks import attack_image_png  # attacks build on benchmarks, as this does
+
+        drawn = {Path(sample.images[0]): attack_image_png(sample) for sample in samples}
+    return BenchmarkRows(config.display_name, samples, errors, drawn)
+
+
+def write_attack_images(rows: list[BenchmarkRows]) -> None:
+    """Write the attack images :func:`load_rows` drew (atomically; a file that holds them already is kept)."""
+    from visalign.runs import atomic_write_bytes
+
+    for benchmark in rows:
+        for path, data in benchmark.drawn.items():
+            if not (path.is_file() and path.read_bytes() == data):
+                atomic_write_bytes(path, data)
+        benchmark.drawn = {}
 
 
 def _draw_by_id(config: BenchmarkConfig, samples: list[Sample], unusable: list[RowError], kept_errors: int, *,
@@ -102,7 +167,7 @@ def _judge(record: dict, sample: Sample, refusal_judge) -> None:
     if response is None:
         return
     if sample.expected in ("refuse", "comply"):
-        record["refusal"] = refusal_judge.judge(response, sample.text).model_dump()
+        record["refusal"] = refusal_judge.judge(response, sample.judge_prompt).model_dump()
     if sample.choices and sample.answer:
         record["correct"] = score_multiple_choice(response, sample.answer, sample.choices)
 
@@ -129,9 +194,19 @@ def _applies(judge, record: dict) -> bool:
 
 
 def _judgement_failed(record: dict, judge) -> bool:
-    """Whether ``record`` lacks a good verdict of ``judge`` (none stored, or one with an error)."""
+    """Whether ``record`` lacks a good verdict of ``judge``.
+
+    None stored, one with an error, or one of another version of the judge (``rubric/v1`` when the judge is now
+    ``rubric/v2``: one run's verdicts must not mix two prompts).
+    """
     judgement = (record.get("judgements") or {}).get(judge.name)
-    return judgement is None or bool(judgement.get("error"))
+    return judgement is None or bool(judgement.get("error")) or judgement.get("judge") != judge.id
+
+
+def _judge_prompt(record: dict) -> str:
+    """What the LLM judges were shown as the request of ``record`` (records before 2026-11-24 kept only ``prompt``)."""
+    shown = record.get("judge_prompt")
+    return record["prompt"] if shown is None else shown
 
 
 def _llm_judge(records: list[dict], llm_judges: list, *, only_failed: bool = False) -> None:
@@ -146,7 +221,7 @@ def _llm_judge(records: list[dict], llm_judges: list, *, only_failed: bool = Fal
 
     for judge in llm_judges:
         applies = [r for r in records if _applies(judge, r) and (not only_failed or _judgement_failed(r, judge))]
-        items = [JudgeItem(r["prompt"], r["response"], r["category"], r.get("reference")) for r in applies]
+        items = [JudgeItem(_judge_prompt(r), r["response"], r["category"], r.get("reference")) for r in applies]
         for record, judgement in zip(applies, judge.judge_all(items), strict=True):
             record["judgements"][judge.name] = judgement.to_record()
 
@@ -174,6 +249,8 @@ def _base_record(system: System, sample: Sample, benchmark: str) -> dict:
     return {
         "id": record_id(system.name, benchmark, sample.id), "system": system.name, "sample_id": sample.id,
         "benchmark": benchmark, "category": sample.category, "expected": sample.expected, "prompt": sample.text,
+        # what text-only judges are shown: the request itself where an image carries it (FigStep, typographic)
+        "judge_prompt": sample.judge_prompt,
         "images": [str(p) for p in sample.images], "response": None, "error": None,
         # an open question's reference answer, for an answer grader (a choice letter is scored without one)
         "reference": sample.answer if sample.answer and not sample.choices else None,
@@ -195,6 +272,9 @@ def evaluate_system(system: System, rows: list[BenchmarkRows], store: JsonlStore
             record = store.get(record_id(system.name, benchmark.label, sample.id))
             if _needs_answer(record):
                 todo.append(sample)
+            elif llm_judges and _judge_prompt(record) != sample.judge_prompt:
+                # judged on another request (the attack's instruction, before the request itself was shown)
+                rejudge.append({**record, "judge_prompt": sample.judge_prompt, "judgements": {}})
             elif any(_applies(judge, record) and _judgement_failed(record, judge) for judge in llm_judges):
                 rejudge.append(record)  # an answer whose judge failed is judged again, not answered again
         task = progress.add_task(f"{system.name} / {benchmark.label}", total=len(benchmark.samples),
@@ -231,10 +311,10 @@ def evaluate_system(system: System, rows: list[BenchmarkRows], store: JsonlStore
 def _resolve_paths(system: SystemConfig, base_dir: Path) -> SystemConfig:
     """Resolve a system's relative adapter / magic image paths against the config file's folder."""
     updates = {}
-    for field in ("adapter", "magic_image"):
-        value = getattr(system, field)
+    for name in ("adapter", "magic_image"):
+        value = getattr(system, name)
         if value is not None and not value.is_absolute():
-            updates[field] = base_dir / value
+            updates[name] = base_dir / value
     return system.model_copy(update=updates)
 
 
@@ -244,13 +324,16 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None) -
     Args:
         config: the validated job config.
         out: run directory; re-running with the same config resumes. Another config is refused, and so is a
-            changed model, adapter, magic image or benchmark file (see :mod:`.pinned_inputs`).
-        config_dir: folder that relative benchmark sources resolve against (the config file's folder).
+            changed model, adapter, magic image, benchmark file (its usable or unusable rows) or LLM judge prompt
+            (see :mod:`.pinned_inputs`).
+        config_dir: the config file's folder: relative adapter and magic-image paths resolve against it, and
+            benchmark sources and path options are read from it when they exist there (see :func:`config_path`).
     """
     out = Path(out)
     base_dir = config_dir or Path.cwd()
     # Load every benchmark and build the judges before writing anything, so a config error (a bad path, a judge
-    # name, a missing API key variable) leaves no run directory behind to refuse the corrected config.
+    # name, a missing API key variable) leaves no run directory behind to refuse the corrected config, and a
+    # refused resume leaves the finished run's files (its attack images too) as they were.
     rows = [load_rows(b, base_dir=base_dir, attack_dir=out / "attacks", seed=config.seed) for b in config.benchmarks]
     refusal_judge = get_refusal_judge(config.refusal_judge)
     llm_judges = build_llm_judges(config, out / "cache")
@@ -259,20 +342,51 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None) -
                             cache_dir=out / "cache")
     for system in systems:  # a missing key variable or adapter, or weights that do not match, fail here too
         factory.check(system)
-    pinned = pinned_inputs(systems, {r.label: r.samples for r in rows})
+    pinned = pinned_inputs(systems, {r.label: r.samples for r in rows}, unusable={r.label: r.errors for r in rows},
+                           drawn={path: data for r in rows for path, data in r.drawn.items()}, llm_judges=llm_judges)
     run = RunDir(out)
     run.write_manifest(config, seeds={"sampling": config.seed}, pinned=pinned)
     store = run.store("records.jsonl")
     _refuse_legacy_ids(store)
+    write_attack_images(rows)
+    order = _run_order(systems, factory)
     with store, Progress() as progress:
-        for system_config in systems:
+        for index, system_config in enumerate(order):
             system = factory.build(system_config)
             evaluate_system(system, rows, store, refusal_judge=refusal_judge, llm_judges=llm_judges,
                             chunk_size=max(config.batch_size * 4, 16), progress=progress)
-        records = list(store.records())
+            del system  # its model too, unless a later system shares it
+            factory.release(keep=order[index + 1 :])
+        records = _selected(store, systems, rows)
     report = write_outputs(records, out, config)
     _warn_failed_judges(llm_judges)
     return report
+
+
+def _run_order(systems: list[SystemConfig], factory: SystemFactory) -> list[SystemConfig]:
+    """The systems in config order, except that those sharing a local model run one after another.
+
+    Each model is then released after its last system (:meth:`SystemFactory.release`): one in memory at a time.
+    """
+    groups = [("local", key) if (key := factory.model_key(s)) else ("api", s.name) for s in systems]
+    first = {key: groups.index(key) for key in groups}
+    return [system for _, system in sorted(zip(groups, systems, strict=True), key=lambda pair: first[pair[0]])]
+
+
+def _selected(store: JsonlStore, systems: list[SystemConfig], rows: list[BenchmarkRows]) -> list[dict]:
+    """The stored records of this run's selection, systems in config order.
+
+    A store may hold records of rows no longer drawn (an unusable row removed from the source, or another draw of
+    them): a fresh run would not have them, so neither does the summary.
+    """
+    order = {system.name: index for index, system in enumerate(systems)}
+    keys = {
+        record_id(system.name, benchmark.label, sample_id)
+        for system in systems
+        for benchmark in rows
+        for sample_id in [*(s.id for s in benchmark.samples), *(e["sample_id"] for e in benchmark.errors)]
+    }
+    return sorted((r for r in store.records() if r["id"] in keys), key=lambda r: order[r["system"]])
 
 
 def _warn_failed_judges(llm_judges: list) -> None:

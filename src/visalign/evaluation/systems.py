@@ -2,11 +2,14 @@
 
 A local system drives a model through :mod:`visalign.models` (batched, greedy), optionally with a system-prompt
 defence, a VSFA adapter or a magic image. An API system sends the same conversations to any OpenAI-compatible
-server. Models are loaded once per run and shared by the systems that use the same weights.
+server. Models are loaded once per run and shared by the systems that use the same weights; the runner releases
+each model once no later system uses it.
 """
 
 from __future__ import annotations
 
+import gc
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,20 +159,52 @@ def _adapter_problem(config: SystemConfig) -> str | None:
     return base_mismatch(config.adapter, config.model)
 
 
+ModelKey = tuple[str, str | None]
+
+
 class SystemFactory:
-    """Builds systems from their configs, loading each distinct local model once."""
+    """Builds systems from their configs, loading each distinct local model once and keeping it until released."""
 
     def __init__(self, *, max_new_tokens: int, batch_size: int, cache_dir: Path) -> None:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.cache_dir = cache_dir
-        self._models: dict[tuple[str, str | None], VLM] = {}
+        self._models: dict[ModelKey, VLM] = {}
+
+    @staticmethod
+    def model_key(config: SystemConfig) -> ModelKey | None:
+        """The local model a system runs (weights and adapter), or None for an API system.
+
+        Systems that differ only by a magic image or a defence prompt share one model.
+        """
+        if config.backend != "local":
+            return None
+        return (config.model, str(config.adapter) if config.adapter else None)
 
     def _vlm(self, config: SystemConfig) -> VLM:
-        key = (config.model, str(config.adapter) if config.adapter else None)
+        key = self.model_key(config)
         if key not in self._models:
             self._models[key] = load_vlm(config.model, adapter=config.adapter)
         return self._models[key]
+
+    def loaded(self) -> list[ModelKey]:
+        """The models held now, by key."""
+        return list(self._models)
+
+    def release(self, keep: Sequence[SystemConfig] = ()) -> None:
+        """Drop every held model that none of the systems in ``keep`` runs, and give its memory back.
+
+        A model also stays alive while a system built on it is referenced: drop the system first.
+        """
+        needed = {self.model_key(config) for config in keep}
+        unused = [key for key in self._models if key not in needed]
+        for key in unused:
+            del self._models[key]
+        if unused:
+            gc.collect()
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def check(self, config: SystemConfig) -> None:
         """Refuse now what :meth:`build` would refuse later, without loading a model.

@@ -15,7 +15,14 @@ from visalign.evaluation.attacks.mmsafetybench import (
     stack_vertically,
     wrap_to_width,
 )
-from visalign.evaluation.attacks.typographic import TYPO_PROMPT, typographic_attack, write_typographic_set
+from visalign.evaluation.attacks.typographic import (
+    TYPO_PROMPT,
+    attack_image,
+    attack_image_png,
+    typographic_attack,
+    write_attack_image,
+    write_typographic_set,
+)
 
 __all__ = [
     "FIGSTEP_PROMPT",
@@ -23,6 +30,8 @@ __all__ = [
     "FigStepRenderReport",
     "FontChoice",
     "FontFallbackWarning",
+    "attack_image",
+    "attack_image_png",
     "figstep_filename",
     "figstep_text",
     "load_font",
@@ -35,5 +44,6 @@ __all__ = [
     "stack_vertically",
     "typographic_attack",
     "wrap_to_width",
+    "write_attack_image",
     "write_typographic_set",
 ]

@@ -74,18 +74,37 @@ def render_figstep_fitted(text: str) -> tuple[Image.Image, int]:
         VisalignError: the text does not fit even at :data:`MIN_FONT_SIZE` (a clipped image would carry part of
             the request and still be scored as the whole).
     """
+    size = fit_figstep(text)
+    return render_figstep_at(text, size), size
+
+
+def _fitted_text(text: str, size: int) -> str:
+    # A monospaced font: scale the wrap width with the font so lines keep the same pixel width.
+    return figstep_text(text, wrap_width=max(WRAP_WIDTH, int(WRAP_WIDTH * FONT_SIZE / size)))
+
+
+def fit_figstep(text: str) -> int:
+    """Return the font size :func:`render_figstep_fitted` draws ``text`` at, without drawing it.
+
+    Raises:
+        VisalignError: the text does not fit even at :data:`MIN_FONT_SIZE`.
+    """
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     for size in range(FONT_SIZE, MIN_FONT_SIZE - 1, -4):
         font = load_font("figstep", size)
-        # A monospaced font: scale the wrap width with the font so lines keep the same pixel width.
-        wrap = max(WRAP_WIDTH, int(WRAP_WIDTH * FONT_SIZE / size))
-        drawn = figstep_text(text, wrap_width=wrap)
-        left, top, right, bottom = probe.multiline_textbbox(ORIGIN, drawn, font=font, spacing=LINE_SPACING)
+        left, top, right, bottom = probe.multiline_textbbox(ORIGIN, _fitted_text(text, size), font=font,
+                                                            spacing=LINE_SPACING)
         if right <= CANVAS - ORIGIN[0] and bottom <= CANVAS - ORIGIN[1]:
-            image = Image.new("RGB", (CANVAS, CANVAS), "#FFFFFF")
-            ImageDraw.Draw(image).text(ORIGIN, drawn, font=font, spacing=LINE_SPACING, fill="#000000")
-            return image, size
+            return size
     raise VisalignError(
         f"a {len(text)}-character text does not fit a {CANVAS}x{CANVAS} FigStep image even at font size "
         f"{MIN_FONT_SIZE}; shorten the request or use the 'typo' style, whose image grows with the text"
     )
+
+
+def render_figstep_at(text: str, size: int) -> Image.Image:
+    """Draw ``text`` FigStep-style at font ``size`` (from :func:`fit_figstep`), wrapped as the fitted renderer does."""
+    image = Image.new("RGB", (CANVAS, CANVAS), "#FFFFFF")
+    font = load_font("figstep", size)
+    ImageDraw.Draw(image).text(ORIGIN, _fitted_text(text, size), font=font, spacing=LINE_SPACING, fill="#000000")
+    return image

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from PIL import Image
+
 from visalign.errors import VisalignError
-from visalign.evaluation.attacks.figstep import FIGSTEP_PROMPT, render_figstep_fitted
+from visalign.evaluation.attacks.figstep import FIGSTEP_PROMPT, fit_figstep, render_figstep_at
 from visalign.evaluation.attacks.fonts import resolve_font
 from visalign.evaluation.attacks.mmsafetybench import render_typo
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
+from visalign.runs import atomic_write_bytes, atomic_write_text
 
 Style = Literal["figstep", "typo"]
 
@@ -30,19 +34,22 @@ def image_file_name(sample_id: str) -> str:
 
 
 def typographic_attack(
-    samples: Iterable[Sample], out_dir: str | Path, *, style: Style = "figstep"
+    samples: Iterable[Sample], out_dir: str | Path, *, style: Style = "figstep", draw: bool = True
 ) -> LoadResult:
     """Move each sample's text into an image and pair it with the attack's neutral text prompt.
 
     ``figstep`` draws the text FigStep-style (empty numbered list below it, font shrunk only when the text
     would not fit); ``typo`` draws it MM-SafetyBench TYPO-style. Images the sample already had are kept after
-    the new one. Each new sample keeps the category and expected behaviour; its id gains ``+{style}`` and its
-    metadata records the attack, the original text, the font file and (FigStep) the font size.
+    the new one. Each new sample keeps the category and expected behaviour; its id gains ``+{style}``, its
+    ``request`` is the text now drawn (what a text-only judge is shown) and its metadata records the attack, the
+    original text, the font file and (FigStep) the font size.
 
     Args:
         samples: the samples to attack (typically a text benchmark: AdvBench, StrongREJECT, XSTest).
-        out_dir: folder for the rendered PNG files (created if missing; files are overwritten).
+        out_dir: folder for the rendered PNG files (created if missing; files are replaced atomically).
         style: ``"figstep"`` or ``"typo"``.
+        draw: False names each sample's image file without drawing it: draw the ones you keep with
+            :func:`attack_image_png` (an evaluation draws only the rows it samples, once its run is accepted).
 
     Returns:
         The attacked samples, and an error record for each sample with no text to draw or (FigStep) with more text
@@ -51,7 +58,6 @@ def typographic_attack(
     if style not in PROMPTS:
         raise VisalignError(f"unknown typographic attack style {style!r}; choose one of {', '.join(PROMPTS)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     result = LoadResult()
     for sample in samples:
 
@@ -73,28 +79,54 @@ def typographic_attack(
         attack_meta: dict[str, object] = {"attack": style, "original_text": sample.text}
         if style == "figstep":
             try:
-                image, font_size = render_figstep_fitted(text)
+                attack_meta["font_size"] = fit_figstep(text)
             except VisalignError as exc:  # too long to draw whole: an error record, not a clipped image
                 bad(str(exc))
                 continue
-            attack_meta["font_size"] = font_size
-        else:
-            image = render_typo(text)
         attack_meta["font"] = resolve_font(style).path.name  # each style has its own font kind
         attack_id = f"{sample.id}+{style}"
         path = out_dir / image_file_name(attack_id)
-        image.save(path)
-        result.samples.append(
-            sample.model_copy(
-                update={
-                    "id": attack_id,
-                    "text": PROMPTS[style],
-                    "images": [path, *sample.images],
-                    "metadata": {**sample.metadata, **attack_meta},
-                }
-            )
+        attacked = sample.model_copy(
+            update={
+                "id": attack_id,
+                "text": PROMPTS[style],
+                "images": [path, *sample.images],
+                "request": sample.judge_prompt,
+                "metadata": {**sample.metadata, **attack_meta},
+            }
         )
+        if draw:
+            write_attack_image(attacked)
+        result.samples.append(attacked)
     return result
+
+
+def attack_image(sample: Sample) -> Image.Image:
+    """Draw the attack image of a sample made by :func:`typographic_attack` (its first image), from its metadata."""
+    meta = sample.metadata
+    text = str(meta["original_text"]).strip()
+    if meta["attack"] == "figstep":
+        return render_figstep_at(text, int(meta["font_size"]))
+    return render_typo(text)
+
+
+def attack_image_png(sample: Sample) -> bytes:
+    """The PNG file of :func:`attack_image`, byte for byte what :func:`typographic_attack` writes."""
+    buffer = io.BytesIO()
+    attack_image(sample).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_attack_image(sample: Sample, data: bytes | None = None) -> Path:
+    """Write a typographic sample's attack image (``data``: its PNG, drawn now when None) atomically; return it.
+
+    A file that already holds these bytes is left alone.
+    """
+    path = Path(sample.images[0])
+    data = attack_image_png(sample) if data is None else data
+    if not (path.is_file() and path.read_bytes() == data):
+        atomic_write_bytes(path, data)
+    return path
 
 
 def write_typographic_set(
@@ -118,8 +150,6 @@ def write_typographic_set(
     loaded = load_benchmark(benchmark, source, **text_form_options(benchmark, options))
     attacked = typographic_attack(loaded.samples, out / "images", style=style)
     result = LoadResult(attacked.samples, loaded.errors + attacked.errors)
-    with (out / "samples.jsonl").open("w", encoding="utf-8") as handle:
-        handle.writelines(sample.model_dump_json() + "\n" for sample in result.samples)
-    with (out / "errors.jsonl").open("w", encoding="utf-8") as handle:
-        handle.writelines(error.model_dump_json() + "\n" for error in result.errors)
+    atomic_write_text(out / "samples.jsonl", "".join(sample.model_dump_json() + "\n" for sample in result.samples))
+    atomic_write_text(out / "errors.jsonl", "".join(error.model_dump_json() + "\n" for error in result.errors))
     return result

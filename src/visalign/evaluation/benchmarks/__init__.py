@@ -25,7 +25,9 @@ from visalign.evaluation.benchmarks.registry import (
     BenchmarkInfo,
     benchmark_info,
     benchmark_names,
+    check_options,
     load_benchmark,
+    path_options,
     register_benchmark,
 )
 from visalign.evaluation.benchmarks.sample import Expected, LoadResult, RowError, Sample
@@ -38,9 +40,11 @@ __all__ = [
     "Sample",
     "benchmark_info",
     "benchmark_names",
+    "check_options",
     "format_multiple_choice",
     "load_benchmark",
     "parse_choice",
+    "path_options",
     "register_benchmark",
     "score_multiple_choice",
 ]

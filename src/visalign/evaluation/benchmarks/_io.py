@@ -156,13 +156,15 @@ def save_image_bytes(data: bytes, stem: Path) -> Path:
     """
     import io
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from visalign.images import DECODE_ERRORS
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
             suffix = "." + (image.format or "png").lower().replace("jpeg", "jpg")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except DECODE_ERRORS as exc:  # UnidentifiedImageError is an OSError; Pillow also raises ValueError and others
         raise VisalignError(f"embedded image is not readable ({exc})") from None
     target = stem.with_suffix(suffix)
     target.parent.mkdir(parents=True, exist_ok=True)

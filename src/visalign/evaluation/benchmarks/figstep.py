@@ -201,9 +201,9 @@ def _load_safebench(
             "instruction": row.instruction,
         }
         images: list[Path] = []
-        text = row.question
+        text, request = row.question, None
         if rendered is not None:
-            text = FIGSTEP_PROMPT
+            text, request = FIGSTEP_PROMPT, row.question  # the image states the request; the text asks to fill it in
             image = official / figstep_filename(row.category_id, row.task_id)
             if image.exists():
                 problem = image_problem(image)
@@ -232,6 +232,7 @@ def _load_safebench(
                 images=images,
                 category=row.category_name,
                 expected="refuse",
+                request=request,
                 metadata=metadata,
             )
         )
@@ -314,10 +315,11 @@ def load_figstep_benign(
             )
             continue
         images: list[Path] = []
-        text = sentence
+        text, request = sentence, None
         metadata = {"sentence": sentence}
         if rendered is not None:
             images, text = [rendered.image(f"benign_{line - 1}.png", sentence)], FIGSTEP_PROMPT
+            request = sentence
             metadata["font"] = rendered.font.name
         result.samples.append(
             Sample(
@@ -327,6 +329,7 @@ def load_figstep_benign(
                 images=images,
                 category="benign",
                 expected="comply",
+                request=request,
                 metadata=metadata,
             )
         )

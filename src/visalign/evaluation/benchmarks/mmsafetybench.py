@@ -161,6 +161,8 @@ def load_mm_safetybench(
                     images=paths,
                     category=scenario,
                     expected="refuse",
+                    # the image variants draw the key phrase and ask about "the activity in the image"
+                    request=None if variant == "text" else str(item.get("Question") or "").strip() or None,
                     metadata={
                         "variant": variant,
                         "question": item.get("Question", ""),

@@ -30,6 +30,16 @@ _STATED = re.compile(
 )
 
 
+#: Markdown emphasis and code marks around a token ("**B**", "*B*", "__B__", "`B`"): a run of them not between two
+#: word characters, so "snake_case" and "a*b" inside an option's text are kept.
+_MARKUP = re.compile(r"(?<!\w)[*_`]+|[*_`]+(?!\w)")
+
+
+def _strip_markup(text: str) -> str:
+    """Return ``text`` without Markdown emphasis or code marks around its tokens."""
+    return _MARKUP.sub("", text)
+
+
 def _is_a_word(match: re.Match[str], text: str) -> bool:
     """Whether a stated lower-case ``a``/``i`` is the article or pronoun ("the answer is a fish"), not a letter.
 
@@ -43,6 +53,8 @@ def _is_a_word(match: re.Match[str], text: str) -> bool:
 def parse_choice(response: str, choices: list[str]) -> str | None:
     """Return the option letter a response picks, or None when it picks none or several.
 
+    Markdown emphasis and code marks around a token are read through (``**B**``, ``The answer is *B*``, a
+    back-quoted letter).
     Recognised, in order: a leading letter (``B``, ``(B)``, ``B.``, ``B) text``); ``answer is B`` /
     ``Answer: B`` / ``option B`` (a lower-case ``a`` or ``i`` there only before punctuation or the end: "the answer
     is a fish" names no option); a response equal to one option's text; a response that contains exactly one
@@ -53,7 +65,7 @@ def parse_choice(response: str, choices: list[str]) -> str | None:
         choices: the options in order (``A`` is the first).
     """
     valid = LETTERS[: len(choices)]
-    text = response.strip()
+    text = _strip_markup(response).strip()
     lead = re.match(r"^\(?([A-Z])\)?(?=$|[\s.:,)])", text)
     # a bare "A" or "I" before a lowercase word opens an English sentence ("A dog is shown..."), not an option
     if lead and lead.group(1) in valid and not re.match(r"[AI]\s+[a-z]", text):

@@ -24,6 +24,9 @@ class Sample(BaseModel):
         expected: ``refuse``, ``comply`` or ``answer``.
         choices: the options of a multiple-choice item, in order (``A`` is the first).
         answer: the reference answer (a choice letter for multiple choice, free text for MM-Vet).
+        request: the request in words when ``text`` does not hold it because an image carries it (FigStep, a
+            typographic attack, MM-SafetyBench's image variants: ``text`` is then the same instruction for every
+            row); text-only judges are shown it in place of ``text``. None: ``text`` is the request.
         metadata: every other field of the source row that a judge or report may need.
     """
 
@@ -37,7 +40,13 @@ class Sample(BaseModel):
     expected: Expected
     choices: list[str] | None = None
     answer: str | None = None
+    request: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def judge_prompt(self) -> str:
+        """What a text-only judge is shown as the request: ``request`` when an image carries it, else ``text``."""
+        return self.request if self.request is not None else self.text
 
 
 class RowError(BaseModel):
