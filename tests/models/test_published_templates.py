@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_adapters import _labelled_runs
 
-from visalign.models import IGNORE_INDEX, assistant, load_vlm, user
+from visalign.models import assistant, load_vlm, user
 from visalign.models.adapter import render_conversation
 
 # The chat_template.json texts of llava-hf/llava-1.5-7b-hf and llava-hf/llava-v1.6-mistral-7b-hf, verbatim.
@@ -53,17 +54,6 @@ def published(request, tiny_checkpoints, tmp_path_factory):
     shutil.copytree(tiny_checkpoints[family], folder)
     (folder / "chat_template.jinja").write_text(PUBLISHED[family])
     return family, load_vlm(str(folder))
-
-
-def _labelled_runs(labels) -> list[tuple[int, int]]:
-    runs, start = [], None
-    for i, value in enumerate([*labels.tolist(), IGNORE_INDEX]):
-        if value != IGNORE_INDEX and start is None:
-            start = i
-        elif value == IGNORE_INDEX and start is not None:
-            runs.append((start, i))
-            start = None
-    return runs
 
 
 def test_each_answer_is_trained_to_end_with_eos(published):
