@@ -103,3 +103,42 @@ def test_a_build_waits_for_a_running_one_and_leaves_its_folders_alone(tmp_path, 
         second.join(timeout=30)
     assert built and dm.verify_default_model(built[0])
     assert not running.exists()  # once no build holds the lock, its folder is a leftover
+
+
+def _built_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("VISALIGN_HOME", str(home))
+    _stand_ins(monkeypatch)
+    dm.build_default_model()
+    return home
+
+
+def test_a_verified_model_is_returned_when_no_lock_can_be_taken(tmp_path, monkeypatch):
+    # A shared home mounted read-only: the lock file cannot be opened (here it is a folder, which open() refuses).
+    home = _built_home(tmp_path, monkeypatch)
+    (home / dm.BUILD_LOCK).unlink()
+    (home / dm.BUILD_LOCK).mkdir()
+
+    def rebuild(gguf, out):
+        raise AssertionError("a verified model was built again")
+
+    monkeypatch.setattr(dm, "assemble_default_model", rebuild)
+    assert dm.verify_default_model(dm.build_default_model())
+
+
+def test_a_build_goes_on_without_a_lock_where_the_filesystem_refuses_locks(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def refuse(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("VISALIGN_HOME", str(home))
+    _stand_ins(monkeypatch)
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    leftover = home / "models" / ".build-other"  # perhaps another build's: without a lock it is kept
+    leftover.mkdir(parents=True)
+    target = dm.build_default_model(force=True)
+    assert dm.verify_default_model(target) and leftover.is_dir()
+    assert "refuses locks" in caplog.text

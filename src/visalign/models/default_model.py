@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import tempfile
 import zipfile
@@ -39,6 +40,8 @@ from visalign.models.portable_init import portable_init_, portable_unit_uniform
 from visalign.models.random_checkpoints import chat_template
 from visalign.paths import visalign_home
 from visalign.runs import sha256_file
+
+logger = logging.getLogger(__name__)
 
 try:
     import fcntl
@@ -69,15 +72,28 @@ def _build_lock() -> Iterator[bool]:
 
     A second build waits for the first, then finds its verified model and returns. While the lock is held no
     other build is running, so every staging or scratch folder a build leaves is a killed build's leftover.
-    Yields False where the platform has no ``fcntl`` (no lock: leftovers are then kept, as they may be in use).
+    Yields False, without a lock, where there is none to take: no ``fcntl`` on the platform, a lock file that
+    cannot be opened (a read-only ``$VISALIGN_HOME``) or a filesystem that refuses locks (some network mounts).
+    Leftovers are then kept, as they may be in use.
     """
     home = visalign_home()
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / BUILD_LOCK, "a") as handle:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        handle = open(home / BUILD_LOCK, "a")  # noqa: SIM115 - closed below, after the body has run
+    except OSError as exc:
+        logger.warning("%s: cannot open the build lock (%s); building without it", home / BUILD_LOCK, exc)
+        yield False
+        return
+    with handle:
         if fcntl is None:
             yield False
             return
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        except OSError as exc:  # ENOLCK, EOPNOTSUPP: a filesystem without locks
+            logger.warning("%s: the filesystem refuses locks (%s); building without one", home / BUILD_LOCK, exc)
+            yield False
+            return
         yield True
 
 
@@ -229,6 +245,8 @@ def build_default_model(*, force: bool = False) -> Path:
     take turns (:func:`_build_lock`); each first removes the folders that killed builds left behind.
     """
     target = default_model_path()
+    if not force and verify_default_model(target):  # no lock needed to read: a read-only shared home works
+        return target
     with _build_lock() as locked:
         if locked:  # no build is running: what a killed one left (hundreds of MB each) is removed
             _remove_leftovers(target.parent, visalign_home() / "downloads")
