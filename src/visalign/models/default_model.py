@@ -81,7 +81,7 @@ def _build_lock() -> Iterator[bool]:
         home.mkdir(parents=True, exist_ok=True)
         handle = open(home / BUILD_LOCK, "a")  # noqa: SIM115 - closed below, after the body has run
     except OSError as exc:
-        logger.warning("%s: cannot open the build lock (%s); building without it", home / BUILD_LOCK, exc)
+        logger.warning("%s: cannot open the build lock (%s); going on without it", home / BUILD_LOCK, exc)
         yield False
         return
     with handle:
@@ -91,7 +91,7 @@ def _build_lock() -> Iterator[bool]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
         except OSError as exc:  # ENOLCK, EOPNOTSUPP: a filesystem without locks
-            logger.warning("%s: the filesystem refuses locks (%s); building without one", home / BUILD_LOCK, exc)
+            logger.warning("%s: the filesystem refuses locks (%s); going on without one", home / BUILD_LOCK, exc)
             yield False
             return
         yield True
@@ -245,9 +245,7 @@ def build_default_model(*, force: bool = False) -> Path:
     take turns (:func:`_build_lock`); each first removes the folders that killed builds left behind.
     """
     target = default_model_path()
-    if not force and verify_default_model(target):  # no lock needed to read: a read-only shared home works
-        return target
-    with _build_lock() as locked:
+    with _build_lock() as locked:  # a read-only shared home holding a verified model: no lock, and none needed
         if locked:  # no build is running: what a killed one left (hundreds of MB each) is removed
             _remove_leftovers(target.parent, visalign_home() / "downloads")
         if not force and verify_default_model(target):

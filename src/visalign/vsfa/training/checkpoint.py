@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from visalign.config import JobConfig
 from visalign.errors import VisalignError
-from visalign.runs import RunDir, atomic_write_json, scrub_secrets
+from visalign.runs import RunDir, atomic_write_json, replace_dir, scrub_secrets
 from visalign.runs import config_hash as runs_config_hash
 from visalign.vsfa.training.config import VsfaTrainConfig
 
@@ -101,8 +101,7 @@ def save_checkpoint(out: Path, step: int, *, model, optimizer, scheduler, state:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_json(staging / "state.json", {**state, "step": step})
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        replace_dir(staging, target)  # a checkpoint of the same step saved again stays whole until replaced
         done = sorted(p for p in (out / CHECKPOINTS).glob(f"{_PREFIX}*") if not p.name.endswith(".tmp"))
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
