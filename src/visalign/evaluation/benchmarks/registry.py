@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
-import os
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
 
 from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks.sample import LoadResult
@@ -98,29 +99,24 @@ def path_options(name: str) -> list[str]:
     return [key for key, p in _options(name).items() if Path in _alternatives(p.annotation)]
 
 
-def _accepts(annotation: Any, value: Any) -> bool:
-    """Whether ``value`` has a type ``annotation`` allows; a Literal's *value* is left to the loader's own check."""
-    if annotation is inspect.Parameter.empty or annotation is Any or isinstance(annotation, str):
-        return True
+def _value_types(annotation: Any) -> Any:
+    """``annotation`` with each Literal replaced by the types of its values: a wrong value is the loader's to name."""
     alternatives = _alternatives(annotation)
     if len(alternatives) > 1:
-        return any(_accepts(member, value) for member in alternatives)
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        return isinstance(value, tuple({type(choice) for choice in typing.get_args(annotation)}))
-    if origin in (list, tuple, set, frozenset):
-        member = (typing.get_args(annotation) or (Any,))[0]
-        return isinstance(value, list | tuple) and all(_accepts(member, item) for item in value)
-    if annotation is type(None):
-        return value is None
-    if annotation is Path:
-        return isinstance(value, str | os.PathLike)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation in (int, float):
-        return isinstance(value, int | float if annotation is float else int) and not isinstance(value, bool)
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
+        return typing.Union[tuple(_value_types(member) for member in alternatives)]  # noqa: UP007 - built at run time
+    if typing.get_origin(annotation) is Literal:
+        return typing.Union[tuple({type(choice) for choice in typing.get_args(annotation)})]  # noqa: UP007
+    return annotation
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` has a type ``annotation`` allows, in pydantic's strict mode (no ``2024`` for a ``str``)."""
+    if annotation is inspect.Parameter.empty or isinstance(annotation, str):  # unresolved: left unchecked
+        return True
+    try:
+        TypeAdapter(_value_types(annotation)).validate_python(value, strict=True)
+    except ValidationError:
+        return False
     return True
 
 
