@@ -39,7 +39,7 @@ from visalign.models.loading import default_model_path
 from visalign.models.portable_init import portable_init_, portable_unit_uniform
 from visalign.models.random_checkpoints import chat_template
 from visalign.paths import visalign_home
-from visalign.runs import sha256_file
+from visalign.runs import replace_dir, restore_replaced_dir, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +98,11 @@ def _build_lock() -> Iterator[bool]:
 
 
 def _remove_leftovers(models: Path, downloads: Path) -> None:
-    """Delete what killed builds left: staging (``.build-*``), moved-aside (``.retired-*``) and pip scratch folders.
+    """Delete what killed builds left: staging (``.build-*``) and pip scratch folders, and ``.retired-*`` folders.
 
-    Call with the build lock held: a folder of a build in progress is then never among them. ``tmp*`` folders in
-    ``downloads`` are the pip scratch of builds from before the scratch had its own prefix.
+    Call with the build lock held: a folder of a build in progress is then never among them. ``.retired-*`` (an
+    old build moved aside) and ``tmp*`` (pip scratch in ``downloads``) are what builds of earlier versions left;
+    an old build moved aside now is put right by :func:`visalign.runs.restore_replaced_dir`.
     """
     leftovers = ((".build-*", models), (".retired-*", models), (f"{FETCH_PREFIX}*", downloads), ("tmp*", downloads))
     for pattern, folder in leftovers:
@@ -246,7 +247,8 @@ def build_default_model(*, force: bool = False) -> Path:
     """
     target = default_model_path()
     with _build_lock() as locked:  # a read-only shared home holding a verified model: no lock, and none needed
-        if locked:  # no build is running: what a killed one left (hundreds of MB each) is removed
+        if locked:  # no build is running: what a killed one left (hundreds of MB each) is put right or removed
+            restore_replaced_dir(target)
             _remove_leftovers(target.parent, visalign_home() / "downloads")
         if not force and verify_default_model(target):
             return target
@@ -255,23 +257,8 @@ def build_default_model(*, force: bool = False) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
         try:
             assemble_default_model(gguf_path, staging)
-            _swap_in(staging, target)
+            replace_dir(staging, target)  # renames only: a kill leaves the old model or the new one whole
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    """Move a finished build to ``target`` by renames only; the old build is deleted after, out of the way.
-
-    Deleting the old build in place first would leave a half-deleted model at ``target`` if the run were killed
-    during the (seconds-long) delete; two renames leave either the old model or the new one there.
-    """
-    retired = None
-    if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=".retired-", dir=target.parent))
-        target.replace(retired)  # a directory may replace an empty directory
-    staging.replace(target)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
