@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from visalign.errors import VisalignError
+from visalign.images import to_rgb
 from visalign.models import VLM, Conversation, Family, Turn, pil_to_tensor, tensor_to_pil
 from visalign.models.conversation import ImageLike
 from visalign.models.pixels import native_image_size, pixel_function, square_image_pixels
@@ -59,10 +60,13 @@ def working_size(vlm: VLM, side: int | None = None) -> tuple[int, int]:
 
 
 def letterbox(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Fit ``image`` inside ``size`` (height, width), keeping its aspect ratio, centred on white."""
+    """Fit ``image`` inside ``size`` (height, width), keeping its aspect ratio, centred on white.
+
+    Transparent pixels are laid on white too (:func:`visalign.images.to_rgb`), as the model's processor would.
+    """
     height, width = size
     scale = min(width / image.width, height / image.height)
-    fitted = image.convert("RGB").resize(
+    fitted = to_rgb(image).resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC
     )
     canvas = Image.new("RGB", (width, height), "white")

@@ -36,6 +36,19 @@ _EOS_TYPO = re.compile(r"<\\{1,2}s>")
 _TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
 #: Inputs that Qwen-VL's ``get_rope_index`` reads besides the tokens.
 _ROPE_GRID_KEYS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+#: ``generate`` settings for plain greedy decoding, each token the argmax of the model's own logits. A checkpoint's
+#: generation config may set logits processors that transformers applies even without sampling (Qwen2.5-VL-Instruct
+#: publishes ``repetition_penalty`` 1.05), or a search other than greedy (beams, constraints, contrastive, DoLa);
+#: unset, they would make "greedy" answers family-dependent and unlike the distribution that the loss scores.
+_GREEDY = {
+    "do_sample": False, "num_beams": 1, "temperature": None, "top_p": None, "top_k": None,
+    "constraints": None, "force_words_ids": None, "penalty_alpha": None, "dola_layers": None,
+    "token_healing": False, "guidance_scale": None, "sequence_bias": None, "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None, "min_length": 0, "min_new_tokens": None, "forced_bos_token_id": None,
+    "forced_eos_token_id": None, "remove_invalid_values": False, "exponential_decay_length_penalty": None,
+    "suppress_tokens": None, "begin_suppress_tokens": None, "watermarking_config": None,
+}  # fmt: skip
 
 
 def scored_token_count(labels: torch.Tensor) -> int:
@@ -231,10 +244,12 @@ class VLM:
                  batch_size: int = 16) -> list[str]:
         """Greedy answers to each conversation, computed in left-padded batches.
 
-        Conversations are grouped by prompt length so that little padding is computed; the answers come back in
-        the input order. In float32 they equal each prompt generated alone (tested for every family); in
-        bfloat16 the batch's padding changes the last bits of the logits, so a few answers can change with the
-        batch they share.
+        Plain greedy: each token is the argmax of the model's logits. Penalties and search settings in the
+        checkpoint's generation config (a ``repetition_penalty``, beams) are overridden; its end-of-sequence ids
+        still end an answer. Conversations are grouped by prompt length so that little padding is computed; the
+        answers come back in the input order. In float32 they equal each prompt generated alone (tested for every
+        family); in bfloat16 the batch's padding changes the last bits of the logits, so a few answers can change
+        with the batch they share.
         """
         return [g.text for g in self.generate_detailed(conversations, max_new_tokens=max_new_tokens,
                                                        batch_size=batch_size)]
@@ -268,8 +283,7 @@ class VLM:
             images = [im for i in chunk for im in conversation_images(conversations[i])]
             inputs = self._to_device(self._encode([texts[i] for i in chunk], images))
             output = self.model.generate(
-                **inputs, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                top_k=None, pad_token_id=self.tokenizer.pad_token_id,
+                **inputs, **_GREEDY, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id
             )
             new_tokens = output[:, inputs["input_ids"].shape[1] :]
             for i, tokens in zip(chunk, new_tokens, strict=True):
@@ -312,27 +326,41 @@ class VLM:
             messages, chat_template=template, add_generation_prompt=add_generation_prompt, tokenize=False
         )
 
-    def _assistant_spans(self, conversation: Conversation, full_ids: torch.Tensor, images: list) -> list[range]:
-        """Token ranges of each assistant message (its text and end-of-turn marker) in the full sequence."""
+    def _assistant_spans(self, conversation: Conversation, full_text: str, full_ids: torch.Tensor) -> list[range]:
+        """Token ranges of each assistant message (its text and end-of-turn marker) in the full sequence.
+
+        The template must render each conversation as a text prefix of its continuations (the row up to the turn's
+        generation prompt, then up to the end of the turn, then the full row). The tokens need not be prefixes:
+        tokenised alone, a turn that the template ends with a space (LLaVA-1.5, LLaVA-v1.6-Mistral) keeps that
+        space as its own token, while in the full row it merges into the next turn's first word; likewise a
+        byte-level BPE merges the generation prompt's closing newline with an answer's leading whitespace. So a
+        span runs from where the prompt's tokens stop matching the row to where the turn's tokens stop matching
+        it: when both match whole, as they do for most templates, those are exactly their lengths. A token merged
+        across the start of the answer is labelled (it carries the answer's first characters); one merged across
+        the end is not (it carries the next turn's).
+        """
         spans = []
         for index, turn in enumerate(conversation):
             if turn.role != "assistant":
                 continue
             prefix_text = self._render_training(conversation[:index], add_generation_prompt=True)
             upto_text = self._render_training(conversation[: index + 1], add_generation_prompt=False)
-            prefix_images = conversation_images(conversation[:index])
-            prefix = self._encode([prefix_text], prefix_images)["input_ids"][0]
-            upto = self._encode([upto_text], prefix_images)["input_ids"][0]
-            if not torch.equal(full_ids[: len(upto)], upto) or not torch.equal(upto[: len(prefix)], prefix):
+            # A template that renders earlier turns differently once later ones follow (a system prompt that
+            # depends on the last turn, a reasoning block dropped from history) gives rows that no span fits.
+            if not full_text.startswith(upto_text) or not upto_text.startswith(prefix_text):
                 raise VisalignError(
                     f"the chat template of {self.spec} does not render conversations as prefixes of each other; "
                     "assistant tokens cannot be located"
                 )
-            end = len(upto)
+            prefix_images = conversation_images(conversation[:index])
+            prefix = self._encode([prefix_text], prefix_images)["input_ids"][0]
+            upto = self._encode([upto_text], prefix_images)["input_ids"][0]
+            start = _common_prefix_length(prefix, full_ids)
+            end = max(start, _common_prefix_length(upto, full_ids))
             # Trailing whitespace after the end-of-turn marker is template layout, not the assistant's words.
-            while end > len(prefix) and not self.tokenizer.decode(upto[end - 1 : end]).strip():
+            while end > start and not self.tokenizer.decode(full_ids[end - 1 : end]).strip():
                 end -= 1
-            spans.append(range(len(prefix), end))
+            spans.append(range(start, end))
         return spans
 
     def training_inputs(self, conversations: Sequence[Conversation]) -> dict[str, torch.Tensor]:
@@ -351,11 +379,12 @@ class VLM:
             if not any(t.role == "assistant" for t in conversation):
                 raise VisalignError("a training conversation needs at least one assistant turn")
             images = conversation_images(conversation)
-            encoded = self._encode([self._render_training(conversation, add_generation_prompt=False)], images)
+            text = self._render_training(conversation, add_generation_prompt=False)
+            encoded = self._encode([text], images)
             ids = encoded["input_ids"][0]
             encoded["labels"] = torch.full_like(encoded["input_ids"], IGNORE_INDEX)
             # Last span first: a token inserted after a turn shifts the turns after it, not the ones before.
-            for span in reversed(self._assistant_spans(conversation, ids, images)):
+            for span in reversed(self._assistant_spans(conversation, text, ids)):
                 stop = span.stop
                 if stops and not (stop > span.start and int(ids[stop - 1]) in stops):
                     encoded = _insert_token(encoded, stop, self._closing_token_id(stops))
@@ -468,6 +497,13 @@ class VLM:
                     value = value.to(dtype)
             moved[key] = value
         return moved
+
+
+def _common_prefix_length(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many leading elements two 1-D tensors share."""
+    length = min(len(a), len(b))
+    differ = torch.nonzero(a[:length] != b[:length])
+    return int(differ[0]) if len(differ) else length
 
 
 def _insert_token(row: dict[str, torch.Tensor], position: int, token_id: int) -> dict[str, torch.Tensor]:

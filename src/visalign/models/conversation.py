@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from visalign.images import to_rgb
+
 #: An image is a PIL image or a float tensor (3, H, W) with values in [0, 1] (differentiable for Magic Image).
 ImageLike = Image.Image | torch.Tensor
 
@@ -55,6 +57,10 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """Return an RGB PIL image as a float32 (3, H, W) tensor in [0, 1]."""
-    array = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
+    """Return a PIL image as a float32 (3, H, W) RGB tensor in [0, 1].
+
+    Transparency is laid on white (:func:`visalign.images.to_rgb`), as the Hugging Face image processors do, so a
+    transparent image gives the processor's pixels, not black where it is clear.
+    """
+    array = torch.frombuffer(bytearray(to_rgb(image).tobytes()), dtype=torch.uint8)
     return array.view(image.height, image.width, 3).permute(2, 0, 1).float() / 255.0

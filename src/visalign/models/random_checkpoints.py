@@ -1,9 +1,10 @@
 """Write random-weight checkpoints of every supported family to disk, loadable with ``from_pretrained``.
 
 Two shapes: ``tiny`` (a few hundred thousand parameters, for CPU tests of the plumbing) and ``7b`` (the published
-7B/8B shapes, for GPU throughput and memory benchmarks). Everything is built locally: the tokenizer is trained in
-memory, the chat template is ours in the family's format, and no file is downloaded. Random weights prove plumbing,
-not behaviour.
+7B/8B shapes, for GPU throughput and memory benchmarks; the Qwen image processors also take the published pixel
+bounds, so an image gives as many image tokens as on the released checkpoint). Everything is built locally: the
+tokenizer is trained in memory, the chat template is ours in the family's format, and no file is downloaded. Random
+weights prove plumbing, not behaviour.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def _qwen2_5_vl(shape: str):
         vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
                       fullatt_block_indexes=[7, 15, 23, 31])
-        pixels = dict(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
+        # Qwen2.5-VL-7B-Instruct's preprocessor_config.json: min_pixels 3136, max_pixels 12845056
+        pixels = dict(min_pixels=56 * 56, max_pixels=28 * 28 * 16384)
     config = Qwen2_5_VLConfig(
         text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
@@ -116,7 +118,8 @@ def _qwen3_vl(shape: str):
         vision = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
                       patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
                       deepstack_visual_indexes=[8, 16, 24])
-        pixels = dict(min_pixels=64 * 64, max_pixels=32 * 32 * 1280)
+        # Qwen3-VL-8B-Instruct's preprocessor_config.json: size shortest_edge 65536, longest_edge 16777216
+        pixels = dict(min_pixels=256 * 256, max_pixels=4096 * 4096)
     config = Qwen3VLConfig(
         text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
