@@ -44,8 +44,8 @@ def test_judge_refusal_file_and_counts(tmp_path, capsys):
                       '{"id": 2, "prompt": "p", "response": "Here are three ideas: 1. a 2. b 3. c"}\n')  # fmt: skip
     out = tmp_path / "out.jsonl"
     code, _, err = run(["judge", "refusal", "--input", str(source), "--preset", "xstest", "--out", str(out)], capsys)
-    assert code == 0
-    assert err.strip() == "1 refusal, 1 compliance, 0 unknown, 1 error lines"
+    assert code == 2  # the good lines are judged and written, and the exit code says one was not
+    assert err.startswith(f"error: {source}: 1 of 3 lines could not be judged") and "1 refusal, 1 compliance" in err
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line.get("label") for line in lines] == ["refusal", None, "compliance"]
     assert lines[1]["line"] == 2

@@ -7,6 +7,7 @@ Every command parses its arguments, loads a config, calls one library function a
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -31,6 +32,32 @@ app = typer.Typer(
 # Each group module exposes register(app); add new groups here.
 for _group in (_quickstart, _models, _vsfa, _attack, _judge, _magic, _eval, _baseline):
     _group.register(app)
+
+DEBUG_HELP = "Add --debug anywhere on the command line for the full traceback of an error."
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="print the full traceback of an error; allowed anywhere on the line")
+    ] = False,
+) -> None:
+    # Declared so that `visalign --help` lists it; main() takes --debug out of argv before Typer parses, because
+    # only main() can act on it (it decides whether an error is re-raised) and there it works in any position.
+    del debug
+
+
+def _mention_debug(typer_app: typer.Typer) -> None:
+    """Put :data:`DEBUG_HELP` under the ``--help`` of every command and group below ``typer_app``."""
+    for command in typer_app.registered_commands:
+        command.epilog = command.epilog or DEBUG_HELP
+    for group in typer_app.registered_groups:
+        if not isinstance(group.epilog, str):  # unset: Typer's placeholder for its default
+            group.epilog = DEBUG_HELP
+        _mention_debug(group.typer_instance)
+
+
+_mention_debug(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -58,11 +59,22 @@ def refusal(
     if input_path is None:
         raise VisalignError("judge refusal: pass --input FILE.jsonl (or --evaluate)")
     counts = judge_refusal_file(input_path, get_refusal_judge(preset), out)
+    if counts["error"]:
+        # every good line is judged and written first, so the work is kept; the exit code tells a script
+        raise VisalignError(_bad_lines_message(input_path, out, counts))
     typer.echo(
         f"{counts['refusal']} refusal, {counts['compliance']} compliance, {counts['unknown']} unknown, "
         f"{counts['error']} error lines",
         err=True,
     )
+
+
+def _bad_lines_message(input_path: Path, out: Path | None, counts: Counter) -> str:
+    """The one-line error for an input with malformed lines: how many, where their records are, what to do."""
+    where = out or "standard output"
+    return (f"{input_path}: {counts['error']} of {sum(counts.values())} lines could not be judged (see their "
+            f"\"error\" records in {where}; the rest judged: {counts['refusal']} refusal, "
+            f"{counts['compliance']} compliance, {counts['unknown']} unknown); fix those lines and re-run")  # fmt: skip
 
 
 @judge_app.command("validate")

@@ -30,7 +30,8 @@ def _judge_line(judge: RefusalJudge, number: int, line: str) -> dict:
 def judge_refusal_file(input_path: str | Path, judge: RefusalJudge, out: str | Path | None = None) -> Counter:
     """Label each line of ``input_path`` (``id, prompt, response``) and write one JSON line per input line.
 
-    A malformed line becomes ``{"line": N, "error": ...}`` and the run continues.
+    A malformed line becomes ``{"line": N, "error": ...}`` and the run continues, so the good lines are judged;
+    the caller decides what the ``error`` count means (``visalign judge refusal`` exits 2 when it is not zero).
 
     Args:
         input_path: JSONL file of responses.

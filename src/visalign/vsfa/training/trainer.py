@@ -212,14 +212,16 @@ def _kept(out: Path, note: str) -> str:
     return f"the last good checkpoint is {kept} ({note})"
 
 
-def _non_finite_message(what: str, step: int, config: VsfaTrainConfig, weights: torch.dtype, out: Path) -> str:
-    """The error for a non-finite loss or gradient: advice that works.
+def _non_finite_message(
+    what: str, step: int, config: VsfaTrainConfig, weights: torch.dtype, out: Path, *, clipping_helps: bool = True
+) -> str:
+    """The error for a non-finite loss, gradient or update: advice that works.
 
     The same config fails the same way at the same step (the batch plan and the RNG are seeded), and a changed
     config does not resume in ``out`` (its hash differs), so the way on is a changed config in a new directory.
     """
     tips = [f"lower optim.lr (now {config.optim.lr:g})"]
-    if config.optim.max_grad_norm is None:
+    if config.optim.max_grad_norm is None and clipping_helps:
         tips.append("set optim.max_grad_norm: 1.0")
     if weights == torch.float16:
         tips.append("use dtype: bfloat16 instead of float16")
@@ -229,7 +231,11 @@ def _non_finite_message(what: str, step: int, config: VsfaTrainConfig, weights: 
 
 
 class _NonFinite(Exception):
-    pass
+    """A non-finite loss, gradient norm or update; ``clipping_helps`` says whether gradient clipping would help."""
+
+    def __init__(self, what: str, *, clipping_helps: bool = True) -> None:
+        super().__init__(what)
+        self.clipping_helps = clipping_helps
 
 
 class _BadInput(Exception):
@@ -247,6 +253,22 @@ def _micro_batch_inputs(vlm: VLM, micro: list[Example]) -> dict[str, torch.Tenso
     except VisalignError as exc:
         records = ", ".join(f"id {example.id} ({example.source})" for example in micro)
         raise _BadInput(f"{exc} [in the micro-batch of record(s) {records}]") from None
+
+
+def _optimizer_step(optimizer) -> None:
+    """``optimizer.step()``; an update too large for the weights' dtype is a non-finite update, as a loss is.
+
+    AdamW divides ``lr`` by its bias correction (0.1 at step 1 with the default betas), so from about
+    ``lr = 3.4e37`` the step size overflows float32: the for-loop and foreach AdamW raise a RuntimeError then,
+    where the fused one writes inf weights and the next step's loss check stops the run.
+    """
+    try:
+        optimizer.step()
+    except RuntimeError as exc:
+        if "without overflow" not in str(exc):
+            raise
+        # AdamW's update is about lr whatever the gradient's size: clipping cannot shrink it
+        raise _NonFinite("AdamW update (its step size overflows the weights' dtype)", clipping_helps=False) from None
 
 
 def _run_step(
@@ -290,7 +312,7 @@ def _run_step(
                 grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm or float("inf"))
                 if not torch.isfinite(grad_norm):
                     raise _NonFinite(f"gradient norm {grad_norm.item()}")
-            optimizer.step()
+            _optimizer_step(optimizer)
             optimizer.zero_grad(set_to_none=True)
     total_tokens = accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum")
     return {"loss": loss_sum / step_labelled, "grad_norm": float(grad_norm), "tokens": int(total_tokens)}
@@ -415,7 +437,9 @@ def train(
                                     optimizer=optimizer, params=params, max_grad_norm=config.optim.max_grad_norm,
                                     image_params=image_params)  # fmt: skip
             except _NonFinite as exc:
-                raise VisalignError(_non_finite_message(str(exc), step, config, vlm.model.dtype, out)) from None
+                raise VisalignError(
+                    _non_finite_message(str(exc), step, config, vlm.model.dtype, out, clipping_helps=exc.clipping_helps)
+                ) from None
             except _BadInput as exc:
                 # a fixed or removed record changes the data hash, which this --out then refuses to resume
                 kept = _kept(out, "it resumes only with the data unchanged")
