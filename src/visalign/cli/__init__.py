@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args.remove("--debug")
     try:
-        app(args=args, standalone_mode=False)
+        # Outside standalone mode Typer *returns* the code of an Exit, Ctrl-C's 130 included, instead of raising it
+        code = app(args=args, standalone_mode=False)
     except VisalignError as exc:
         if debug:
             raise
@@ -75,7 +76,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, EOFError):  # Typer turns an EOFError into Abort: a file that ends too early
+            if debug:
+                raise exc.__cause__ from None
+            typer.echo(f"error: a file ended too early ({exc.__cause__ or 'EOFError'}): an empty or truncated file; "
+                       "add --debug to see which", err=True)  # fmt: skip
+            sys.exit(2)
         typer.echo("aborted", err=True)
         sys.exit(130)
     except OSError as exc:  # a path that is a folder, a missing parent, no permission: the user's to fix
@@ -89,3 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         # click's exceptions, which the separate ``click`` package's classes do not match; each carries its exit code.
         exc.show()
         sys.exit(exc.exit_code)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        if code == 130:  # Typer's code for a KeyboardInterrupt
+            typer.echo("interrupted; finished work is kept: re-run the same command to resume", err=True)
+        sys.exit(code)
