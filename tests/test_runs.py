@@ -208,8 +208,9 @@ def test_a_refused_resume_names_the_settings_that_differ(tmp_path):
     run = RunDir(tmp_path / "run")
     run.write_manifest({"refusal_judge": "visalign-refusal", "systems": [{"name": "a", "model": "m"}], "seed": 0})
     with pytest.raises(VisalignError) as refused:
-        run.write_manifest({"refusal_judge": "visalign-refusal-v4", "systems": [{"name": "a", "model": "n"}],
-                            "seed": 0, "title": "t"})
+        run.write_manifest(
+            {"refusal_judge": "visalign-refusal-v4", "systems": [{"name": "a", "model": "n"}], "seed": 0, "title": "t"}
+        )
     message = str(refused.value)
     assert "refusal_judge: 'visalign-refusal' -> 'visalign-refusal-v4'" in message
     assert "systems[0].model: 'm' -> 'n'" in message and "title: '(unset)' -> 't'" in message
@@ -246,11 +247,12 @@ def test_a_lone_surrogate_in_a_record_is_stored_and_read_back_and_other_text_is_
     ("api_key", "plain-secret-value-42", "plain-secret-value-43"),  # a value under a secret-looking name
 ])  # fmt: skip
 def test_a_changed_redacted_setting_refuses_the_resume_without_storing_or_showing_it(tmp_path, field, old, new):
-    from visalign.runs import config_hash
-
+    shown = {"base_url": "https://x.openai.azure.com/openai/v1?<redacted>"}.get(field, "<redacted>")
     run = RunDir(tmp_path / "run")
     first = run.write_manifest({field: old, "seed": 0})
-    assert first["config_hash"] == config_hash(scrub_secrets({field: old, "seed": 0}))  # the hash is as it was
+    # the hash is as it was: sha256 of the scrubbed config's canonical JSON (sorted keys, no spaces), written out
+    canonical = f'{{"{field}":"{shown}","seed":0}}'  # each field's name sorts before "seed"
+    assert first["config_hash"] == hashlib.sha256(canonical.encode()).hexdigest()
     assert run.write_manifest({field: old, "seed": 0})["resumed"]  # the same config resumes
     with pytest.raises(VisalignError) as refused:
         run.write_manifest({field: new, "seed": 0})
