@@ -23,6 +23,8 @@ DATASET_DIR = "dataset"
 IMAGE_TOKEN = IMAGE_MARKER
 STORES = ("corpus.jsonl", "scenes.jsonl", "images.jsonl", "vqa.jsonl")
 CORPUS_STATS = "corpus_stats.json"
+#: Written last by :func:`export_dataset`, under ``dataset/``: its presence says that a run's stages all finished.
+STATS_FILE = "stats.json"
 
 
 def _order(record: dict) -> tuple[str, int]:
@@ -212,6 +214,18 @@ def compute_stats(root: Path) -> dict[str, Any]:
     }
 
 
+def exported_records(root: Path) -> list[dict]:
+    """The VQA records the export writes, sorted by abstract and scene: ``ok`` ones with pairs left after screening.
+
+    Only records about their scene's current ``ok`` image count (see :func:`describes_current_image`), and pairs
+    that hold the ``<image>`` marker are left out (see :func:`screen_image_markers`).
+    """
+    current = current_images(JsonlStore(root / "images.jsonl").records())
+    vqa_store = JsonlStore(root / "vqa.jsonl")
+    screened = (screen_image_markers(r) for r in vqa_store.records() if describes_current_image(r, current))
+    return sorted((r for r in screened if r["status"] == "ok" and r["pairs"]), key=_order)
+
+
 def export_dataset(root: str | Path, *, backends: dict[str, str] | None = None) -> dict[str, Any]:
     """Write ``root/dataset/``: ``llava.json``, ``sharegpt.json``, ``dataset_info.json``, parquet, card, stats.
 
@@ -231,10 +245,7 @@ def export_dataset(root: str | Path, *, backends: dict[str, str] | None = None) 
             rejected all pairs), or an exported image file is missing or damaged.
     """
     root = Path(root)
-    current = current_images(JsonlStore(root / "images.jsonl").records())
-    vqa_store = JsonlStore(root / "vqa.jsonl")
-    screened = (screen_image_markers(r) for r in vqa_store.records() if describes_current_image(r, current))
-    records = sorted((r for r in screened if r["status"] == "ok" and r["pairs"]), key=_order)
+    records = exported_records(root)
     if not records and (stats := compute_stats(root))["scenes"]["abstracts"]:  # (a shard given no abstracts is fine)
         raise VisalignError(_nothing_to_export(root, stats))
     out = root / DATASET_DIR
@@ -254,7 +265,7 @@ def export_dataset(root: str | Path, *, backends: dict[str, str] | None = None) 
     stats = compute_stats(root)
     stats["export"] = {"examples": len(records), "pairs": sum(len(r["pairs"]) for r in records)}
     stats["backends"] = dict(backends or {})
-    atomic_write_json(out / "stats.json", stats)
+    atomic_write_json(out / STATS_FILE, stats)
     atomic_write_text(out / "README.md", dataset_card(stats))
     return stats
 

@@ -8,7 +8,15 @@ from typing import Any
 
 from visalign.errors import VisalignError
 from visalign.runs import JsonlStore, RunDir, atomic_write_json
-from visalign.vsfa.export import CORPUS_STATS, STORES, export_dataset, link_or_copy
+from visalign.vsfa.export import (
+    CORPUS_STATS,
+    DATASET_DIR,
+    STATS_FILE,
+    STORES,
+    export_dataset,
+    exported_records,
+    link_or_copy,
+)
 from visalign.vsfa.imagegen import png_intact
 
 _SUMMED = ("in_shard",)
@@ -35,12 +43,45 @@ def _check_same_inputs(paths: list[Path], manifests: list[dict[str, Any]]) -> No
                 )
 
 
+def _rerun(path: Path, spec: str) -> str:
+    """The command that finishes or repairs the shard run in ``path`` (its config file is not recorded)."""
+    return f"`visalign vsfa data --config <its config> --out {path} --shard {spec}`"
+
+
+def _check_finished(path: Path, spec: str) -> None:
+    """Refuse a shard whose ``vsfa data`` run stopped before its stages all finished.
+
+    The run's export, which writes ``dataset/stats.json`` last, runs only after every stage: a shard killed or
+    stopped earlier has none, and merging it would leave its share of the corpus out without a word.
+    """
+    if not (path / DATASET_DIR / STATS_FILE).is_file():
+        raise VisalignError(
+            f"merge-shards: shard {spec} ({path}) has not finished (no {DATASET_DIR}/{STATS_FILE}: its run stopped "
+            f"before the export); run {_rerun(path, spec)} again to finish it, then merge-shards again"
+        )
+
+
+def _check_images(path: Path, spec: str) -> None:
+    """Refuse a shard whose exported records point at a missing or damaged image of its own.
+
+    Only ``vsfa data`` draws images (and draws such an image again on a re-run); merge-shards copies them.
+    """
+    for record in exported_records(path):
+        image = path / record["image"]
+        if not png_intact(image):
+            raise VisalignError(
+                f"{image}: image of {record['id']} in shard {spec} is missing or damaged; run {_rerun(path, spec)} "
+                "again to redraw it, then merge-shards again"
+            )
+
+
 def merge_shards(shard_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
     """Merge shard run directories into ``out`` and export the combined dataset.
 
     The shards must come from the same config (same config hash), have read the same input files (the corpus
-    file's sha256 in each manifest) and together cover ``0/n`` .. ``n-1/n`` exactly once. Records are unioned by
-    key, images copied (or hard-linked) by content hash.
+    file's sha256 in each manifest), together cover ``0/n`` .. ``n-1/n`` exactly once, and each have finished (its
+    own export written) with every image it exports whole. Records are unioned by key, images copied (or
+    hard-linked) by content hash.
 
     Args:
         shard_dirs: the ``--out`` directories of the shard runs.
@@ -50,8 +91,8 @@ def merge_shards(shard_dirs: list[str | Path], out: str | Path) -> dict[str, Any
         The export statistics of the merged dataset.
 
     Raises:
-        VisalignError: a directory is not a shard run, configs or input files differ, or shards are missing or
-            repeated.
+        VisalignError: a directory is not a shard run, configs or input files differ, shards are missing or
+            repeated, a shard's run has not finished, or a shard's image is missing or damaged.
     """
     paths = [Path(p) for p in shard_dirs]
     if not paths:
@@ -76,6 +117,9 @@ def merge_shards(shard_dirs: list[str | Path], out: str | Path) -> dict[str, Any
             f"merge-shards: need each of shards 0..{count - 1} once; missing {missing or 'none'}, "
             f"repeated {repeated or 'none'}"
         )
+    for path, spec in zip(paths, specs, strict=True):
+        _check_finished(path, spec)
+        _check_images(path, spec)
     out = Path(out)
     first = manifests[0]
     RunDir(out).write_manifest(

@@ -3,23 +3,30 @@
 ``checkpoints/step-00000012/`` holds ``trainable.safetensors`` (only the parameters that train: LoRA, and the
 projector when it trains), ``optimizer.pt``, ``scheduler.pt``, one ``rng-<rank>.pt`` per process and
 ``state.json`` (under FSDP / DeepSpeed, ``accelerate/`` from ``Accelerator.save_state`` holds the sharded
-weights and optimiser instead). A checkpoint is written to a temporary folder and renamed, so a kill while
-saving leaves the previous one intact. The data position is the step itself: the batch plan is recomputed from the
-seed, so ``state.json`` records what else fixes it (process count, examples per step, total steps) and a resume under
-another process count is refused.
+weights and optimiser instead). A checkpoint is written to a temporary folder, flushed to disk and renamed, so a
+kill or a power cut while saving leaves the previous one intact. A checkpoint damaged afterwards (a failing disk, a
+copy cut short) is skipped on resume, with a warning, for the one before it. The data position is the step itself:
+the batch plan is recomputed from the seed, so ``state.json`` records what else fixes it (process count, examples
+per step, total steps) and a resume under another process count is refused.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import pickle
 import random
 import shutil
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from accelerate.utils import DistributedType
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from visalign.config import JobConfig
@@ -32,6 +39,14 @@ CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
 # Under these the weights and optimiser state are sharded over processes: accelerate saves and restores them.
 _SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
+# What decoding a cut-short, zeroed or garbled checkpoint file raises: torch.load gives EOFError for an empty file,
+# OSError (EINVAL, no file name) for a truncated zip, RuntimeError or UnpicklingError for garbled contents; json
+# gives a ValueError; safetensors its own error. A missing or unreadable file is an OSError too.
+_DECODE_ERRORS = (EOFError, OSError, RuntimeError, ValueError, pickle.UnpicklingError, SafetensorError,
+                  zipfile.BadZipFile)  # fmt: skip
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def checkpoint_dir(out: Path, step: int) -> Path:
@@ -40,12 +55,107 @@ def checkpoint_dir(out: Path, step: int) -> Path:
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint under ``out`` (one with ``state.json``), or None."""
+    """The newest whole checkpoint under ``out`` (one with ``state.json`` whose files all open), or None.
+
+    Checkpoints reach their final name whole and flushed to disk (:func:`save_checkpoint`), so a damaged one was
+    damaged afterwards. It is skipped with a one-line warning: the run resumes from the checkpoint before it and
+    takes the steps since exactly as an uninterrupted run does (the batch plan and the RNG come from the seed and the
+    checkpoint), writing the damaged checkpoint's step again when it gets there.
+
+    Raises:
+        VisalignError: every checkpoint under ``out`` is damaged (the message names the newest damaged file).
+    """
     folder = out / CHECKPOINTS
     if not folder.is_dir():
         return None
-    done = sorted(p for p in folder.glob(f"{_PREFIX}*") if (p / "state.json").is_file())
-    return done[-1] if done else None
+    complete = sorted((p for p in folder.glob(f"{_PREFIX}*") if (p / "state.json").is_file()), reverse=True)
+    damaged: list[str] = []
+    for candidate in complete:
+        damage = checkpoint_damage(candidate)
+        if damage is None:
+            if damaged:
+                logger.warning("%s; resuming from the older checkpoint %s instead (the run writes the damaged one "
+                               "again when it gets there)", "; ".join(damaged), candidate.name)  # fmt: skip
+            return candidate
+        damaged.append(damage)
+    if damaged:
+        raise VisalignError(
+            f"{damaged[0]}, and no older checkpoint in {folder} is whole; restore the file, or delete {folder} "
+            "and run the same command again to train from step 0"
+        )
+    return None
+
+
+def checkpoint_damage(path: Path) -> str | None:
+    """What is wrong with the checkpoint folder ``path`` ("<file>: ..."), or None when it looks whole.
+
+    Cheap: it checks that the files a resume reads exist, that ``state.json`` parses and records a step, and that
+    the ``.safetensors`` header and each torch (zip) file's directory that :func:`save_checkpoint` wrote is
+    complete, which catches an empty, zeroed or cut-short file. It reads no tensors, so damage inside a file's data
+    is left to the load, as are the files under ``accelerate/`` (their formats are accelerate's).
+    """
+    sharded = (path / "accelerate").is_dir()
+    weights = () if sharded else ("trainable.safetensors", "optimizer.pt")  # else accelerate/ holds them
+    # (a missing rng-<rank>.pt is left to load_checkpoint, whose error speaks of the process count)
+    required = ("state.json", "scheduler.pt", *weights)
+    for name in required:
+        if not (path / name).is_file():
+            return f"{path / name}: missing from the checkpoint"
+    try:
+        step = json.loads((path / "state.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError) as exc:  # AttributeError: JSON that is not an object
+        return f"{path / 'state.json'}: damaged ({_one_line(exc)})"
+    if not isinstance(step, int):
+        return f"{path / 'state.json'}: damaged (no step recorded)"
+    for file in sorted(f for f in path.iterdir() if f.is_file()):
+        damage = _file_damage(file)
+        if damage is not None:
+            return f"{file}: damaged ({damage})"
+    return None
+
+
+def _file_damage(file: Path) -> str | None:
+    """Why ``file`` cannot be whole, judged by its format's header or directory; None when it looks whole."""
+    try:
+        if file.suffix == ".json":
+            json.loads(file.read_text())
+        elif file.suffix == ".safetensors":
+            with safe_open(str(file), "pt"):  # checks that the header parses and covers the whole file
+                pass
+        elif file.suffix == ".pt":  # torch.save writes a zip: a cut file loses its directory at the end
+            with zipfile.ZipFile(file):
+                pass
+    except (OSError, ValueError, SafetensorError, zipfile.BadZipFile) as exc:
+        return _one_line(exc)
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _read(file: Path, load: Callable[[Path], _T]) -> _T:
+    """``load(file)``; a file that does not decode becomes a one-line error naming it and the way on."""
+    try:
+        return load(file)
+    except _DECODE_ERRORS as exc:
+        raise VisalignError(f"{file}: damaged checkpoint file ({_one_line(exc)}); {_way_on(file.parent)}") from None
+
+
+def _way_on(checkpoint: Path) -> str:
+    """How to resume past the damaged ``checkpoint``: from the newest checkpoint before it, or from step 0."""
+    older = [p for p in checkpoint.parent.glob(f"{_PREFIX}*") if not p.name.endswith(".tmp") and p < checkpoint]
+    start = f"checkpoint {max(older).name}" if older else "step 0"
+    return f"delete {checkpoint} and run the same command again to resume from {start}"
+
+
+def _read_state(path: Path) -> dict:
+    """The checkpoint's ``state.json`` (see :func:`_read` for a damaged one)."""
+    return _read(path / "state.json", lambda file: json.loads(file.read_text()))
+
+
+def _torch_load(file: Path) -> Any:
+    return _read(file, lambda f: torch.load(f, weights_only=False))
 
 
 def rng_state() -> dict[str, Any]:
@@ -100,13 +210,30 @@ def save_checkpoint(out: Path, step: int, *, model, optimizer, scheduler, state:
         torch.save(scheduler.state_dict(), staging / "scheduler.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        _flush_files(staging)
         atomic_write_json(staging / "state.json", {**state, "step": step})
         replace_dir(staging, target)  # a checkpoint of the same step saved again stays whole until replaced
-        done = sorted(p for p in (out / CHECKPOINTS).glob(f"{_PREFIX}*") if not p.name.endswith(".tmp"))
+        # A later step's checkpoint here is a damaged one that resume skipped (see latest_checkpoint): this run
+        # writes it again when it gets there. Pruned with the rest, it would be kept in place of whole ones.
+        done = sorted(p for p in (out / CHECKPOINTS).glob(f"{_PREFIX}*")
+                      if not p.name.endswith(".tmp") and p.name <= target.name)  # fmt: skip
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return target
+
+
+def _flush_files(folder: Path) -> None:
+    """Flush every file under ``folder`` to disk before the folder is renamed into place.
+
+    Without it a power cut can leave the rename on disk but not the data: a checkpoint of empty files.
+    """
+    for file in sorted(f for f in folder.rglob("*") if f.is_file()):
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _recorded_layout(path: Path, state: dict, keys) -> dict[str, Any]:
@@ -139,7 +266,12 @@ def _check_layout(path: Path, state: dict, layout: dict[str, int]) -> None:
 
 
 def check_resumable(
-    path: Path, *, config_hash: str, data_hash: str, base_spec: str, base_fingerprint: str | None,
+    path: Path,
+    *,
+    config_hash: str,
+    data_hash: str,
+    base_spec: str,
+    base_fingerprint: str | None,
     layout: dict[str, int] | None = None,
 ) -> dict:
     """Refuse to resume from ``path`` unless it was written for this config, this data and these base weights.
@@ -162,9 +294,9 @@ def check_resumable(
 
     Raises:
         VisalignError: the checkpoint belongs to another config, other data, other base weights or another
-            batch plan (a different number of processes).
+            batch plan (a different number of processes), or its ``state.json`` is damaged.
     """
-    state = json.loads((path / "state.json").read_text())
+    state = _read_state(path)
     run = path.parent.parent
     if state.get("config_hash") != config_hash:
         raise VisalignError(
@@ -198,10 +330,10 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, accelerator, con
     Call :func:`check_resumable` first: this checks only the config hash and the parameter names.
 
     Raises:
-        VisalignError: the checkpoint belongs to another config, does not fit the model, or lacks this process's
-            RNG state.
+        VisalignError: the checkpoint belongs to another config, does not fit the model, lacks this process's
+            RNG state, or one of its files does not decode (the message names it and the checkpoint to resume from).
     """
-    state = json.loads((path / "state.json").read_text())
+    state = _read_state(path)
     if state.get("config_hash") != config_hash:
         raise VisalignError(
             f"{path}: checkpoint of a different config ({state.get('config_hash')} != {config_hash}); "
@@ -210,13 +342,13 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, accelerator, con
     if accelerator.distributed_type in _SHARDED:
         accelerator.load_state(str(path / "accelerate"))
     else:
-        weights = load_file(str(path / "trainable.safetensors"))
+        weights = _read(path / "trainable.safetensors", lambda file: load_file(str(file)))
         expected = {name for name, p in model.named_parameters() if p.requires_grad}
         if set(weights) != expected:
             raise VisalignError(f"{path}: its trainable parameters do not match the model's; use a new --out directory")
         model.load_state_dict(weights, strict=False)
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+        optimizer.load_state_dict(_torch_load(path / "optimizer.pt"))
+    scheduler.load_state_dict(_torch_load(path / "scheduler.pt"))
     rng_file = path / f"rng-{accelerator.process_index}.pt"
     if not rng_file.is_file():  # resuming without it would draw other dropout masks than the run it continues
         raise VisalignError(
@@ -224,7 +356,7 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, accelerator, con
             "incomplete or was written by fewer processes; resume with the process count it was written with, "
             "or train into a new --out directory"
         )
-    set_rng_state(torch.load(rng_file, weights_only=False))
+    set_rng_state(_torch_load(rng_file))
     return state
 
 
@@ -249,7 +381,10 @@ def adopt_pre_split_hashes(out: Path, config: VsfaTrainConfig) -> bool:
     atomic_write_json(run.manifest_path, manifest)
     old_state_hash, new_state_hash = JobConfig.config_hash(config), config.config_hash()
     for state_file in sorted((out / "checkpoints").glob("step-*/state.json")):
-        state = json.loads(state_file.read_text())
-        if state.get("config_hash") == old_state_hash:
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):  # damaged: resume skips this checkpoint (see latest_checkpoint)
+            continue
+        if isinstance(state, dict) and state.get("config_hash") == old_state_hash:
             atomic_write_json(state_file, {**state, "config_hash": new_state_hash})
     return True
