@@ -6,8 +6,10 @@ policies by choosing a file.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +19,12 @@ from PIL import Image
 from visalign.errors import VisalignError
 from visalign.images import load_image
 from visalign.magic.data import processor_template_identity
-from visalign.models import changed_fingerprint, resolve_spec, tensor_to_pil
+from visalign.models import resolve_spec, tensor_to_pil, weights_fingerprint
+from visalign.models.loading import matches_weights_digest
 from visalign.models.processors import load_processor
 from visalign.runs import atomic_write_bytes, atomic_write_json
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "visalign-magic-image"
 FORMAT_VERSION = 1
@@ -94,12 +99,13 @@ def _sidecar_problem(metadata: dict) -> str | None:
 
     Each field may be absent (older sidecars lack some); when present it must have the shape the writer gives it.
     """
-    for name in ("model", "value_system"):
+    for name in ("model", "value_system", "weights_sha256"):
         if metadata.get(name) is not None and not isinstance(metadata[name], dict):
             return f"'{name}' must be a mapping, got {type(metadata[name]).__name__}"
     fields = {"model.spec": (metadata.get("model") or {}).get("spec"),
               "model.fingerprint": (metadata.get("model") or {}).get("fingerprint"),
-              "value_system.name": (metadata.get("value_system") or {}).get("name")}
+              "value_system.name": (metadata.get("value_system") or {}).get("name"),
+              "weights_sha256.before": (metadata.get("weights_sha256") or {}).get("before")}
     for name, value in fields.items():
         if value is not None and not isinstance(value, str):
             return f"'{name}' must be a string, got {type(value).__name__}"
@@ -132,18 +138,52 @@ def find_magic_image(directory: str | Path, value_system: str) -> MagicImage:
 def model_mismatch(magic: MagicImage, spec: str) -> str | None:
     """Why ``magic`` cannot be expected to work on the model ``spec``, or None when nothing says so.
 
-    Compares the weights fingerprint recorded at optimisation time with the model's now, then the chat template
-    identity (:func:`visalign.magic.data.template_identity`, from the processor alone: no weights load). Images
-    from before each was recorded, and hub ids, are not checked for it.
+    Compares the weights recorded at optimisation time with the model's now (:func:`_weights_mismatch`), then the
+    chat template identity (:func:`visalign.magic.data.template_identity`, from the processor alone: no weights
+    load; images from before it was recorded are not checked for it).
     """
-    recorded = (magic.metadata.get("model") or {}).get("fingerprint")
-    current = changed_fingerprint(recorded, spec)
-    if current is not None:
-        return (f"{magic.path}: optimised against model weights {recorded}, but '{spec}' here has {current}; a magic "
-                "image's pixels do not carry over to other weights. Run `visalign magic optimize` against this "
-                "model (the embedded default model built on another machine can differ), or allow the mismatch "
-                "(allow_model_mismatch) to study transfer on purpose")
-    return _template_mismatch(magic, spec)
+    return _weights_mismatch(magic, spec) or _template_mismatch(magic, spec)
+
+
+def _weights_mismatch(magic: MagicImage, spec: str) -> str | None:
+    """Why ``magic`` was optimised against other weights than ``spec`` has now, or None.
+
+    By the recorded weights fingerprint (a hash of the weight files); a sidecar from before fingerprints has only
+    the digest of the weights as that run loaded them (``weights_sha256.before``), which takes a model load to
+    compare (:func:`visalign.models.loading.matches_weights_digest`). An image that can be checked neither way (no
+    record of its weights, or a hub id) is used with a one-line warning.
+    """
+    fingerprint = (magic.metadata.get("model") or {}).get("fingerprint")
+    digest = (magic.metadata.get("weights_sha256") or {}).get("before")
+    if fingerprint and (current := weights_fingerprint(spec)) is not None:
+        if current == fingerprint:
+            return None
+        return (
+            f"{magic.path}: optimised against model weights {fingerprint}, but '{spec}' here has {current}; a "
+            "magic image's pixels do not carry over to other weights. Run `visalign magic optimize` against "
+            "this model (the embedded default model built on another machine can differ), or allow the "
+            "mismatch (allow_model_mismatch) to study transfer on purpose"
+        )
+    if not fingerprint and digest and (matches := matches_weights_digest(spec, digest)) is not None:
+        if matches:
+            return None
+        return (
+            f"{magic.path}: optimised against other weights than '{spec}' has here (its sidecar, from before "
+            f"weight fingerprints, records weights digest {digest[:16]}, which '{spec}' matches in no dtype); a "
+            "magic image's pixels do not carry over to other weights. Run `visalign magic optimize` against "
+            "this model, or allow the mismatch (allow_model_mismatch) to study transfer on purpose"
+        )
+    why = "a hub id has no local weight files" if fingerprint or digest else "its sidecar records no weights"
+    _warn_unchecked(str(magic.path), spec, why)
+    return None
+
+
+@functools.cache
+def _warn_unchecked(path: str, spec: str, why: str) -> None:
+    """Warn once per process that an image is used on weights it cannot be checked against."""
+    logger.warning("%s: cannot be checked against the weights of '%s' (%s); using it unchecked, though a magic image "
+                   "works only on the weights it was optimised against: re-run `visalign magic optimize` against "
+                   "this model for a checked one", path, spec, why)  # fmt: skip
 
 
 def _template_mismatch(magic: MagicImage, spec: str) -> str | None:

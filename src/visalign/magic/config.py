@@ -62,12 +62,31 @@ class SourceConfig(_Section):
         return self
 
 
+def default_benchmarks_dir() -> Path:
+    """The benchmarks folder a config that names none reads: ``$VISALIGN_BENCHMARKS``, else ``../shared/benchmarks``.
+
+    ``../shared/benchmarks`` is read from the working directory, as every relative path of a Magic Image config is
+    (the shipped configs are run from the repository root, where the tests find the folder too); else, when the
+    package runs from a source checkout (an editable install) with that folder beside it, that one. Never from
+    where an installed package lives: in a virtualenv that would be a folder inside it.
+    """
+    explicit = os.environ.get("VISALIGN_BENCHMARKS")
+    if explicit:
+        return Path(explicit).expanduser()
+    here = Path.cwd().parent / "shared" / "benchmarks"
+    checkout = Path(__file__).resolve().parents[3]  # src/visalign/magic/config.py -> the checkout
+    beside = checkout.parent / "shared" / "benchmarks"
+    if not here.is_dir() and (checkout / "pyproject.toml").is_file() and beside.is_dir():
+        return beside
+    return here
+
+
 class DataConfig(_Section):
     """Where requests come from.
 
     Attributes:
-        benchmarks_dir: folder of the published benchmark files; default ``$VISALIGN_BENCHMARKS`` or
-            ``shared/benchmarks`` next to the project checkout.
+        benchmarks_dir: folder of the published benchmark files; default :func:`default_benchmarks_dir`
+            (``$VISALIGN_BENCHMARKS``, else ``../shared/benchmarks`` from the working directory).
         sources: the request sets, harmful and benign mixed.
     """
 
@@ -76,10 +95,7 @@ class DataConfig(_Section):
 
     def resolved_benchmarks_dir(self) -> Path:
         """The benchmarks folder this config reads from."""
-        if self.benchmarks_dir is not None:
-            return self.benchmarks_dir
-        env = os.environ.get("VISALIGN_BENCHMARKS")
-        return Path(env) if env else Path(__file__).resolve().parents[4] / "shared" / "benchmarks"
+        return self.benchmarks_dir if self.benchmarks_dir is not None else default_benchmarks_dir()
 
 
 class TargetConfig(_Section):
@@ -143,8 +159,11 @@ class OptimConfig(_Section):
 class EvalConfig(_Section):
     """Refusal rates on the training requests, with and without the image, recorded in the sidecar.
 
+    A finished value system keeps the figures its sidecar records; settings the config names anew measure its image
+    again, and a default that changed since (a setting the config does not name) is refused, naming the setting.
+
     Attributes:
-        enabled: measure them (a value system found finished keeps the figures its sidecar records).
+        enabled: measure them (off, a finished value system still keeps its recorded figures).
         max_new_tokens: answer length for the judge.
         batch_size: generation batch; also the batch the self-generated benign targets (``targets.benign: self``)
             are made in, so it shapes the optimisation: in bfloat16 an answer depends on the batch it shares. The

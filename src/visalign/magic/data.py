@@ -147,10 +147,32 @@ def _source_samples(source: SourceConfig, root: Path, options: dict, errors: lis
     if source.file is not None:
         samples, found = _file_samples(source.file)
     else:
-        loaded = load_benchmark(source.benchmark, root / source.path, **options)
+        loaded = load_benchmark(source.benchmark, _benchmark_path(source, root), **options)
         samples, found = loaded.samples, loaded.errors
     errors.extend(error for error in found if error not in errors)
     return _select(samples, source)
+
+
+def _benchmark_path(source: SourceConfig, root: Path) -> Path:
+    """The file or folder a benchmark source reads, under the benchmarks folder ``root``.
+
+    Raises:
+        VisalignError: it is missing; the message names the settings that choose the folder (the loader's own
+            message would send the user to the source's path, when the folder is usually what is wrong).
+    """
+    path = root / str(source.path)
+    if path.exists():
+        return path
+    if not root.is_dir():
+        raise VisalignError(
+            f"benchmarks folder {root} not found (source {source.benchmark} reads {source.path} from it); set "
+            "data.benchmarks_dir in the config, or $VISALIGN_BENCHMARKS, to the folder holding the published "
+            "benchmark files"
+        )
+    raise VisalignError(
+        f"{path}: not found (source {source.benchmark}: path {source.path} in the benchmarks folder {root}); fix the "
+        "path, or set data.benchmarks_dir or $VISALIGN_BENCHMARKS to the folder that holds it"
+    )
 
 
 def _kind(sample: Sample, source: SourceConfig, value_system: ValueSystem) -> Kind:

@@ -4,8 +4,9 @@
 system's training requests, optimises the pixels (Adam or signed-gradient PGD, optional L-infinity bound, 8-bit
 straight-through), checks the hashes again, and writes ``out_dir/<value system>.png`` + ``.json``. Work files live
 in ``out_dir/work/<value system>/``; re-running the same config resumes from the last checkpoint, and a value
-system found finished keeps its recorded evaluation. ``out_dir/manifest.json`` records the config, versions and
-input hashes of the latest run.
+system found finished keeps its recorded evaluation (a run that would replace it because an ``eval`` default
+changed is refused, naming the setting). ``out_dir/manifest.json`` records the config, versions and input hashes
+of the latest run.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ from visalign.models import (
     tensor_to_pil,
     weights_fingerprint,
 )
-from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json
+from visalign.models.loading import weights_digest
+from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json, config_differences
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -76,16 +78,6 @@ def require_image_support(spec: str) -> None:
             f"{spec}: model type '{model_config.model_type}' has no image input; Magic Image needs a "
             "vision-language model"
         )
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 over the name, shape, dtype and bytes of every parameter and buffer of ``model``."""
-    digest = hashlib.sha256()
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        data = tensor.detach().contiguous().cpu()
-        digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-    return digest.hexdigest()
 
 
 def requests_digest(data: TrainingSet) -> str:
@@ -303,11 +295,12 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
         },
     }
     atomic_write_json(work_dir / "history.json", history)
-    if config.eval.enabled:
-        recorded = _recorded_evaluation(out_dir / f"{value_system.name}.json", key, len(history), config)
-        if recorded is not None:
-            logger.info("%s: finished in an earlier run; its recorded evaluation is kept", value_system.name)
-        metadata["evaluation"] = recorded or _evaluate(vlm, config, data, image, placement, work_dir)
+    recorded = _recorded_evaluation(out_dir / f"{value_system.name}.json", key, len(history), config)
+    if recorded is not None:
+        logger.info("%s: finished in an earlier run; its recorded evaluation is kept", value_system.name)
+        metadata["evaluation"] = recorded
+    elif config.eval.enabled:
+        metadata["evaluation"] = _evaluate(vlm, config, data, image, placement, work_dir)
     png = save_magic_image(out_dir, value_system.name, image, metadata)
     return MagicResult(value_system.name, png, metadata)
 
@@ -318,11 +311,11 @@ def _evaluation_settings(config: MagicConfig) -> dict:
             "batch_size": config.eval.batch_size}
 
 
-def _recorded_evaluation(sidecar: Path, key: str, steps: int, config: MagicConfig) -> dict | None:
-    """The evaluation in the sidecar of a value system finished earlier, if it holds for this run; else None.
+def _finished_evaluation(sidecar: Path, steps: int, key: str | None = None) -> dict | None:
+    """The evaluation recorded in the sidecar of a value system that finished at ``steps`` steps, or None.
 
-    It holds when the PNG and sidecar were written from this very checkpoint (same resume key and step count, so
-    the same image) under the same evaluation settings. Sidecars from before resume keys were recorded never do.
+    With ``key``, only one written from the checkpoint of that resume key (so of the same image). Sidecars from
+    before resume keys were recorded never count.
     """
     if not (sidecar.is_file() and sidecar.with_suffix(".png").is_file()):
         return None
@@ -331,11 +324,51 @@ def _recorded_evaluation(sidecar: Path, key: str, steps: int, config: MagicConfi
     except (OSError, ValueError):
         return None
     evaluation = recorded.get("evaluation") if isinstance(recorded, dict) else None
-    if (not isinstance(evaluation, dict) or recorded.get("resume_key") != key
-            or (recorded.get("training") or {}).get("steps") != steps):
+    if (not isinstance(evaluation, dict) or not recorded.get("resume_key")
+            or (key is not None and recorded["resume_key"] != key)
+            or (recorded.get("training") or {}).get("steps") != steps):  # fmt: skip
         return None
+    return evaluation
+
+
+def _recorded_evaluation(sidecar: Path, key: str, steps: int, config: MagicConfig) -> dict | None:
+    """The evaluation in the sidecar of a value system finished earlier, if it holds for this run; else None.
+
+    It holds when the PNG and sidecar were written from this very checkpoint (same resume key and step count, so
+    the same image) under the evaluation settings of this config; with ``eval.enabled`` off, under any (it still
+    describes the image, and the run measures nothing to replace it with).
+    """
+    evaluation = _finished_evaluation(sidecar, steps, key)
+    if evaluation is None or not config.eval.enabled:
+        return evaluation
     settings = _evaluation_settings(config)
     return evaluation if {name: evaluation.get(name) for name in settings} == settings else None
+
+
+def _changed_evaluation_default(config: MagicConfig, out_dir: Path) -> str | None:
+    """Why resuming ``out_dir`` under ``config`` would replace a recorded evaluation for a changed default, or None.
+
+    The ``eval`` section is outside the checkpoint key: a finished value system is measured again when the config
+    names other settings. A setting the config does not name is a default, and one that differs from what a
+    finished value system's evaluation records is a default that changed between releases: like a resumed eval
+    job, such a run is refused with the setting named, rather than replacing the recorded figures silently.
+    """
+    if not config.eval.enabled:
+        return None
+    unnamed = {k: v for k, v in _evaluation_settings(config).items() if k not in config.eval.model_fields_set}
+    for name in config.value_systems:
+        sidecar = out_dir / f"{name}.json"
+        evaluation = _finished_evaluation(sidecar, config.optim.steps) or {}
+        recorded = {k: evaluation[k] for k in unnamed if k in evaluation}
+        current = {k: unnamed[k] for k in recorded}
+        if recorded != current:
+            changed = config_differences({"eval": recorded}, {"eval": current})
+            return (
+                f"{sidecar}: value system {name!r} finished with its evaluation recorded under another default "
+                f"({changed}); name the recorded value in the config to keep that evaluation, or the new one "
+                "to measure the image again"
+            )
+    return None
 
 
 def _evaluate(vlm: VLM, config: MagicConfig, data: TrainingSet, image: torch.Tensor, placement: str,
@@ -377,6 +410,8 @@ def optimize_magic_images(config: MagicConfig, out_dir: str | Path,
         load_image(config.optim.init)
     if config.eval.enabled:
         get_refusal_judge(config.eval.judge)
+    if refusal := _changed_evaluation_default(config, out_dir):
+        raise VisalignError(refusal)
     datasets = [load_training_set(config, system, out_dir / "work" / system.name) for system in systems]
     require_image_support(config.model)
     _check_image_counts(config, systems, datasets)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -232,10 +233,13 @@ def weights_fingerprint(spec: str) -> str | None:
     folder = Path(resolve_spec(spec))
     if not folder.is_dir():
         return None
+    return _files_fingerprint(_weight_files_state(folder))
+
+
+def _weight_files_state(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Each weight file's path, size and modification time: the cache key of what is computed from the files."""
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    # Keyed by each file's size and modification time: a model is hashed once per process, not per image.
-    state = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _files_fingerprint(state)
+    return tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
 def changed_fingerprint(recorded: str | None, spec: str) -> str | None:
@@ -248,6 +252,52 @@ def changed_fingerprint(recorded: str | None, spec: str) -> str | None:
         return None
     current = weights_fingerprint(spec)
     return None if current is None or current == recorded else current
+
+
+def weights_digest(model: torch.nn.Module, dtype: torch.dtype | None = None) -> str:
+    """SHA-256 over the name, shape, dtype and bytes of every parameter and buffer of ``model``, as loaded.
+
+    The Magic Image job records it before and after optimising (``weights_sha256`` in the sidecar: the weights must
+    not move). It depends on the dtype the weights were loaded in: ``dtype`` hashes the floating-point parameters
+    cast to it, which is what loading the checkpoint in that dtype gives (buffers stay as loaded: transformers
+    computes rotary frequencies in float32 in any dtype).
+    """
+    digest = hashlib.sha256()
+    # cast one tensor at a time, so no second copy of the weights is held
+    parameters = ((name, p if dtype is None or not p.is_floating_point() else p.to(dtype))
+                  for name, p in model.named_parameters())  # fmt: skip
+    for name, tensor in itertools.chain(parameters, model.named_buffers()):
+        data = tensor.detach().contiguous().cpu()
+        digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def matches_weights_digest(spec: str, recorded: str) -> bool | None:
+    """Whether the local model ``spec`` has the :func:`weights_digest` ``recorded``, loaded in any weights dtype.
+
+    That digest is all a Magic Image sidecar written before weight fingerprints records of its weights, and it was
+    taken in the dtype that run loaded (float32 on a CPU, bfloat16 on a GPU). The model is loaded on the CPU in its
+    stored dtype, from which a load in float32, bfloat16 or float16 is a cast: about a second for the default model,
+    a full load for a 7B checkpoint; once per process and set of weight files.
+
+    Returns:
+        None for a hub id (no local files to load).
+    """
+    folder = Path(resolve_spec(spec))
+    if not folder.is_dir():
+        return None
+    return _digest_matches(str(folder), _weight_files_state(folder), recorded)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest_matches(folder: str, state: tuple[tuple[str, int, int], ...], recorded: str) -> bool:
+    """:func:`matches_weights_digest` for a checkpoint folder; ``state`` keys the cache on its weight files."""
+    stored = getattr(_read_config(folder, folder), "dtype", None)
+    stored = stored if isinstance(stored, torch.dtype) and stored.is_floating_point else torch.float32
+    model = load_vlm(folder, dtype=stored, device="cpu").model
+    candidates = (None, *(d for d in (torch.float32, torch.bfloat16, torch.float16) if d != stored))
+    return any(weights_digest(model, dtype) == recorded for dtype in candidates)
 
 
 @functools.lru_cache(maxsize=16)
