@@ -16,7 +16,9 @@ import io
 import json
 import logging
 import os
+import pickle
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,22 @@ def require_image_support(spec: str) -> None:
             f"{spec}: model type '{model_config.model_type}' has no image input; Magic Image needs a "
             "vision-language model"
         )
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> dict:
+    """The optimiser state in ``path``; a file that does not decode is a one-line error naming it.
+
+    The checkpoint is written atomically, so a damaged one was damaged afterwards (a failing disk, a copy cut short):
+    the way on is to optimise this value system again, which deleting the file does.
+    """
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise VisalignError(
+            f"{path}: damaged checkpoint ({detail}); delete it and run the same command again to optimise this "
+            "value system from step 0"
+        ) from None
 
 
 def requests_digest(data: TrainingSet) -> str:
@@ -187,7 +205,7 @@ def optimize_pixels(vlm: VLM, config: MagicConfig, harmful: list[list[Row]], ben
     history: list[dict] = []
     start = 0
     checkpoint = work_dir / CHECKPOINT
-    state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.is_file() else None
+    state = _load_checkpoint(checkpoint, device) if checkpoint.is_file() else None
     if state is not None and legacy_key is not None and state.get("key") == legacy_key:
         logger.warning("%s: written by an older visalign whose resume key did not cover the chat template and start "
                        "image; optimising again from step 0", checkpoint)
