@@ -56,6 +56,13 @@ _KEY_SHAPED = re.compile(r"^(sk-|sk_|rk-|hf_|xai-|gsk_|AKIA)[A-Za-z0-9_\-]{12,}$
 
 # --------------------------------------------------------------------------------------------- atomic writes
 
+#: The name :func:`atomic_write_bytes` gives its temporary file: ``.<name>.<8 random characters>.tmp``
+#: (``tempfile.mkstemp`` with that prefix and suffix). A kill before the rename leaves one behind.
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+#: Folders a temp-file sweep leaves alone: a response cache may be another run's (shards can name one
+#: ``cache_dir``), so another live process may be writing there; a temp file in it is never read anyway.
+_UNSWEPT_DIRS = frozenset({"cache"})
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
@@ -130,6 +137,37 @@ def restore_replaced_dir(target: str | Path) -> None:
 
 def _aside(target: Path) -> Path:
     return target.with_name(f".{target.name}.old")
+
+
+def sweep_temp_files(root: str | Path) -> list[Path]:
+    """Delete the temporary files that killed :func:`atomic_write_bytes` calls left under ``root``.
+
+    Only call it on a folder no other process is writing (a run directory at the start of its job): a live
+    writer's temporary file matches too. Only regular files named as the writer names them are deleted; folders
+    that are another run's (they hold a ``manifest.json``), response caches (:data:`_UNSWEPT_DIRS`) and symbolic
+    links are not entered.
+
+    Args:
+        root: the folder to clean, with its subfolders.
+
+    Returns:
+        The files deleted.
+    """
+    root = Path(root)
+    removed: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        # os.walk does not enter links to folders; pruning ``dirs`` in place keeps it out of caches and other runs
+        dirs[:] = [d for d in dirs if d not in _UNSWEPT_DIRS and not (here / d / MANIFEST_NAME).exists()]
+        for name in files:
+            path = here / name
+            if _TEMP_NAME.match(name) and path.is_file() and not path.is_symlink():
+                try:
+                    path.unlink()
+                except OSError:  # no permission, or gone already: not worth stopping the job for
+                    continue
+                removed.append(path)
+    return removed
 
 
 #: A UTF-16 surrogate code point: valid in a Python string (``json.loads`` gives one for an API reply holding
@@ -322,15 +360,28 @@ class RunDir:
         return self.path / MANIFEST_NAME
 
     def read_manifest(self) -> dict[str, Any] | None:
-        """Return the manifest as a dict, or None when the directory has none yet."""
+        """Return the manifest as a dict, or None when the directory has none yet.
+
+        Raises:
+            VisalignError: the manifest is empty or damaged (a full disk, a copy tool: it is written atomically).
+                The message says how to resume from the records beside it rather than pay for them again.
+        """
         if not self.manifest_path.is_file():
             return None
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            if not isinstance(manifest, dict):
+                raise ValueError(f"a JSON {type(manifest).__name__}, not an object")
         except (OSError, ValueError) as exc:
+            # Without a manifest, a job writes a new one and resumes from the records and checkpoints it finds
+            # (checked for vsfa data, vsfa train and eval); only the check that they match the config is lost.
             raise VisalignError(
-                f"{self.manifest_path}: unreadable manifest ({exc}); use a new --out directory"
+                f"{self.manifest_path}: unreadable manifest ({' '.join(str(exc).split())}); to keep the finished "
+                f"records beside it, move it aside (mv {self.manifest_path} {self.manifest_path}.damaged) and re-run "
+                "the command that wrote this folder with its original config (for a shard, its vsfa data --shard "
+                "command): it resumes from the records and writes a new manifest"
             ) from None
+        return manifest
 
     def write_manifest(
         self,
@@ -342,6 +393,9 @@ class RunDir:
         pinned: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Write ``manifest.json``, or check that an existing one was written for the same config.
+
+        An accepted resume first deletes the temporary files that killed atomic writes left in the run (see
+        :func:`sweep_temp_files`); a refused one leaves the directory as it was.
 
         Args:
             config: the job config, a dict or a pydantic model; secrets are scrubbed before hashing, and a
@@ -392,6 +446,7 @@ class RunDir:
                     "this version of visalign reads them differently: see the change log of the loader)"
                 )
             recorded.update(pinned or {})  # a run from before a digest was pinned gains it now
+            self._sweep_temp_files()
             existing.setdefault("resumed", []).append(now)
             atomic_write_json(self.manifest_path, existing)
             return existing
@@ -411,6 +466,16 @@ class RunDir:
         }
         atomic_write_json(self.manifest_path, manifest)
         return manifest
+
+    def _sweep_temp_files(self) -> None:
+        """Delete the temporary files killed atomic writes left in this run (see :func:`sweep_temp_files`).
+
+        Run when a resume is accepted, before the job writes: one job writes a run directory at a time (shards
+        write their own; the processes of a multi-GPU training wait while the main one writes the manifest).
+        """
+        removed = sweep_temp_files(self.path)
+        if removed:
+            logger.info("%s: removed %d temporary file(s) left by an interrupted run", self.path, len(removed))
 
     def config_refusal(self, config: Mapping[str, Any] | Any) -> str | None:
         """Why :meth:`write_manifest` would refuse to resume this directory's run under ``config``, or None.

@@ -18,7 +18,7 @@ def eval_command(
     from visalign.evaluation.runner import run_eval
 
     job = load_config(config, EvalConfig)
-    report = run_eval(job, out, config_dir=config.resolve().parent)
+    report = run_eval(job, out, config_dir=config.resolve().parent, strict=True)
     typer.echo(f"report: {report}")
 
 

@@ -6,7 +6,8 @@ keeps both): a killed run re-run with the same config answers only what is missi
 a failed request is answered again, and an answer whose LLM judge failed keeps its answer and is only judged
 again (an answer is not free to repeat, and greedy answers can differ across batchings). Rows that cannot be
 evaluated (a missing or corrupt image, a malformed benchmark row, a failed request) become records with an
-``error`` and are counted in the summary, never dropped. A judge that failed leaves one warning line at the end.
+``error`` and are counted in the summary, never dropped. A judge that failed leaves one warning line at the end,
+and so does a system whose requests failed; a system whose endpoint is down stops sending (see :class:`AnswerBreaker`).
 A stored verdict is also judged again when it came from another version of its judge (``rubric/v1`` after an
 upgrade to ``rubric/v2``) or judged another request than the judge is shown now.
 
@@ -23,6 +24,7 @@ import logging
 import os
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +41,9 @@ from visalign.evaluation.benchmarks import (
 )
 from visalign.evaluation.config import BenchmarkConfig, EvalConfig, SystemConfig
 from visalign.evaluation.judges import get_refusal_judge
+from visalign.evaluation.llm_judges.base import FATAL_STATUSES, MAX_FAILURES_IN_A_ROW
 from visalign.evaluation.pinned_inputs import pinned_inputs
-from visalign.evaluation.systems import Prompt, System, SystemFactory
+from visalign.evaluation.systems import ApiSystem, Prompt, System, SystemFactory
 from visalign.images import load_image
 from visalign.runs import JsonlStore, RunDir
 
@@ -258,9 +261,110 @@ def _base_record(system: System, sample: Sample, benchmark: str) -> dict:
     }
 
 
+@dataclass
+class AnswerBreaker:
+    """Counts one system's failed requests, and stops sending them once its endpoint is taken to be down.
+
+    The LLM judges' rule (:mod:`visalign.evaluation.llm_judges.base`), so a dead system costs a few requests'
+    retries instead of every sample's: it stops at once on a status no later request gets past
+    (``FATAL_STATUSES``: a wrong key, no access, a wrong URL or model name), and after ``MAX_FAILURES_IN_A_ROW``
+    failures of the endpoint (no answer, a timeout, a 5xx or 429 past the client's retries) while the system has
+    never answered: records answered by earlier sessions count, as in the vsfa stages, so a resume left with rows
+    that always fail is not stopped by them. A request rejected on its own (another 4xx) fails alone.
+
+    Attributes:
+        system: the system's name.
+        answered: whether the system has answered once (in this run, or in a record stored before).
+        failed: this run's answers lost to the endpoint, those not asked after the stop included.
+        last_error: the last failed request's message.
+        stopped: why no more requests are sent (also each unasked record's error), once it stops.
+    """
+
+    system: str
+    answered: bool = False
+    failed: int = 0
+    last_error: str | None = None
+    stopped: str | None = None
+    _endpoint_failures: int = 0
+
+    def respond(self, system: System, prompts: list[Prompt]) -> list[str | BaseException]:
+        """``system.respond(prompts)``, counted; once stopped, an error per prompt and no request."""
+        if self.stopped is not None:
+            self.failed += len(prompts)
+            return [_Unasked(self.stopped)] * len(prompts)
+        answers = system.respond(prompts)
+        self.answered = self.answered or any(not isinstance(a, BaseException) for a in answers)
+        for answer in answers:
+            self._count(answer)
+        return answers
+
+    def _count(self, answer: str | BaseException) -> None:
+        from visalign.clients import ClientError
+
+        if not isinstance(answer, ClientError):  # an answer, or a prompt a local model cannot take
+            return
+        self.failed += 1
+        self.last_error = " ".join(str(answer).split())  # the client's message: URL and key already hidden
+        status = answer.status
+        if status in FATAL_STATUSES:
+            why = f"an HTTP {status} answer"
+        elif status is not None and 400 <= status < 500 and status not in (408, 429):
+            return  # this request alone was rejected
+        else:
+            self._endpoint_failures += 1
+            if self.answered or self._endpoint_failures < MAX_FAILURES_IN_A_ROW:
+                return
+            why = f"{self._endpoint_failures} failed requests and no answer"
+        if self.stopped is None:
+            self.stopped = (f"system {self.system!r} stopped sending requests after {why} (last: {self.last_error}); "
+                            "once that is fixed, re-run the same command: answered records are kept and the failed "
+                            "ones are asked again")  # fmt: skip
+            logger.warning("%s", self.stopped)
+
+    def warning(self) -> str | None:
+        """The end-of-run line for a system whose answers failed (None when none did)."""
+        if not self.failed:
+            return None
+        stopped = ", then it stopped sending requests" if self.stopped else ""
+        return (f"system {self.system}: {self.failed} answer(s) failed{stopped}; last error: {self.last_error}; "
+                "re-run the same command to answer those records again")  # fmt: skip
+
+
+class _Unasked(VisalignError):
+    """The answer of a prompt not sent because its system stopped (its record's error is the stop message)."""
+
+
+def _error_text(answer: BaseException) -> str:
+    return str(answer) if isinstance(answer, _Unasked) else f"{type(answer).__name__}: {answer}"
+
+
+def _answered_before(system: System, rows: list[BenchmarkRows], store: JsonlStore) -> bool:
+    """Whether ``store`` holds an answer of ``system`` to a sample of this run's selection."""
+    return any(not _needs_answer(store.get(record_id(system.name, b.label, s.id))) for b in rows for s in b.samples)
+
+
+def _chunks(todo: list[Sample], chunk_size: int, breaker: AnswerBreaker, *, probe: bool) -> Iterator[list[Sample]]:
+    """``todo`` in chunks; with ``probe``, small ones until the system answers, so a dead endpoint is asked little.
+
+    Read lazily: each chunk's size is decided after the previous one was answered and counted.
+    """
+    start = 0
+    while start < len(todo):
+        size = chunk_size if breaker.answered or not probe else min(chunk_size, MAX_FAILURES_IN_A_ROW)
+        yield todo[start : start + size]
+        start += size
+
+
 def evaluate_system(system: System, rows: list[BenchmarkRows], store: JsonlStore, *, refusal_judge,
-                    llm_judges: list, chunk_size: int, progress: Progress) -> None:
-    """Answer and judge every sample not yet in ``store``, appending records chunk by chunk."""
+                    llm_judges: list, chunk_size: int, progress: Progress) -> AnswerBreaker:
+    """Answer and judge every sample not yet in ``store``, appending records chunk by chunk.
+
+    Returns:
+        The system's :class:`AnswerBreaker`: how many of its answers failed in this run, and whether it stopped.
+    """
+    breaker = AnswerBreaker(system.name, answered=_answered_before(system, rows, store))
+    # an API system's first requests go a few at a time: its answers do not depend on the batching, a local one's do
+    probe = isinstance(system, ApiSystem)
     for benchmark in rows:
         for error in benchmark.errors:
             key = record_id(system.name, benchmark.label, error["sample_id"])
@@ -282,8 +386,7 @@ def evaluate_system(system: System, rows: list[BenchmarkRows], store: JsonlStore
         for start in range(0, len(rejudge), chunk_size):
             _rejudge(rejudge[start : start + chunk_size], store, llm_judges)
             progress.advance(task, len(rejudge[start : start + chunk_size]))
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start : start + chunk_size]
+        for chunk in _chunks(todo, chunk_size, breaker, probe=probe):
             records, prompts, waiting = [], [], []
             for sample in chunk:
                 record = _base_record(system, sample, benchmark.label)
@@ -293,9 +396,9 @@ def evaluate_system(system: System, rows: list[BenchmarkRows], store: JsonlStore
                     waiting.append((record, sample))
                 except VisalignError as exc:
                     record["error"] = str(exc)
-            for (record, sample), answer in zip(waiting, system.respond(prompts), strict=True):
+            for (record, sample), answer in zip(waiting, breaker.respond(system, prompts), strict=True):
                 if isinstance(answer, BaseException):
-                    record["error"] = f"{type(answer).__name__}: {answer}"
+                    record["error"] = _error_text(answer)
                 else:
                     record["response"] = answer
                     _judge(record, sample, refusal_judge)
@@ -306,6 +409,7 @@ def evaluate_system(system: System, rows: list[BenchmarkRows], store: JsonlStore
                     continue  # failed again the same way (an unreadable image, say): the stored record says so
                 store.append(record)
             progress.advance(task, len(chunk))
+    return breaker
 
 
 def _resolve_paths(system: SystemConfig, base_dir: Path) -> SystemConfig:
@@ -318,8 +422,11 @@ def _resolve_paths(system: SystemConfig, base_dir: Path) -> SystemConfig:
     return system.model_copy(update=updates)
 
 
-def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None) -> Path:
+def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None, strict: bool = False) -> Path:
     """Run an evaluation job into ``out`` and return the path of its HTML report.
+
+    A system whose requests failed, or an LLM judge, leaves one warning line at the end (the records count
+    those answers as errors, and a re-run asks them again).
 
     Args:
         config: the validated job config.
@@ -328,6 +435,11 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None) -
             (see :mod:`.pinned_inputs`).
         config_dir: the config file's folder: relative adapter and magic-image paths resolve against it, and
             benchmark sources and path options are read from it when they exist there (see :func:`config_path`).
+        strict: raise once everything is written when a system stopped sending requests (its endpoint is down
+            or refuses the key: see :class:`AnswerBreaker`); the CLI's exit status.
+
+    Raises:
+        VisalignError: with ``strict``, a system stopped (after writing records, summary and report).
     """
     out = Path(out)
     base_dir = config_dir or Path.cwd()
@@ -350,16 +462,30 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None) -
     _refuse_legacy_ids(store)
     write_attack_images(rows)
     order = _run_order(systems, factory)
+    breakers = []
     with store, Progress() as progress:
         for index, system_config in enumerate(order):
             system = factory.build(system_config)
-            evaluate_system(system, rows, store, refusal_judge=refusal_judge, llm_judges=llm_judges,
-                            chunk_size=max(config.batch_size * 4, 16), progress=progress)
+            breaker = evaluate_system(system, rows, store, refusal_judge=refusal_judge, llm_judges=llm_judges,
+                                      chunk_size=max(config.batch_size * 4, 16), progress=progress)  # fmt: skip
+            breakers.append(breaker)
             del system  # its model too, unless a later system shares it
             factory.release(keep=order[index + 1 :])
         records = _selected(store, systems, rows)
     report = write_outputs(records, out, config)
+    failed = [b for b in breakers if b.failed]
+    for breaker in failed:
+        logger.warning("%s", breaker.warning())
     _warn_failed_judges(llm_judges)
+    # Only a stopped system fails the run: requests rejected one by one (a provider's content filter answers
+    # harmful prompts with a 400) would fail every re-run the same way, and the report counts them as errors.
+    if strict and (stopped := [b for b in failed if b.stopped]):
+        counts = ", ".join(f"{b.system} {b.failed}" for b in stopped)
+        raise VisalignError(
+            f"{report}: written, but answers failed ({counts}; the system stopped sending requests, see the warnings "
+            "above), and the report counts them as errors; once that is fixed, re-run the same command to answer "
+            "them again"
+        )
     return report
 
 
