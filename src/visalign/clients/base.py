@@ -3,16 +3,19 @@
 A request is retried on 408, 409, 429, 5xx (as the OpenAI SDK does), timeouts, connection errors, bodies
 that do not decode and 200 answers whose body is not the JSON the API promises, with exponential backoff and
 jitter; a ``Retry-After`` header (seconds or an HTTP date) sets the least wait, and on a 429 it also holds
-back every other request of the client until it ends. Redirects, other 4xx answers, a request httpx refuses to
-send and other httpx errors fail at once as :class:`ClientError`. Identical requests in flight at the same time
-are sent once. The API key, stripped and checked when the client is built, lives only in the request header:
-never in messages, logs, cache files or reprs.
+back every other request of the client until it ends. ``timeout_s`` bounds each whole attempt, from sending the
+request to the last byte of the answer, so a server that trickles its body cannot hold a request (and its
+concurrency slot) past it. A body over ``max_response_bytes``, redirects, other 4xx answers, a request httpx
+refuses to send and other httpx errors fail at once as :class:`ClientError`. Identical requests in flight at the
+same time are sent once. The API key, stripped and checked when the client is built, lives only in the request
+header: never in messages, logs, cache files or reprs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import os
 import random
@@ -37,10 +40,45 @@ logger = logging.getLogger("visalign.clients")
 
 T = TypeVar("T")
 
+#: The most bytes (after content decoding) an API answer's body may hold. A chat completion is a few KB, and even
+#: one with per-token logprobs for thousands of tokens a few MB; the cap only stops a broken or hostile server from
+#: filling memory. :class:`~visalign.clients.images.ImageClient` raises it to fit its largest base64 image.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
 #: Clients that opened connections in each event loop, so :func:`close_clients_in_loop` can close them.
 _LIVE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakSet[ApiClient]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+class BodyTooLarge(Exception):
+    """A response body over a byte limit; the message says so without the URL (the caller adds it, redacted)."""
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes:
+    """Read a streamed response's whole (decoded) body, refusing one over ``limit`` bytes.
+
+    A ``Content-Length`` over the limit is refused before any byte is read; a body without one (chunked) or one
+    that lies about its length is counted as it arrives and refused once past the limit, so at most ``limit``
+    bytes are ever held. The decoded size is what is counted: a small gzip body cannot inflate past the limit.
+
+    Args:
+        response: a response opened with ``client.stream(...)`` and not read yet.
+        limit: the most bytes the body may hold.
+
+    Raises:
+        BodyTooLarge: the body is over ``limit``.
+    """
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body is {int(declared):,} bytes, over the {limit:,}-byte limit")
+    chunks, total = [], 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(f"the body is over the {limit:,}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def is_retryable_status(status: int) -> bool:
@@ -151,11 +189,13 @@ class ApiClient:
         requests_per_second: client-side rate limit; None for none.
         burst: how many requests the rate limiter lets through back to back.
         max_retries: retries after the first attempt.
-        timeout_s: per-attempt timeout (connect, read, write).
+        timeout_s: the most one attempt may take, in seconds: from sending the request to the last byte of the
+            answer (a deadline hit is a timeout, retried like one). It also bounds each single network operation.
         cache_dir: directory of the content-addressed response cache; None disables caching.
         backoff_base_s: first retry waits about this long, doubling each retry (with jitter).
         backoff_max_s: the most one backoff waits (a longer Retry-After is still honoured).
         max_retry_after_s: the most a Retry-After header may make us wait.
+        max_response_bytes: refuse (at once, no retry) an answer whose body is larger than this.
     """
 
     def __init__(
@@ -172,11 +212,14 @@ class ApiClient:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         max_retry_after_s: float = 120.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         if concurrency < 1:
             raise VisalignError(f"concurrency must be >= 1, got {concurrency}")
         if max_retries < 0:
             raise VisalignError(f"max_retries must be >= 0, got {max_retries}")
+        if max_response_bytes < 1:
+            raise VisalignError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
         try:
             parsed = httpx.URL(base_url)
         except (httpx.InvalidURL, TypeError) as exc:
@@ -194,6 +237,7 @@ class ApiClient:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.max_retry_after_s = max_retry_after_s
+        self.max_response_bytes = max_response_bytes
         self.limiter = TokenBucket(requests_per_second, burst) if requests_per_second else None
         self._resume_at = 0.0  # time.monotonic() before which no request is sent (a 429's Retry-After)
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
@@ -252,6 +296,25 @@ class ApiClient:
         """Return the full URL of an API path such as ``/chat/completions``."""
         return f"{self.base_url}/{path.lstrip('/')}"
 
+    def _timed_out(self, started: float) -> str:
+        """Describe an attempt that ran out of time (httpx's per-operation timeout or the whole-attempt deadline)."""
+        return f"timed out after {time.monotonic() - started:.1f} s (timeout_s={self.timeout_s:g})"
+
+    async def _send_once(self, api: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[httpx.Response, bytes]:
+        """POST ``body`` once and read the whole answer; return the response (headers, status) and its body.
+
+        httpx's timeout applies to each network operation, so a server sending a byte a second never trips it;
+        the deadline here covers the send and the whole body read, and the body is read with the size cap.
+
+        Raises:
+            TimeoutError: the attempt took more than ``timeout_s``.
+            BodyTooLarge: the body is over ``max_response_bytes``.
+            httpx.HTTPError: as ``httpx.AsyncClient.stream`` raises it.
+        """
+        async with asyncio.timeout(self.timeout_s), api.stream("POST", url, json=body) as response:
+            content = await read_capped(response, self.max_response_bytes)
+        return response, content
+
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         # cap the exponent: 2**1024 overflows a float, and max_retries may be set that high
         delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(attempt, 60)) * random.uniform(0.5, 1.0)
@@ -305,11 +368,17 @@ class ApiClient:
                 self.usage.attempts += 1
                 started = time.monotonic()
                 try:
-                    response = await state.api.post(url, json=body)
-                except httpx.TimeoutException:
-                    last_error = (
-                        f"timed out after {time.monotonic() - started:.1f} s (timeout_s={self.timeout_s:g})"
-                    )
+                    response, content = await self._send_once(state.api, url, body)
+                except (TimeoutError, httpx.TimeoutException):  # the whole-attempt deadline, or one operation's
+                    last_error = self._timed_out(started)
+                except BodyTooLarge as exc:  # a larger cap is a setting, not something a retry gets past
+                    self.usage.failures += 1
+                    # no status: a body that never arrived whole counts against the endpoint, as a timeout does
+                    raise ClientError(
+                        f"POST {shown}: {exc} (max_response_bytes); refused, check that base_url is the API "
+                        "or raise max_response_bytes",
+                        url=shown,
+                    ) from None
                 except httpx.UnsupportedProtocol as exc:
                     self.usage.failures += 1
                     raise ClientError(f"POST {shown}: unsupported URL ({exc})", url=shown) from None
@@ -339,7 +408,7 @@ class ApiClient:
                     if is_retryable_status(last_status):
                         last_error = f"HTTP {last_status}"
                         if last_status == 429:  # the body tells a spent quota from a rate limit
-                            last_error += f" ({self._error_detail(response) or 'no detail'})"
+                            last_error += f" ({self._error_detail(content) or 'no detail'})"
                         retry_after = parse_retry_after(response.headers.get("Retry-After"))
                         if last_status == 429 and retry_after:
                             self._hold_back(min(retry_after, self.max_retry_after_s))
@@ -348,10 +417,10 @@ class ApiClient:
                         raise self._redirect_error(shown, path, response)
                     elif last_status >= 400:
                         self.usage.failures += 1
-                        raise self._status_error(shown, response)
+                        raise self._status_error(shown, response, content)
                     else:
                         try:
-                            data = response.json()
+                            data = json.loads(content)
                             if not isinstance(data, dict):
                                 raise ResponseFormatError("body is JSON but not an object")
                             result = parse(data)
@@ -414,18 +483,18 @@ class ApiClient:
             status=status,
         )
 
-    def _error_detail(self, response: httpx.Response) -> str:
+    def _error_detail(self, content: bytes) -> str:
         """Return the error message of an answer's body on one line, redacted and cut to 200 characters."""
         try:
-            detail = response.json().get("error", {}).get("message", "")
+            detail = json.loads(content).get("error", {}).get("message", "")
         except (ValueError, AttributeError):
-            detail = response.text
+            detail = content.decode("utf-8", "replace")
         # redact before cutting: a cut inside the key would leave a prefix that no longer matches it
         return redact(" ".join(str(detail).split()), self._api_key)[:200]
 
-    def _status_error(self, shown: str, response: httpx.Response) -> ClientError:
-        """Build the one-line error for a non-retryable 4xx answer."""
-        detail = self._error_detail(response)
+    def _status_error(self, shown: str, response: httpx.Response, content: bytes) -> ClientError:
+        """Build the one-line error for a non-retryable 4xx answer whose body is ``content``."""
+        detail = self._error_detail(content)
         status = response.status_code
         if status in (401, 403):
             hint = (

@@ -72,7 +72,8 @@ class ChatClient(ApiClient):
         concurrency: most requests in flight at once.
         requests_per_second: client-side rate limit (None: no limit).
         max_retries: retries after the first attempt.
-        timeout_s: per-attempt timeout.
+        timeout_s: the most one attempt may take, in seconds, from sending the request to the last byte of
+            the answer (a server that trickles its body is cut off there, and the attempt retried).
         cache_dir: content-addressed response cache directory (None: no cache).
         price_per_1k_input: USD per 1,000 prompt tokens, for cost accounting.
         price_per_1k_output: USD per 1,000 completion tokens.

@@ -1,9 +1,10 @@
 """Client for OpenAI-style ``POST /images/generations`` (OpenAI; Volcengine Ark's Doubao Seedream models).
 
 Both base64 (``b64_json``) and URL answers are handled. URLs are fetched without the API key, with a size
-limit and a content-type check; whatever arrives must decode as an image (Pillow ``verify`` and a full load)
-and is returned as PNG bytes. A bad image is an :class:`InvalidImageError` for that record, not a retry: the
-generation was already paid for and a repeat of the same seed would return the same bytes.
+limit, a content-type check and ``timeout_s`` as the deadline of each whole download attempt; whatever arrives
+must decode as an image (Pillow ``verify`` and a full load) and is returned as PNG bytes. A bad image is an
+:class:`InvalidImageError` for that record, not a retry: the generation was already paid for and a repeat of
+the same seed would return the same bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import base64
 import binascii
 import hashlib
 import io
+import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +23,14 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from visalign.clients.base import ApiClient, is_retryable_status, logger
+from visalign.clients.base import (
+    MAX_RESPONSE_BYTES,
+    ApiClient,
+    BodyTooLarge,
+    is_retryable_status,
+    logger,
+    read_capped,
+)
 from visalign.clients.cache import request_key
 from visalign.clients.errors import ClientError, InvalidImageError, ResponseFormatError, safe_url
 from visalign.images import DECODE_ERRORS
@@ -28,6 +38,8 @@ from visalign.images import DECODE_ERRORS
 IMAGES_PATH = "/images/generations"
 MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64_000_000
+#: Room in an image answer for everything but the base64 image: the JSON envelope, a revised prompt, a URL.
+RESPONSE_ENVELOPE_BYTES = 1024 * 1024
 #: The IEND chunk a complete PNG file ends with.
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
@@ -55,6 +67,16 @@ class ImageResult:
     def sha256(self) -> str:
         """Hex sha256 of the PNG bytes (the content address images are stored under)."""
         return hashlib.sha256(self.png_bytes).hexdigest()
+
+
+def image_response_limit(max_image_bytes: int) -> int:
+    """Return the body cap for an image API answer that may carry an image of ``max_image_bytes`` as base64.
+
+    Base64 takes 4 bytes for every 3 (rounded up); :data:`RESPONSE_ENVELOPE_BYTES` is added for the rest of the
+    JSON, and the cap is never below the clients' general :data:`~visalign.clients.base.MAX_RESPONSE_BYTES`. With
+    the default 32 MiB image limit it is 44,739,244 + 1,048,576 = 45,787,820 bytes (about 43.7 MiB).
+    """
+    return max(MAX_RESPONSE_BYTES, 4 * math.ceil(max_image_bytes / 3) + RESPONSE_ENVELOPE_BYTES)
 
 
 def _parse_images(data: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +145,9 @@ class ImageClient(ApiClient):
         price_per_image: USD per generated image, for cost accounting.
         max_download_bytes: refuse URL downloads larger than this.
         extra_body: provider-specific fields added to every request (e.g. ``{"watermark": False}``).
-        **kwargs: :class:`ApiClient` settings (``concurrency``, ``requests_per_second``, ``cache_dir``, ...).
+        **kwargs: :class:`ApiClient` settings (``concurrency``, ``requests_per_second``, ``cache_dir``,
+            ``timeout_s``, ...). ``max_response_bytes`` defaults to :func:`image_response_limit` of
+            ``max_download_bytes``, so a base64 answer may carry an image as large as a download may be.
     """
 
     def __init__(
@@ -138,6 +162,7 @@ class ImageClient(ApiClient):
         extra_body: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("max_response_bytes", image_response_limit(max_download_bytes))
         super().__init__(base_url, api_key_env=api_key_env, **kwargs)
         self.model = model
         self.response_format = response_format
@@ -242,6 +267,9 @@ class ImageClient(ApiClient):
     async def _download(self, url: str) -> bytes:
         """Fetch a result URL without the API key, checking size and content type; retry transient errors.
 
+        Each attempt, redirects included, must end within ``timeout_s``; one that does not is retried like a
+        connection error.
+
         Raises:
             InvalidImageError: wrong content type, too large, not http(s), or redirects without end.
             ClientError: the download kept failing, or failed in a way a retry cannot fix.
@@ -255,11 +283,15 @@ class ImageClient(ApiClient):
             raise InvalidImageError(f"image URL {shown} is not an http(s) URL")
         last_error = "no attempt made"
         for attempt in range(self.max_retries + 1):
+            started = time.monotonic()
             try:
                 async with self._state().semaphore:
+                    started = time.monotonic()  # the wait for a slot is not part of the attempt
                     return await self._download_once(url, shown)
             except InvalidImageError:
                 raise
+            except TimeoutError:  # the whole-attempt deadline
+                last_error = self._timed_out(started)
             except (httpx.TransportError, httpx.DecodingError, _RetryableDownload) as exc:
                 last_error = str(exc) if isinstance(exc, _RetryableDownload) else type(exc).__name__
             except httpx.TooManyRedirects:
@@ -285,7 +317,14 @@ class ImageClient(ApiClient):
         )
 
     async def _download_once(self, url: str, shown: str) -> bytes:
-        async with self._downloads().stream("GET", url) as response:
+        """GET ``url`` once and return its checked bytes, all within ``timeout_s``.
+
+        Raises:
+            TimeoutError: the attempt took more than ``timeout_s`` (httpx's timeout is per network operation).
+            InvalidImageError: not a 200, not an image content type, or over ``max_download_bytes``.
+            _RetryableDownload: a 408/409/429/5xx answer.
+        """
+        async with asyncio.timeout(self.timeout_s), self._downloads().stream("GET", url) as response:
             if is_retryable_status(response.status_code):
                 raise _RetryableDownload(f"HTTP {response.status_code}")
             if response.status_code != 200:
@@ -297,20 +336,10 @@ class ImageClient(ApiClient):
                 raise InvalidImageError(
                     f"GET {shown}: content type {content_type or 'missing'!r} is not an image"
                 )
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > self.max_download_bytes:
-                raise InvalidImageError(
-                    f"GET {shown}: {int(declared):,} bytes, over the {self.max_download_bytes:,}-byte limit"
-                )
-            chunks, total = [], 0
-            async for chunk in response.aiter_bytes():
-                total += len(chunk)
-                if total > self.max_download_bytes:
-                    raise InvalidImageError(
-                        f"GET {shown}: more than {self.max_download_bytes:,} bytes; refused"
-                    )
-                chunks.append(chunk)
-            return b"".join(chunks)
+            try:
+                return await read_capped(response, self.max_download_bytes)
+            except BodyTooLarge as exc:
+                raise InvalidImageError(f"GET {shown}: {exc} (max_download_bytes); refused") from None
 
 
 class _RetryableDownload(Exception):

@@ -48,6 +48,7 @@ FaultKind = Literal[
     "redirect",
     "bad_gzip",
     "redirect_loop",
+    "trickle",
 ]
 ReplyFunction = Callable[[dict[str, Any]], str]
 
@@ -55,6 +56,8 @@ CHAT_PATH = "/v1/chat/completions"
 IMAGES_PATH = "/v1/images/generations"
 _MAX_IMAGE_SIDE = 4096
 _APPROX_TOKENS_PER_IMAGE = 85
+#: How many pieces a ``trickle`` fault cuts its answer into (a pause of ``delay_s`` follows each).
+TRICKLE_PIECES = 10
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,12 @@ class Fault:
             then drop the connection), ``invalid_json``, ``truncated_json``, ``slow`` (sleep ``delay_s`` then
             answer normally), ``corrupt_image`` (image bytes that are not an image), ``wrong_content_type`` (an
             image URL served as ``text/html``), ``redirect`` (a 301 to ``location``), ``bad_gzip`` (a 200 whose
-            body claims gzip encoding but is not gzip), ``redirect_loop`` (an image URL that redirects to itself).
+            body claims gzip encoding but is not gzip), ``redirect_loop`` (an image URL that redirects to itself),
+            ``trickle`` (the normal answer, valid JSON, sent chunked without a ``Content-Length`` in
+            :data:`TRICKLE_PIECES` pieces, each followed by a pause of ``delay_s``: a slow or hostile server that
+            no per-read timeout catches).
         retry_after: the ``Retry-After`` value sent with a 429 (seconds or an HTTP date); None omits it.
-        delay_s: the sleep for ``timeout`` and ``slow``.
+        delay_s: the sleep for ``timeout`` and ``slow``; the pause after each piece of a ``trickle``.
         path: apply only to requests on this path (e.g. ``/v1/chat/completions``); None matches any POST.
         location: the ``Location`` of a ``redirect``; None: the same path under ``/moved`` on this server.
     """
@@ -396,6 +402,23 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
+        def _trickle(self, body: bytes, pause_s: float) -> None:
+            """Answer 200 with ``body`` in chunked pieces, pausing ``pause_s`` after each."""
+            self._finish(200)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            step = max(1, -(-len(body) // TRICKLE_PIECES))
+            try:
+                for start in range(0, len(body), step):
+                    piece = body[start : start + step]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    time.sleep(pause_s)
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting
+                self.close_connection = True
+
         def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
             self._send(status, json.dumps(obj).encode(), "application/json", headers)
 
@@ -473,6 +496,9 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
                 data = data[: len(data) // 2]
             elif kind == "bad_gzip":
                 self._send(200, b"this is not gzip", "application/json", {"Content-Encoding": "gzip"})
+                return
+            elif kind == "trickle":
+                self._trickle(data, fault.delay_s)
                 return
             self._send(200, data, "application/json")
 
