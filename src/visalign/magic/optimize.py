@@ -54,6 +54,7 @@ from visalign.models import (
 )
 from visalign.models.loading import weights_digest
 from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json, config_differences
+from visalign.unpickling import refused_object
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -86,11 +87,21 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict:
     """The optimiser state in ``path``; a file that does not decode is a one-line error naming it.
 
     The checkpoint is written atomically, so a damaged one was damaged afterwards (a failing disk, a copy cut short):
-    the way on is to optimise this value system again, which deleting the file does.
+    the way on is to optimise this value system again, which deleting the file does. It is read with torch's
+    weights-only unpickler, since it holds only tensors, numbers, strings, lists and dicts (resume key, step, pixels,
+    Adam state, history): the load comes before the resume-key check, so a full unpickle of a planted file would run
+    its code before anything could refuse it. A file that needs anything else is refused, not loaded.
     """
     try:
-        return torch.load(path, map_location=device, weights_only=False)
+        return torch.load(path, map_location=device, weights_only=True)
     except (EOFError, OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        refused = refused_object(exc)  # not damage: a file built to run code, or none this code wrote
+        if refused is not None:
+            raise VisalignError(
+                f"{path}: holds Python objects a Magic Image checkpoint never does ({refused}), so it was not loaded; "
+                "resume only from an output folder you trust, or delete the file and run the same command again to "
+                "optimise this value system from step 0"
+            ) from None
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise VisalignError(
             f"{path}: damaged checkpoint ({detail}); delete it and run the same command again to optimise this "

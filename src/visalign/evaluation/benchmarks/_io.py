@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -148,11 +149,44 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
-def save_image_bytes(data: bytes, stem: Path) -> Path:
-    """Write encoded image bytes next to ``stem`` with the extension of their format and return the path.
+def image_under(root: Path, reference: str) -> Path:
+    """Return ``root / reference``, or raise when the row's ``reference`` would lead out of ``root``.
+
+    A benchmark file names its images relative to an image folder; one whose path is absolute or climbs out with
+    ``..`` would have the loader read (and send to the system under test) any picture on the machine. Official files
+    never do this. The check is on the text alone: symbolic links inside ``root`` are the folder owner's choice (a
+    Hugging Face snapshot is all links into its blob store) and stay allowed.
+
+    Args:
+        root: the folder the benchmark's image paths are relative to.
+        reference: the row's image path (or the path parts built from the row, joined by ``/``).
 
     Raises:
-        VisalignError: the bytes are not an image Pillow can read.
+        VisalignError: the path is absolute, climbs out of ``root``, or holds a NUL character (one line, for the
+            loader's row error).
+    """
+    if "\0" in reference:
+        raise VisalignError(f"image path {reference!r} holds a NUL character; fix or remove the row")
+    relative = PurePath(os.path.normpath(reference)) if reference else PurePath()
+    if relative.anchor or (relative.parts and relative.parts[0] == ".."):
+        raise VisalignError(
+            f"image path {reference!r} leads out of the image folder {root}; official files never do this: "
+            "fix or remove the row"
+        )
+    return root / reference  # as the row spells it: sample paths (kept in run records) stay what they were
+
+
+def save_image_bytes(data: bytes, folder: Path, name: str) -> Path:
+    """Write encoded image bytes as ``folder/name`` plus the extension of their format, and return the path.
+
+    Args:
+        data: the encoded image.
+        folder: the cache folder (created if missing).
+        name: a plain file name without extension, made by the loader (never a row's text as it stands).
+
+    Raises:
+        VisalignError: the bytes are not an image Pillow can read, or ``name`` is not a plain file name or the
+            file it names lies outside ``folder`` (a link planted there): nothing is written then.
     """
     import io
 
@@ -160,14 +194,21 @@ def save_image_bytes(data: bytes, stem: Path) -> Path:
 
     from visalign.images import DECODE_ERRORS
 
+    # Defence in depth: the loaders make ``name`` themselves, but a name that is not one plain component would
+    # write wherever it points (``../..``, an absolute path), creating folders on the way.
+    if not name or name != PurePath(name).name or name.startswith(".") or "\\" in name or "\0" in name:
+        raise VisalignError(f"image cache name {name!r} is not a plain file name; nothing written")
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
             suffix = "." + (image.format or "png").lower().replace("jpeg", "jpg")
     except DECODE_ERRORS as exc:  # UnidentifiedImageError is an OSError; Pillow also raises ValueError and others
         raise VisalignError(f"embedded image is not readable ({exc})") from None
-    target = stem.with_suffix(suffix)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = folder / (name + suffix)
+    folder.mkdir(parents=True, exist_ok=True)
+    # a link at the target (planted by whoever else writes to the cache) would have write_bytes follow it
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise VisalignError(f"{target}: leads out of the image cache {folder} (a link?); remove it and load again")
     if not target.exists() or target.read_bytes() != data:
         target.write_bytes(data)
     return target

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from pathlib import Path
+import hashlib
+import re
+import unicodedata
+from pathlib import Path, PurePath
 
 from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks._io import (
     image_problem,
+    image_under,
     read_csv,
     read_json,
     require_file,
@@ -74,7 +78,11 @@ def load_scienceqa_img(
             result.errors.append(where.model_copy(update={"message": "malformed question/choices/answer"}))
             continue
         # Images lie under the item's own split: a minival item's image is in images/val.
-        image = root / str(item.get("split")) / str(pid) / str(item["image"])
+        try:  # joined as paths: an absolute image path replaces the rest, as it did, so it is caught
+            image = image_under(root, str(PurePath(str(item.get("split")), str(pid), str(item["image"]))))
+        except VisalignError as exc:
+            result.errors.append(where.model_copy(update={"message": str(exc)}))
+            continue
         problem = image_problem(image)
         if problem:
             result.errors.append(where.model_copy(update={"message": problem}))
@@ -156,8 +164,12 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
                 f"malformed row: needs a question, options A and B, and an answer among them (got {answer!r})"
             )
             continue
+        index = row["index"].strip()
+        if not index or any(unicodedata.category(char) == "Cc" for char in index):
+            bad(f"index {index!r} is empty or holds control characters; give the row a plain index")
+            continue
         # before the image is saved: it is named by the index, so a repeat would overwrite the first row's
-        duplicate = claim_id(seen, row["index"].strip())
+        duplicate = claim_id(seen, index)
         if duplicate:
             bad(duplicate)
             continue
@@ -165,9 +177,12 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
         if len(cell) <= 64 and len(by_index.get(cell, "")) > 64:
             cell = by_index[cell].strip()
         try:
-            image = save_image_bytes(base64.b64decode(cell, validate=True), images / f"{row['index'].strip()}")
-        except (binascii.Error, VisalignError) as exc:
+            image = save_image_bytes(base64.b64decode(cell, validate=True), images, _cache_name(index))
+        except binascii.Error as exc:
             bad(f"image is not valid base64 image data ({exc})")
+            continue
+        except VisalignError as exc:  # bytes that are no image, or a link planted in the cache folder
+            bad(str(exc))
             continue
         problem = image_problem(image)
         if problem:
@@ -176,7 +191,7 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
         hint = (row.get("hint") or "").strip()
         result.samples.append(
             Sample(
-                id=f"mmbench:{row['index'].strip()}",
+                id=f"mmbench:{index}",
                 benchmark="mmbench",
                 text=format_multiple_choice(row["question"], choices, "" if hint.lower() == "nan" else hint),
                 images=[image],
@@ -188,6 +203,23 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
             )
         )
     return result
+
+
+#: An MMBench index that names its cached image as it stands (official indexes are integers).
+_PLAIN_INDEX = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+def _cache_name(index: str) -> str:
+    """The file name (no extension) of an MMBench row's cached image: the index itself when it is a plain name.
+
+    Any other index (a ``/``, ``..``, an absolute path, a dot that the extension would replace, 200 characters)
+    gets a sanitised readable part plus a hash of the whole index, as typographic attack images do: it can neither
+    leave the cache folder nor share a file with another row, and the ``~`` keeps it apart from every plain index.
+    """
+    if _PLAIN_INDEX.fullmatch(index):
+        return index  # the name earlier versions wrote: a cache already filled is used as it is
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "_", index)[:60]
+    return f"{readable}~{hashlib.sha256(index.encode()).hexdigest()[:16]}"
 
 
 @register_benchmark("mm-vet", "MM-Vet open-ended capability questions (mm-vet.json + images/)")
@@ -223,7 +255,11 @@ def load_mm_vet(source: str | Path, *, image_root: str | Path | None = None) -> 
                 )
             )
             continue
-        image = root / str(item["imagename"])
+        try:
+            image = image_under(root, str(item["imagename"]))
+        except VisalignError as exc:
+            result.errors.append(where.model_copy(update={"message": str(exc)}))
+            continue
         problem = image_problem(image)
         if problem:
             result.errors.append(where.model_copy(update={"message": problem}))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks._io import image_problem, read_json
+from visalign.evaluation.benchmarks._io import image_problem, image_under, read_json
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
 
@@ -147,6 +147,11 @@ def load_mm_safetybench(
                         f"{root}: no MM-SafetyBench imgs folder found in {root} or above {questions_dir}; "
                         f"pass images_root (the imgs folder) or use variant 'text'"
                     )
+                try:  # the question id names the image file: one that climbs out of imgs/ is no official id
+                    image_under(images, f"{scenario}/{variant}/{key}.jpg")
+                except VisalignError as exc:
+                    bad(str(exc))
+                    continue
                 image = _image_path(images, scenario, variant, key)
                 problem = image_problem(image)
                 if problem:

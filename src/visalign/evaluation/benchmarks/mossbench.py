@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks._io import image_problem, read_json, require_file
+from visalign.evaluation.benchmarks._io import image_problem, image_under, read_json, require_file
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample, claim_id
 
@@ -49,7 +49,11 @@ def load_mossbench(source: str | Path, *, image_root: str | Path | None = None) 
         if stimulus is None:
             bad(f"unknown category metadata.over={meta.get('over')!r}; expected one of {', '.join(STIMULI)}")
             continue
-        image = root / str(item["image"])
+        try:
+            image = image_under(root, str(item["image"]))
+        except VisalignError as exc:
+            bad(str(exc))
+            continue
         problem = image_problem(image)
         if problem:
             bad(problem)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks._io import image_problem, read_json, read_jsonl, save_image_bytes
+from visalign.evaluation.benchmarks._io import image_problem, image_under, read_json, read_jsonl, save_image_bytes
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import Expected, LoadResult, RowError, Sample
 from visalign.paths import visalign_home
@@ -75,8 +75,11 @@ def _rows_from_file(path: Path) -> list[tuple[str, dict[str, Any] | None, str | 
     raise VisalignError(f"{path}: unsupported SPA-VL export {suffix!r}; use .parquet, .json or .jsonl")
 
 
-def _image_file(image: Any, base: Path, stem: Path) -> Path:
-    """Turn an ``image`` field (path string, or ``{bytes, path}``) into a file on disk."""
+def _image_file(image: Any, base: Path, images: Path, name: str) -> Path:
+    """Turn an ``image`` field (path string, or ``{bytes, path}``) into a file on disk.
+
+    Embedded bytes are written to ``images/name``; a path must stay inside ``base`` (the export's folder).
+    """
     if isinstance(image, dict) and image.get("bytes"):
         data = image["bytes"]
         try:
@@ -84,11 +87,11 @@ def _image_file(image: Any, base: Path, stem: Path) -> Path:
             raw = base64.b64decode(data, validate=True) if isinstance(data, str) else bytes(data)
         except (binascii.Error, TypeError, ValueError) as exc:
             raise VisalignError(f"embedded image bytes are not valid base64 ({exc}); re-export the row") from None
-        return save_image_bytes(raw, stem)
+        return save_image_bytes(raw, images, name)
     reference = image.get("path") if isinstance(image, dict) else image
     if not reference:
         raise VisalignError("row has no image")
-    return base / str(reference)
+    return image_under(base, str(reference))
 
 
 @register_benchmark(
@@ -134,7 +137,7 @@ def load_spa_vl(
             bad("missing question or class1")
             continue
         try:
-            image = _image_file(record.get("image"), base, images / f"{split}_{index}")
+            image = _image_file(record.get("image"), base, images, f"{split}_{index}")
         except VisalignError as exc:
             bad(str(exc))
             continue

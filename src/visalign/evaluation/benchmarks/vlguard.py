@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks._io import image_problem, read_json, require_file
+from visalign.evaluation.benchmarks._io import image_problem, image_under, read_json, require_file
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import Expected, LoadResult, RowError, Sample, claim_id
 
@@ -71,7 +71,11 @@ def load_vlguard(
         if not question:
             bad(f"no {key!r} in instr-resp")
             continue
-        image = root / str(item["image"])
+        try:
+            image = image_under(root, str(item["image"]))
+        except VisalignError as exc:
+            bad(str(exc))
+            continue
         problem = image_problem(image)
         if problem:
             bad(problem)

@@ -7,7 +7,8 @@ weights and optimiser instead). A checkpoint is written to a temporary folder, f
 kill or a power cut while saving leaves the previous one intact. A checkpoint damaged afterwards (a failing disk, a
 copy cut short) is skipped on resume, with a warning, for the one before it. The data position is the step itself:
 the batch plan is recomputed from the seed, so ``state.json`` records what else fixes it (process count, examples
-per step, total steps) and a resume under another process count is refused.
+per step, total steps) and a resume under another process count is refused. The ``.pt`` files are read with torch's
+weights-only unpickler: a run folder from elsewhere cannot run code through a planted file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from accelerate.utils import DistributedType
+from numpy._core.multiarray import _reconstruct
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -33,6 +35,7 @@ from visalign.config import JobConfig
 from visalign.errors import VisalignError
 from visalign.runs import RunDir, atomic_write_json, replace_dir, scrub_secrets
 from visalign.runs import config_hash as runs_config_hash
+from visalign.unpickling import refused_object
 from visalign.vsfa.training.config import VsfaTrainConfig
 
 CHECKPOINTS = "checkpoints"
@@ -45,6 +48,10 @@ _SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 _DECODE_ERRORS = (EOFError, OSError, RuntimeError, ValueError, pickle.UnpicklingError, SafetensorError,
                   zipfile.BadZipFile)  # fmt: skip
 
+# What the .pt files may name beyond torch's weights-only allow-list of tensors and plain containers: NumPy's
+# legacy RNG state in rng-<rank>.pt, a tuple whose key is a uint32 array (pickled as _reconstruct, ndarray and its
+# dtype). Optimiser and scheduler states and Python's RNG state (a tuple of ints) need nothing more.
+_CHECKPOINT_GLOBALS = [np.ndarray, np.dtype, np.dtypes.UInt32DType, _reconstruct]
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
@@ -139,6 +146,12 @@ def _read(file: Path, load: Callable[[Path], _T]) -> _T:
     try:
         return load(file)
     except _DECODE_ERRORS as exc:
+        refused = refused_object(exc)
+        if refused is not None:  # not damage: a file built to run code when unpickled, or no file this code wrote
+            raise VisalignError(
+                f"{file}: holds Python objects a checkpoint never does ({refused}), so it was not loaded; resume "
+                f"only from a run folder you trust, or {_way_on(file.parent)}"
+            ) from None
         raise VisalignError(f"{file}: damaged checkpoint file ({_one_line(exc)}); {_way_on(file.parent)}") from None
 
 
@@ -155,7 +168,14 @@ def _read_state(path: Path) -> dict:
 
 
 def _torch_load(file: Path) -> Any:
-    return _read(file, lambda f: torch.load(f, weights_only=False))
+    """Unpickle one of the checkpoint's ``.pt`` files: tensors, plain containers and NumPy's RNG state, nothing else.
+
+    Run folders get shared and copied ("continue this run"), and a full unpickle runs whatever a planted file names,
+    before any check could look at it. The allow-list is scoped to this load: no process-wide side effect. A file
+    that needs any other global is refused (see :func:`_read`).
+    """
+    with torch.serialization.safe_globals(_CHECKPOINT_GLOBALS):
+        return _read(file, lambda f: torch.load(f, weights_only=True))
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Reading visual QA training sets: LLaVA, ShareGPT (messages) and VLGuard records, with line-accurate errors.
 
 A file is a JSON list (``llava.json``, ``sharegpt.json`` from ``visalign vsfa data``) or JSON lines. Image paths
-are relative to ``image_root`` (default: the file's folder). ``<image>`` in a turn marks where its images go; a
+are relative to ``image_root`` (default: the file's folder) and may not climb out of it with ``..``; absolute paths
+are taken as they are (users point at their own images). ``<image>`` in a turn marks where its images go; a
 record with images and no marker shows them before the first user message. Every image is decoded once while
 reading (a truncated file is a bad record then, not an error at step N) and only its size is kept; the pixels are
 loaded again when a batch is built, so a large set costs no memory up front.
@@ -16,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from PIL import Image
@@ -138,10 +139,29 @@ def _image_list(value: Any) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
-        return [value]
+        return [_within_root(value)]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
+        return [_within_root(v) for v in value]
     raise _BadRecord("images must be a path or a list of paths")
+
+
+def _within_root(image: str) -> str:
+    """``image``, unless it is a relative path that climbs out of the image root with ``..`` (a bad record).
+
+    Training sets are often third-party (LLaVA, ShareGPT, VLGuard records): one whose paths climb out would train a
+    shareable adapter on whatever pictures lie there. The project's exporters write ``images/<sha256>.png``. An
+    absolute path stays allowed: it is how users point at their own images, and a climbing path is never needed
+    (``data.image_root`` moves the root instead).
+    """
+    if PurePath(image).is_absolute():
+        return image
+    parts = PurePath(os.path.normpath(image)).parts if image else ()
+    if parts[:1] == ("..",):
+        raise _BadRecord(
+            f"image path {image!r} climbs out of the image root with '..'; give a path under data.image_root (default: "
+            "the data file's folder) or an absolute one"
+        )
+    return image
 
 
 def _turns_from(messages: Any, role_key: str, text_key: str) -> list[tuple[str, str]]:
@@ -316,7 +336,8 @@ def load_training_set(
     Args:
         path: the JSON list or JSON-lines file.
         fmt: ``auto`` (per record, from its keys), ``llava``, ``sharegpt`` or ``vlguard``.
-        image_root: folder that relative image paths start from; default: the file's folder.
+        image_root: folder that relative image paths start from; default: the file's folder. A relative path
+            that climbs out of it with ``..`` makes a bad record; an absolute path is used as it is.
         limit: keep only the first ``limit`` examples.
         on_bad_record: ``error`` raises at the first bad record; ``skip`` leaves it out and reports it in
             ``TrainingSet.bad_records`` (line, id, error).
@@ -325,8 +346,8 @@ def load_training_set(
 
     Raises:
         VisalignError: the file is missing, is not JSON, has no usable example, or (``on_bad_record=error``) a
-            record is malformed, names a missing or unreadable image, or fails ``check``; the message names the file
-            and line.
+            record is malformed, names a missing or unreadable image (or a relative one outside ``image_root``), or
+            fails ``check``; the message names the file and line.
     """
     path = Path(path)
     if not path.is_file():
