@@ -171,7 +171,7 @@ class FailingSystem:
 
 
 @pytest.mark.parametrize(("status", "answered_before", "stops"), [
-    (500, True, False),  # an earlier session's answer: the endpoint worked, rows that fail do not stop a resume
+    (500, True, True),  # answered before, down now (a resume while the server is still down): it stops too
     (400, False, False),  # each request rejected on its own says nothing about the endpoint
     (500, False, True),
     (403, True, True),  # no key gets past a 403, answers or not
@@ -223,3 +223,30 @@ def test_the_eval_command_exits_2_naming_the_report_when_a_system_stopped(tmp_pa
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"error: {tmp_path / 'run' / 'report.html'}: written, but answers failed (served {SAMPLES};")
     assert "sk-standin-wrong" not in err and (tmp_path / "run" / "report.html").is_file()
+
+
+class DyingSystem(FailingSystem):
+    """Answers its first ``lives`` prompts, then every request fails with a 503 (a server that went down)."""
+
+    def __init__(self, lives: int) -> None:
+        super().__init__(503)
+        self.lives = lives
+
+    def respond(self, prompts):
+        down = super().respond(prompts)  # counts them as asked
+        first = self.asked - len(prompts)
+        return ["Sure." if first + i < self.lives else error for i, error in enumerate(down)]
+
+
+def test_a_system_that_dies_mid_run_stops_after_a_few_failures_in_a_row(tmp_path, bench):
+    config = BenchmarkConfig(name="xstest", source=str(bench / "xstest" / "xstest_prompts.csv"), limit=SAMPLES)
+    rows = [load_rows(config, base_dir=tmp_path, attack_dir=tmp_path / "attacks", seed=0)]
+    store = JsonlStore(tmp_path / "records.jsonl")
+    system = DyingSystem(lives=3)
+    with store, Progress(disable=True) as progress:
+        breaker = evaluate_system(system, rows, store, refusal_judge=get_refusal_judge(), llm_judges=[],
+                                  chunk_size=4, progress=progress)  # fmt: skip
+    assert breaker.stopped is not None and "5 failed requests in a row" in breaker.stopped
+    # chunks of 4: three answers and a failure, then four more failures make five in a row; nothing more is asked
+    assert system.asked == 3 + MAX_FAILURES_IN_A_ROW < SAMPLES
+    assert breaker.failed == SAMPLES - 3

@@ -268,13 +268,16 @@ class AnswerBreaker:
     The LLM judges' rule (:mod:`visalign.evaluation.llm_judges.base`), so a dead system costs a few requests'
     retries instead of every sample's: it stops at once on a status no later request gets past
     (``FATAL_STATUSES``: a wrong key, no access, a wrong URL or model name), and after ``MAX_FAILURES_IN_A_ROW``
-    failures of the endpoint (no answer, a timeout, a 5xx or 429 past the client's retries) while the system has
-    never answered: records answered by earlier sessions count, as in the vsfa stages, so a resume left with rows
-    that always fail is not stopped by them. A request rejected on its own (another 4xx) fails alone.
+    failures of the endpoint in a row (no answer, a timeout, a 5xx or 429 past the client's retries; an answer
+    resets the count), whether it answered before or not: a server that went down mid-run, or is still down on a
+    resume, is as dead as one that never answered. A request rejected on its own (another 4xx) fails alone and
+    does not break the row. Until the system answers, and again after an endpoint failure, prompts go a few at a
+    time (see :func:`_chunks`), so a dead endpoint is asked little.
 
     Attributes:
         system: the system's name.
         answered: whether the system has answered once (in this run, or in a record stored before).
+        endpoint_failures: endpoint failures since its last answer.
         failed: this run's answers lost to the endpoint, those not asked after the stop included.
         last_error: the last failed request's message.
         stopped: why no more requests are sent (also each unasked record's error), once it stops.
@@ -285,7 +288,7 @@ class AnswerBreaker:
     failed: int = 0
     last_error: str | None = None
     stopped: str | None = None
-    _endpoint_failures: int = 0
+    endpoint_failures: int = 0
 
     def respond(self, system: System, prompts: list[Prompt]) -> list[str | BaseException]:
         """``system.respond(prompts)``, counted; once stopped, an error per prompt and no request."""
@@ -293,15 +296,17 @@ class AnswerBreaker:
             self.failed += len(prompts)
             return [_Unasked(self.stopped)] * len(prompts)
         answers = system.respond(prompts)
-        self.answered = self.answered or any(not isinstance(a, BaseException) for a in answers)
-        for answer in answers:
+        for answer in answers:  # in prompt order: "in a row" is the order they were asked in
             self._count(answer)
         return answers
 
     def _count(self, answer: str | BaseException) -> None:
         from visalign.clients import ClientError
 
-        if not isinstance(answer, ClientError):  # an answer, or a prompt a local model cannot take
+        if not isinstance(answer, BaseException):
+            self.answered, self.endpoint_failures = True, 0
+            return
+        if not isinstance(answer, ClientError):  # a prompt a local model cannot take
             return
         self.failed += 1
         self.last_error = " ".join(str(answer).split())  # the client's message: URL and key already hidden
@@ -311,10 +316,10 @@ class AnswerBreaker:
         elif status is not None and 400 <= status < 500 and status not in (408, 429):
             return  # this request alone was rejected
         else:
-            self._endpoint_failures += 1
-            if self.answered or self._endpoint_failures < MAX_FAILURES_IN_A_ROW:
+            self.endpoint_failures += 1
+            if self.endpoint_failures < MAX_FAILURES_IN_A_ROW:
                 return
-            why = f"{self._endpoint_failures} failed requests and no answer"
+            why = f"{self.endpoint_failures} failed requests in a row"
         if self.stopped is None:
             self.stopped = (f"system {self.system!r} stopped sending requests after {why} (last: {self.last_error}); "
                             "once that is fixed, re-run the same command: answered records are kept and the failed "
@@ -344,13 +349,17 @@ def _answered_before(system: System, rows: list[BenchmarkRows], store: JsonlStor
 
 
 def _chunks(todo: list[Sample], chunk_size: int, breaker: AnswerBreaker, *, probe: bool) -> Iterator[list[Sample]]:
-    """``todo`` in chunks; with ``probe``, small ones until the system answers, so a dead endpoint is asked little.
+    """``todo`` in chunks; with ``probe``, small ones until the system answers and after an endpoint failure.
+
+    So a dead endpoint, or one that died mid-run, is asked a few prompts (each retried by the client) before the
+    breaker stops it, not a whole chunk.
 
     Read lazily: each chunk's size is decided after the previous one was answered and counted.
     """
     start = 0
     while start < len(todo):
-        size = chunk_size if breaker.answered or not probe else min(chunk_size, MAX_FAILURES_IN_A_ROW)
+        cautious = probe and (not breaker.answered or breaker.endpoint_failures > 0)
+        size = min(chunk_size, MAX_FAILURES_IN_A_ROW) if cautious else chunk_size
         yield todo[start : start + size]
         start += size
 

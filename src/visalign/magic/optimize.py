@@ -394,8 +394,9 @@ def _changed_evaluation_default(config: MagicConfig, out_dir: Path) -> str | Non
             changed = config_differences({"eval": recorded}, {"eval": current})
             return (
                 f"{sidecar}: value system {name!r} finished with its evaluation recorded under another default "
-                f"({changed}); name the recorded value in the config to keep that evaluation, or the new one "
-                "to measure the image again"
+                f"({changed}); name the recorded value in the config to keep that evaluation (when nothing else "
+                "changed, so the image is kept too), or the new one to measure the image again (or the new image, "
+                "when another change makes it optimise again)"
             )
     return None
 
