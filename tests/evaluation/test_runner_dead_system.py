@@ -250,3 +250,34 @@ def test_a_system_that_dies_mid_run_stops_after_a_few_failures_in_a_row(tmp_path
     # chunks of 4: three answers and a failure, then four more failures make five in a row; nothing more is asked
     assert system.asked == 3 + MAX_FAILURES_IN_A_ROW < SAMPLES
     assert breaker.failed == SAMPLES - 3
+
+
+class SlowSystem(FailingSystem):
+    """Answers its first ``lives`` prompts, then every request runs out of time (no status): slow or hung."""
+
+    def __init__(self, lives: int) -> None:
+        super().__init__(None)
+        self.lives = lives
+
+    def respond(self, prompts):
+        first, self.asked = self.asked, self.asked + len(prompts)
+        timeout = ClientError("POST http://x/v1/chat/completions failed after 6 attempts, last: timed out after 60.0 s",
+                              timed_out=True)  # fmt: skip
+        return ["Sure." if first + i < self.lives else timeout for i in range(len(prompts))]
+
+
+@pytest.mark.parametrize(("lives", "stops"), [(1, False), (0, True)])
+def test_timeouts_stop_only_a_system_that_never_answered(tmp_path, bench, lives, stops):
+    # One that answered is alive and slow on long answers (a system config has no timeout to raise); one that
+    # never answered may be hung, and is stopped like any dead endpoint.
+    config = BenchmarkConfig(name="xstest", source=str(bench / "xstest" / "xstest_prompts.csv"), limit=SAMPLES)
+    rows = [load_rows(config, base_dir=tmp_path, attack_dir=tmp_path / "attacks", seed=0)]
+    store = JsonlStore(tmp_path / "records.jsonl")
+    system = SlowSystem(lives)
+    with store, Progress(disable=True) as progress:
+        breaker = evaluate_system(system, rows, store, refusal_judge=get_refusal_judge(), llm_judges=[],
+                                  chunk_size=4, progress=progress)  # fmt: skip
+    assert (breaker.stopped is not None) == stops
+    # stopped: asked until five timed out in a row (two chunks of 4), not all twelve
+    assert system.asked == (8 if stops else SAMPLES)
+    assert breaker.failed == SAMPLES - lives

@@ -453,6 +453,7 @@ class ApiClient:
             f"POST {shown} failed after {self.max_retries + 1} attempts, last: {last_error}; {hint}",
             url=shown,
             status=last_status,
+            timed_out=last_error.startswith("timed out"),
         )
 
     def _hold_back(self, seconds: float) -> None:

@@ -18,12 +18,16 @@ class ClientError(VisalignError):
         message: the one-line explanation.
         url: the endpoint, already stripped of secrets.
         status: the last HTTP status seen, if any.
+        timed_out: the last attempt ran out of time (a server that is slow, or one that hangs).
     """
 
-    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, url: str | None = None, status: int | None = None, timed_out: bool = False
+    ) -> None:
         super().__init__(message)
         self.url = url
         self.status = status
+        self.timed_out = timed_out
 
 
 class InvalidImageError(ClientError):

@@ -271,8 +271,9 @@ class AnswerBreaker:
     failures of the endpoint in a row (no answer, a timeout, a 5xx or 429 past the client's retries; an answer
     resets the count), whether it answered before or not: a server that went down mid-run, or is still down on a
     resume, is as dead as one that never answered. A request rejected on its own (another 4xx) fails alone and
-    does not break the row. Until the system answers, and again after an endpoint failure, prompts go a few at a
-    time (see :func:`_chunks`), so a dead endpoint is asked little.
+    does not break the row, and so does a timeout once the system has answered (slow on long answers, not down).
+    Until the system answers, and again after an endpoint failure, prompts go a few at a time (see
+    :func:`_chunks`), so a dead endpoint is asked little.
 
     Attributes:
         system: the system's name.
@@ -315,6 +316,10 @@ class AnswerBreaker:
             why = f"an HTTP {status} answer"
         elif status is not None and 400 <= status < 500 and status not in (408, 429):
             return  # this request alone was rejected
+        elif answer.timed_out and self.answered:
+            # a system that answers, and then runs out of time on some prompts (long answers from a slow server),
+            # is alive; its timeout is not a setting a system config has, so stopping it would stop every re-run
+            return
         else:
             self.endpoint_failures += 1
             if self.endpoint_failures < MAX_FAILURES_IN_A_ROW:
