@@ -1,4 +1,4 @@
-"""Reading torch ``.pt`` files with torch's weights-only unpickler, and telling its refusals from damage.
+"""Reading torch ``.pt`` files with the weights-only unpickler: what a failed load raises, and refusal versus damage.
 
 Run folders get shared and copied ("continue this run"), and a full unpickle runs whatever a planted file names
 before any check could look at it; so checkpoints are read with ``torch.load(weights_only=True)``. When that load
@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
+
+#: What ``torch.load`` raises for a file it cannot read: EOFError for an empty file, OSError (EINVAL, no file name)
+#: for a cut zip or a missing one, RuntimeError or UnpicklingError for garbled contents (and a refused object).
+LOAD_ERRORS = (EOFError, OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile)
 
 # How torch's weights-only unpickler names an object it refuses (a global, a blocked module's global, a class to
 # build or a call), as opposed to bytes it cannot parse at all ("Unsupported operand"), which is damage.
@@ -25,3 +30,8 @@ def refused_object(exc: BaseException) -> str | None:
     """
     found = _REFUSED_OBJECT.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
     return next(name for name in found.groups() if name) if found else None
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` as ``Type: message`` on one line, for an error message that names a file."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

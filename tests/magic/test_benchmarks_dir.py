@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import visalign.magic.config as magic_config
+import visalign.paths as paths
 from visalign.errors import VisalignError
 from visalign.magic.config import DataConfig
 from visalign.magic.data import load_training_set
@@ -42,7 +42,7 @@ def test_the_default_is_shared_benchmarks_beside_the_working_directory(checkout,
 def test_an_installed_package_never_looks_inside_its_virtualenv(tmp_path, monkeypatch):
     # The package as a plain `pip install` lays it out; run from a folder with no ../shared/benchmarks.
     site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
-    monkeypatch.setattr(magic_config, "__file__", str(site / "visalign" / "magic" / "config.py"))
+    monkeypatch.setattr(paths, "__file__", str(site / "visalign" / "paths.py"))
     monkeypatch.delenv("VISALIGN_BENCHMARKS", raising=False)
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")

@@ -6,25 +6,13 @@ an output folder (a shared or copied run) ran its code first and was refused onl
 
 from __future__ import annotations
 
-import pathlib
-from pathlib import Path
-
 import torch
+from planted_pickle import TouchOnUnpickle, error_of
 
 from visalign.errors import VisalignError
 from visalign.magic import optimize_magic_images
 
 from .helpers import make
-
-
-class TouchOnUnpickle:
-    """Pickles as a call to ``Path.touch(marker)``: unpickling it with a full unpickler creates the marker."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
 
 
 def test_a_planted_checkpoint_is_refused_in_one_line_and_never_runs(tmp_path, tiny_checkpoints):
@@ -40,12 +28,7 @@ def test_a_planted_checkpoint_is_refused_in_one_line_and_never_runs(tmp_path, ti
     marker = tmp_path / "MARKER"
     # the right resume key, so that nothing but the unpickler stands in the way
     torch.save({**state, "history": [*state["history"], TouchOnUnpickle(marker)]}, checkpoint)
-    try:
-        optimize_magic_images(make(tmp_path, model), out)
-    except Exception as exc:  # which error, if any, is asserted after the marker: old code fails there first
-        stopped: Exception | None = exc
-    else:
-        stopped = None
+    stopped = error_of(lambda: optimize_magic_images(make(tmp_path, model), out))
     assert not marker.exists(), "the planted pickle ran"
     assert isinstance(stopped, VisalignError), stopped
     message = str(stopped)

@@ -8,30 +8,19 @@ scoped to the load.
 
 from __future__ import annotations
 
-import pathlib
 import random
 import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from planted_pickle import TouchOnUnpickle, error_of
 from train_support import Crash, one_thread, validated_config, write_dataset
 
 from visalign.errors import VisalignError
 from visalign.vsfa.training import train
 from visalign.vsfa.training.checkpoint import _torch_load, rng_state, set_rng_state
-
-
-class TouchOnUnpickle:
-    """Pickles as a call to ``Path.touch(marker)``: unpickling it with a full unpickler creates the marker."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
 
 
 @pytest.fixture(autouse=True)
@@ -65,12 +54,7 @@ def test_a_planted_pickle_is_refused_in_one_line_and_never_runs(killed, tmp_path
     marker = tmp_path / "MARKER"
     torch.save({"state": TouchOnUnpickle(marker)}, checkpoint / name)  # a whole zip: the quick damage check passes
 
-    try:
-        train(killed.config, run)
-    except Exception as exc:  # which error, if any, is asserted after the marker: old code fails there first
-        stopped: Exception | None = exc
-    else:
-        stopped = None
+    stopped = error_of(lambda: train(killed.config, run))
     assert not marker.exists(), "the planted pickle ran"
     assert isinstance(stopped, VisalignError), stopped
     message = str(stopped)

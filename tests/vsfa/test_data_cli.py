@@ -13,6 +13,13 @@ from standin import scripted_reply
 from visalign.testing import StandInServer
 
 
+def start_data_run(config, out) -> subprocess.Popen:
+    """``visalign vsfa data`` in a child process, to be stopped by a signal mid-run."""
+    args = [sys.executable, "-m", "visalign", "vsfa", "data", "--config", str(config), "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ)
+
+
 def _lines(path):
     return path.read_text().splitlines() if path.exists() else []
 
@@ -27,9 +34,7 @@ def test_sigkill_midway_then_resume_matches_an_uninterrupted_run(corpus, tmp_pat
     with StandInServer(reply=scripted_reply, latency_s=0.15) as server:
         config = write_yaml(tmp_path / "run.yaml", api_config(server.base_url, corpus))
         out = tmp_path / "run"
-        args = [sys.executable, "-m", "visalign", "vsfa", "data", "--config", str(config), "--out", str(out),
-                "--no-progress"]  # fmt: skip
-        process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ)
+        process = start_data_run(config, out)
         deadline = time.monotonic() + 60
         while len(_lines(out / "images.jsonl")) < 3 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.01)
@@ -162,3 +167,26 @@ def test_the_summary_names_service_errors_that_a_re_run_tries_again(corpus, tmp_
         f"{tmp_path / 'o' / 'dataset'}: 10 examples, 30 pairs (0 rejected by the neutrality filter); failed: scenes 0, "
         "images 0, vqa 0; service errors, tried again by a re-run: scenes 1, images 0, vqa 0"
     )
+
+
+def test_ctrl_c_exits_130_with_a_message_and_the_run_resumes(corpus, tmp_path):
+    with StandInServer(reply=scripted_reply, latency_s=0.15) as server:
+        config = write_yaml(tmp_path / "run.yaml", api_config(server.base_url, corpus))
+        out = tmp_path / "run"
+        process = start_data_run(config, out)
+        images = out / "images.jsonl"
+        deadline = time.monotonic() + 60
+        while not (images.exists() and images.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.poll() is None, "the job ended before it could be interrupted"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, stderr
+        assert stderr.decode().strip().splitlines()[-1] == (
+            "interrupted; finished work is kept: re-run the same command to resume"
+        )
+        assert not (out / "dataset" / "llava.json").exists()
+
+        resumed = run_cli("vsfa", "data", "--config", str(config), "--out", str(out), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "12 examples, 36 pairs" in resumed.stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from visalign.config import JobConfig
 from visalign.devices import DeviceName, DtypeName
 from visalign.evaluation.judges.registry import DEFAULT_REFUSAL_JUDGE
+from visalign.paths import default_benchmarks_dir
 
 #: Benchmarks whose licence allows evaluation only: a training config that names one is rejected.
 TEST_ONLY_BENCHMARKS = {"mossbench": "MOSSBench (CC BY-SA 4.0) is released for test use only, not for training"}
@@ -62,30 +62,11 @@ class SourceConfig(_Section):
         return self
 
 
-def default_benchmarks_dir() -> Path:
-    """The benchmarks folder a config that names none reads: ``$VISALIGN_BENCHMARKS``, else ``../shared/benchmarks``.
-
-    ``../shared/benchmarks`` is read from the working directory, as every relative path of a Magic Image config is
-    (the shipped configs are run from the repository root, where the tests find the folder too); else, when the
-    package runs from a source checkout (an editable install) with that folder beside it, that one. Never from
-    where an installed package lives: in a virtualenv that would be a folder inside it.
-    """
-    explicit = os.environ.get("VISALIGN_BENCHMARKS")
-    if explicit:
-        return Path(explicit).expanduser()
-    here = Path.cwd().parent / "shared" / "benchmarks"
-    checkout = Path(__file__).resolve().parents[3]  # src/visalign/magic/config.py -> the checkout
-    beside = checkout.parent / "shared" / "benchmarks"
-    if not here.is_dir() and (checkout / "pyproject.toml").is_file() and beside.is_dir():
-        return beside
-    return here
-
-
 class DataConfig(_Section):
     """Where requests come from.
 
     Attributes:
-        benchmarks_dir: folder of the published benchmark files; default :func:`default_benchmarks_dir`
+        benchmarks_dir: folder of the published benchmark files; default :func:`visalign.paths.default_benchmarks_dir`
             (``$VISALIGN_BENCHMARKS``, else ``../shared/benchmarks`` from the working directory).
         sources: the request sets, harmful and benign mixed.
     """

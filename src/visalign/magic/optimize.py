@@ -16,9 +16,7 @@ import io
 import json
 import logging
 import os
-import pickle
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +52,7 @@ from visalign.models import (
 )
 from visalign.models.loading import weights_digest
 from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json, config_differences
-from visalign.unpickling import refused_object
+from visalign.unpickling import LOAD_ERRORS, describe, refused_object
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -94,7 +92,7 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict:
     """
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+    except LOAD_ERRORS as exc:
         refused = refused_object(exc)  # not damage: a file built to run code, or none this code wrote
         if refused is not None:
             raise VisalignError(
@@ -102,9 +100,8 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict:
                 "resume only from an output folder you trust, or delete the file and run the same command again to "
                 "optimise this value system from step 0"
             ) from None
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise VisalignError(
-            f"{path}: damaged checkpoint ({detail}); delete it and run the same command again to optimise this "
+            f"{path}: damaged checkpoint ({describe(exc)}); delete it and run the same command again to optimise this "
             "value system from step 0"
         ) from None
 

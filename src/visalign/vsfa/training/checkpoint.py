@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import random
 import shutil
 import zipfile
@@ -35,18 +34,16 @@ from visalign.config import JobConfig
 from visalign.errors import VisalignError
 from visalign.runs import RunDir, atomic_write_json, replace_dir, scrub_secrets
 from visalign.runs import config_hash as runs_config_hash
-from visalign.unpickling import refused_object
+from visalign.unpickling import LOAD_ERRORS, describe, refused_object
 from visalign.vsfa.training.config import VsfaTrainConfig
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
 # Under these the weights and optimiser state are sharded over processes: accelerate saves and restores them.
 _SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
-# What decoding a cut-short, zeroed or garbled checkpoint file raises: torch.load gives EOFError for an empty file,
-# OSError (EINVAL, no file name) for a truncated zip, RuntimeError or UnpicklingError for garbled contents; json
-# gives a ValueError; safetensors its own error. A missing or unreadable file is an OSError too.
-_DECODE_ERRORS = (EOFError, OSError, RuntimeError, ValueError, pickle.UnpicklingError, SafetensorError,
-                  zipfile.BadZipFile)  # fmt: skip
+# What decoding a cut-short, zeroed or garbled checkpoint file raises: torch.load's errors (LOAD_ERRORS), json's
+# ValueError, and safetensors' own error.
+_DECODE_ERRORS = (*LOAD_ERRORS, ValueError, SafetensorError)
 
 # What the .pt files may name beyond torch's weights-only allow-list of tensors and plain containers: NumPy's
 # legacy RNG state in rng-<rank>.pt, a tuple whose key is a uint32 array (pickled as _reconstruct, ndarray and its
@@ -111,7 +108,7 @@ def checkpoint_damage(path: Path) -> str | None:
     try:
         step = json.loads((path / "state.json").read_text()).get("step")
     except (OSError, ValueError, AttributeError) as exc:  # AttributeError: JSON that is not an object
-        return f"{path / 'state.json'}: damaged ({_one_line(exc)})"
+        return f"{path / 'state.json'}: damaged ({describe(exc)})"
     if not isinstance(step, int):
         return f"{path / 'state.json'}: damaged (no step recorded)"
     for file in sorted(f for f in path.iterdir() if f.is_file()):
@@ -133,12 +130,8 @@ def _file_damage(file: Path) -> str | None:
             with zipfile.ZipFile(file):
                 pass
     except (OSError, ValueError, SafetensorError, zipfile.BadZipFile) as exc:
-        return _one_line(exc)
+        return describe(exc)
     return None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _read(file: Path, load: Callable[[Path], _T]) -> _T:
@@ -152,7 +145,7 @@ def _read(file: Path, load: Callable[[Path], _T]) -> _T:
                 f"{file}: holds Python objects a checkpoint never does ({refused}), so it was not loaded; resume "
                 f"only from a run folder you trust, or {_way_on(file.parent)}"
             ) from None
-        raise VisalignError(f"{file}: damaged checkpoint file ({_one_line(exc)}); {_way_on(file.parent)}") from None
+        raise VisalignError(f"{file}: damaged checkpoint file ({describe(exc)}); {_way_on(file.parent)}") from None
 
 
 def _way_on(checkpoint: Path) -> str:
