@@ -43,6 +43,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText
 
 from visalign.models import assistant, load_vlm, user
+from visalign.vsfa.training.compilation import compile_blocks
 from visalign.vsfa.training.config import LoraConfig
 from visalign.vsfa.training.lora import apply_lora, lora_target_pattern, set_train_mode
 from visalign.vsfa.training.trainer import LabelledLoss
@@ -140,14 +141,10 @@ def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool =
         vlm.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     apply_lora(vlm, LoraConfig(rank=16, alpha=32, dropout=0.0))
     set_train_mode(vlm, train_projector=False)
-    if compile_layers:
-        for layer in vlm.model.get_submodule(vlm.family.modules.language_model).layers:
-            layer.compile()
-    if compile_vision or vision_graphs:
-        # reduce-overhead replays each frozen block as a CUDA graph: no per-kernel launch cost in the tower
-        mode = "reduce-overhead" if vision_graphs else None
-        for block in vlm.model.get_submodule(vlm.family.modules.vision_tower).blocks:
-            block.compile(mode=mode)
+    # the trainer's compile: true is compile_blocks(vlm): decoder layers and vision blocks ("compile+vision");
+    # reduce-overhead replays each frozen vision block as a CUDA graph: no per-kernel launch cost in the tower
+    compile_blocks(vlm, language=compile_layers, vision=compile_vision or vision_graphs,
+                   vision_mode="reduce-overhead" if vision_graphs else None)
     params = [p for p in vlm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda" or None)
     half = vlm.model.dtype in (torch.bfloat16, torch.float16)  # the trainer's rule: no autocast for float32

@@ -157,6 +157,15 @@ def test_module_names_point_at_the_parts(family_vlm):
     assert not lm_params & {id(p) for p in tower.parameters()}
     assert not lm_params & {id(p) for p in projector.parameters()}
     assert sum(p.numel() for p in language_model.parameters()) > 0
+    # the repeated blocks that compile_blocks compiles: every layer of each part, inside that part
+    layers = vlm.model.get_submodule(names.decoder_layers)
+    blocks = vlm.model.get_submodule(names.vision_blocks)
+    assert isinstance(layers, torch.nn.ModuleList) and len(layers) == vlm.model.config.text_config.num_hidden_layers
+    assert all(type(layer).__name__.endswith("DecoderLayer") for layer in layers)
+    vision_config = vlm.model.config.vision_config
+    depth = getattr(vision_config, "depth", None) or vision_config.num_hidden_layers  # Qwen: depth; CLIP: layers
+    assert isinstance(blocks, torch.nn.ModuleList) and len(blocks) == depth
+    assert {id(p) for p in blocks.parameters()} <= {id(p) for p in tower.parameters()}
 
 
 def test_single_image_families_refuse_two_images(family_vlm):

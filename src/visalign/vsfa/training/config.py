@@ -94,7 +94,9 @@ class VsfaTrainConfig(JobConfig):
         default="auto", description="weights dtype; auto: bfloat16 on GPU, float32 on CPU"
     )
     attn_implementation: str | None = Field(default=None, description="sdpa, eager, flash_attention_2 ...")
-    compile: bool = Field(default=False, description="torch.compile the language model's decoder layers")
+    compile: bool = Field(
+        default=False, description="torch.compile each decoder layer of the language model and each vision block"
+    )
     autocast: bool | None = Field(
         default=None,
         description="run each step under torch.autocast in the weights' dtype, so the float32 LoRA matrices "

@@ -34,6 +34,7 @@ from visalign.vsfa.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from visalign.vsfa.training.compilation import compile_blocks
 from visalign.vsfa.training.config import VsfaTrainConfig
 from visalign.vsfa.training.dataset import Example, TrainingSet, load_training_set
 from visalign.vsfa.training.lora import apply_lora, set_train_mode
@@ -401,8 +402,7 @@ def train(
     peft_model = apply_lora(vlm, config.lora)
     set_train_mode(vlm, train_projector=config.lora.train_projector)
     if config.compile:
-        for layer in vlm.model.get_submodule(vlm.family.modules.language_model).layers:
-            layer.compile()
+        compile_blocks(vlm)
     params = [p for p in vlm.model.parameters() if p.requires_grad]
     optimizer = _optimizer(params, config, accelerator.device)
     scheduler = get_scheduler(_SCHEDULES[config.optim.schedule], optimizer,
