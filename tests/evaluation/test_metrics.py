@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from visalign.errors import VisalignError
@@ -84,3 +86,17 @@ def test_bad_input_is_a_clear_error():
         attack_success_rate(["refusal", "maybe"])
     with pytest.raises(VisalignError, match="2 categories but 1 values"):
         per_category(["a", "b"], ["refusal"], refusal_rate)
+
+
+def test_the_mean_score_interval_does_not_depend_on_the_order_of_the_scores():
+    # resampled positions of the scores as listed gave 4 different intervals over 10 orders of these 20 scores
+    scores = [1, 2, 5, 3, 4, 5, 1, 1, 2, 5, 4, 3, 2, 5, 5, 1, 3, 4, 2, 1, None]
+    intervals = set()
+    for seed in range(10):
+        shuffled = scores[:]
+        random.Random(seed).shuffle(shuffled)
+        intervals.add(mean_score(shuffled))
+    assert intervals == {mean_score(scores)}
+    score = mean_score(scores)
+    assert (score.mean, score.n, score.missing) == (2.95, 20, 1)
+    assert score.ci_low < 2.95 < score.ci_high

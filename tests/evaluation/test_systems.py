@@ -12,7 +12,7 @@ from peft import LoraConfig, get_peft_model
 import visalign.evaluation.systems as systems_module
 from visalign.evaluation.config import EvalConfig, SystemConfig
 from visalign.evaluation.runner import run_eval
-from visalign.evaluation.systems import SystemFactory
+from visalign.evaluation.systems import SystemFactory, local_precision
 from visalign.models import load_vlm
 from visalign.models.random_checkpoints import write_random_checkpoint
 
@@ -64,8 +64,9 @@ def test_release_keeps_the_models_later_systems_use(tmp_path, base_and_adapter):
     tuned = SystemConfig(name="vsfa", model=str(base), adapter=adapter, allow_model_mismatch=True)
     api = SystemConfig(name="api", backend="openai", model="m", base_url="http://127.0.0.1:9/v1", api_key_env=None)
     factory.build(plain), factory.build(tuned)
-    assert factory.loaded() == [(str(base), None), (str(base), str(adapter))]
+    dtype = local_precision(plain)[0]  # float32 on a CPU
+    assert factory.loaded() == [(str(base), None, dtype), (str(base), str(adapter), dtype)]
     factory.release(keep=[tuned, api])
-    assert factory.loaded() == [(str(base), str(adapter))]
+    assert factory.loaded() == [(str(base), str(adapter), dtype)]
     factory.release()
     assert factory.loaded() == []

@@ -20,9 +20,11 @@ def test_a_planted_checkpoint_is_refused_in_one_line_and_never_runs(tmp_path, ti
     out = tmp_path / "run"
     optimize_magic_images(make(tmp_path, model, name="half.yaml", optim={"steps": 2}), out)
     checkpoint = out / "work" / "standard" / "checkpoint.pt"
-    # what the optimiser writes loads under weights_only: key, step, pixels, Adam state and the step log
+    # what the optimiser writes loads under weights_only: key, step, pixels, Adam state, the step log and the
+    # weights' dtype and device type
     state = torch.load(checkpoint, weights_only=True)
-    assert set(state) == {"key", "step", "pixels", "optimizer", "history"} and state["step"] == 2
+    assert set(state) == {"key", "step", "pixels", "optimizer", "history", "dtype", "device_type"}
+    assert state["step"] == 2
     assert [entry["step"] for entry in state["history"]] == [1, 2]
 
     marker = tmp_path / "MARKER"

@@ -79,7 +79,7 @@ def test_a_benign_answer_cut_at_its_budget_is_trained_without_an_end_of_turn(tin
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "llava", "llava_next"])
 def test_every_family_has_a_template_identity_that_follows_its_template_file(tmp_path, tiny_checkpoints, family):
-    from visalign.magic.data import template_identity
+    from visalign.models.identity import template_identity
 
     model = shutil.copytree(tiny_checkpoints[family], tmp_path / family)
     before = template_identity(load_vlm(str(model), device="cpu"))

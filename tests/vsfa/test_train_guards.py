@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 from cli_in_process import run_in_process as run_cli
-from train_support import Crash, noise_png, one_thread, validated_config, write_dataset
+from train_support import Crash, crash_at_3, killed_after_step_3, noise_png, one_thread, validated_config, write_dataset
 
 from visalign.config import JobConfig
 from visalign.errors import VisalignError
@@ -19,7 +19,7 @@ from visalign.evaluation.systems import SystemFactory
 from visalign.models import weights_fingerprint
 from visalign.models.random_checkpoints import write_random_checkpoint
 from visalign.runs import config_hash, scrub_secrets
-from visalign.vsfa.training import VsfaTrainConfig, load_adapter, merge_adapter, read_metrics, train
+from visalign.vsfa.training import load_adapter, merge_adapter, read_metrics, train
 from visalign.vsfa.training.checkpoint import check_resumable
 
 
@@ -28,23 +28,12 @@ def _threads():
     one_thread()
 
 
-def _crash_at_3(metrics):
-    if metrics["step"] == 3:
-        raise Crash
-
-
-def _killed_after_step_3(config: VsfaTrainConfig, out) -> None:
-    with pytest.raises(Crash):
-        train(config, out, on_step=_crash_at_3)
-    assert [m["step"] for m in read_metrics(out)] == [1, 2, 3]
-
-
 def _whole_and_killed_runs(tiny_checkpoints, tmp_path):
     """The data, a config, the run trained through, and the same run killed after step 3 (checkpoint: step 2)."""
     data = write_dataset(tmp_path / "data", "llava")
     config = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=2)
     whole = train(config, tmp_path / "whole")
-    _killed_after_step_3(config, tmp_path / "run")
+    killed_after_step_3(config, tmp_path / "run")
     return data, config, whole, tmp_path / "run"
 
 
@@ -52,7 +41,7 @@ def test_resuming_after_the_images_were_redrawn_is_refused_and_restoring_them_re
     data = write_dataset(tmp_path / "data", "llava")
     config = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=2)
     run = tmp_path / "run"
-    _killed_after_step_3(config, run)
+    killed_after_step_3(config, run)
     originals = {p: p.read_bytes() for p in (tmp_path / "data" / "images").iterdir()}
     # same file names, same llava.json: only the pixels changed
     for i in range(8):
@@ -75,7 +64,7 @@ def test_resuming_on_a_rebuilt_base_model_is_refused(tmp_path):
     data = write_dataset(tmp_path / "data", "llava")
     config = validated_config(base, data, epochs=2, checkpoint_every=2)
     run = tmp_path / "run"
-    _killed_after_step_3(config, run)
+    killed_after_step_3(config, run)
     state = json.loads((run / "checkpoints" / "step-00000002" / "state.json").read_text())
     assert state["base_fingerprint"] == before and len(before) == 16
     write_random_checkpoint("llava", base, seed=1)  # rebuilt in place: same path, other weights
@@ -171,7 +160,7 @@ def test_a_torn_last_metrics_line_is_dropped_and_the_run_resumes(tiny_checkpoint
     data = write_dataset(tmp_path / "data", "llava")
     config = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=2)
     run = tmp_path / "run"
-    _killed_after_step_3(config, run)
+    killed_after_step_3(config, run)
     torn = '{"step": 4, "epoch": 0, "loss": 2.3'  # killed mid-write
     with open(run / "metrics.jsonl", "a") as handle:
         handle.write(torn)
@@ -225,7 +214,7 @@ def test_a_run_folder_from_before_the_hash_split_resumes_after_the_upgrade(tiny_
     assert [m["loss"] for m in read_metrics(run)] == pytest.approx([m["loss"] for m in read_metrics(whole.out)],
                                                                    abs=1e-6)  # fmt: skip
     other = tmp_path / "other"  # an old folder of another config is still refused
-    _killed_after_step_3(config, other)
+    killed_after_step_3(config, other)
     (other / "manifest.json").write_text(json.dumps({**manifest, "config_hash": "0" * 64}))
     with pytest.raises(VisalignError, match="different config"):
         train(config, other)
@@ -260,7 +249,7 @@ def test_resuming_under_another_process_count_is_refused_and_a_missing_rng_file_
     data = write_dataset(tmp_path / "data", "llava")
     config = validated_config(tiny_checkpoints["llava"], data, epochs=2, checkpoint_every=2)
     run = tmp_path / "run"
-    _killed_after_step_3(config, run)
+    killed_after_step_3(config, run)
     checkpoint = run / "checkpoints" / "step-00000002"
     state = json.loads((checkpoint / "state.json").read_text())
     assert (state["num_processes"], state["examples_per_step"], state["total_steps"]) == (1, 2, 8)
@@ -309,7 +298,7 @@ def test_the_adapter_records_a_relative_base_folder_as_an_absolute_path(tiny_che
     monkeypatch.chdir(work)
     config = validated_config("ckpt/llava", data, epochs=2, checkpoint_every=2)  # as the docs write it
     with pytest.raises(Crash):
-        train(config, "run", on_step=_crash_at_3)
+        train(config, "run", on_step=crash_at_3)
     resumed = train(config, "run")  # the run folder's hashes are unchanged: it resumes
     assert resumed.resumed_from == 2
     sidecar = json.loads((work / "run" / "adapter" / "visalign_adapter.json").read_text())

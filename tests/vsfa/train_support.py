@@ -93,6 +93,23 @@ class Crash(RuntimeError):
     """Stands for the process dying: raised after a step, before the next checkpoint."""
 
 
+def crash_at_3(metrics: dict) -> None:
+    """An ``on_step`` callback that 'kills' the run after step 3."""
+    if metrics["step"] == 3:
+        raise Crash
+
+
+def killed_after_step_3(config, out) -> None:
+    """Train ``config`` into ``out`` until the process 'dies' after step 3 (with checkpoint_every=2: step 2 kept)."""
+    import pytest
+
+    from visalign.vsfa.training import read_metrics, train
+
+    with pytest.raises(Crash):
+        train(config, out, on_step=crash_at_3)
+    assert [m["step"] for m in read_metrics(out)] == [1, 2, 3]
+
+
 def validated_config(model: str | Path, data: Path, **overrides):
     """:func:`train_config` as a validated :class:`VsfaTrainConfig`."""
     from visalign.vsfa.training import VsfaTrainConfig

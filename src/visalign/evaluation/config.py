@@ -27,6 +27,12 @@ class SystemConfig(BaseModel):
             or trained against (a transfer study); otherwise such a system is refused with the reason.
         defence_prompt: a system prompt defence: ``adashield-s`` for the built-in one, or the prompt text.
         concurrency: parallel requests for the ``openai`` backend.
+        dtype: weights dtype of a ``local`` model: ``auto`` (float32 on a CPU, bfloat16 on a GPU), ``float32``,
+            ``bfloat16`` or ``float16``. In float32 a greedy answer is the same whatever prompts share its batch;
+            in bfloat16 and float16 a few answers change with the batch (``batch_size``, a benchmark's ``limit``),
+            so name ``float32`` (or set ``batch_size: 1``) where answers must not depend on them. Left out of the
+            config hash (:meth:`EvalConfig.hashed_settings`): the dtype it resolves to is pinned instead, with the
+            device type, so a run is resumed in the precision and on the kind of device it began with.
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -42,6 +48,7 @@ class SystemConfig(BaseModel):
     allow_model_mismatch: bool = False
     defence_prompt: str | None = None
     concurrency: int = Field(default=8, ge=1)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     @model_validator(mode="after")
     def _backend_needs_url(self) -> SystemConfig:
@@ -49,7 +56,14 @@ class SystemConfig(BaseModel):
             raise ValueError(f"system {self.name!r}: the openai backend needs base_url")
         if self.backend == "openai" and (self.adapter or self.magic_image):
             raise ValueError(f"system {self.name!r}: adapters and magic images need the local backend")
+        if self.backend == "openai" and self.dtype != "auto":
+            raise ValueError(f"system {self.name!r}: dtype sets a local model's weights; the server chooses its own")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_dtype(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # added after runs were recorded: left out at its default, a config dumps as before
+        return _without_defaults(self, handler(self), ("dtype",))
 
 
 class BenchmarkConfig(BaseModel):
@@ -170,3 +184,15 @@ class EvalConfig(JobConfig):
             raise ValueError(f"duplicate LLM judge name(s): {', '.join(duplicates)}; each judge's verdicts are stored "
                              "under its name, so list each judge once (compare judge models in separate runs)")
         return self
+
+    def hashed_settings(self) -> dict[str, Any]:
+        """The config as JSON without the systems' ``dtype``: what a run's manifest hashes and a resume compares.
+
+        A local system's precision is pinned by what it resolves to on the machine (``system:<name>:dtype`` and
+        ``:device``, see :mod:`visalign.evaluation.pinned_inputs`), not by how the config spells it: ``auto`` on
+        a CPU and ``float32`` are the same run, and naming the dtype a run began with lets it resume.
+        """
+        data = self.model_dump(mode="json")
+        for system in data["systems"]:
+            system.pop("dtype", None)
+        return data

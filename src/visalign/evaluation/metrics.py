@@ -5,8 +5,9 @@ not be parsed) are counted separately and left out of the denominator, never fol
 
 Rates get the Wilson score interval: unlike a bootstrap of 0/1 outcomes, it stays honest at 0% and 100% (0 of 3
 gives 0-56%, where every bootstrap resample of three zeros is zero). Mean scores get a percentile bootstrap from a
-seeded numpy generator. Both give the same figures for the same inputs. (Reports written before 2026-11-23 used the
-bootstrap for rates too.)
+seeded numpy generator over the sorted scores. Both give the same figures for the same inputs, in any order.
+(Reports written before 2026-11-23 used the bootstrap for rates too; before 2026-11-24 the mean-score bootstrap
+resampled the scores in record order, so its interval could move by a resample's width with the order.)
 """
 
 from __future__ import annotations
@@ -148,9 +149,11 @@ def mean_score(
     """Mean quality score (e.g. a judge's 1-5 constructive score) over the scores present; None is missing.
 
     The interval is a percentile bootstrap of the mean; scores that are all equal give a zero-width interval,
-    which says nothing about how the mean would vary (look at ``n``).
+    which says nothing about how the mean would vary (look at ``n``). The scores are sorted before resampling:
+    a seeded resample draws positions, so the same scores listed in another order (records of a resumed run,
+    another system order) would otherwise give another interval.
     """
-    values = np.array([float(s) for s in scores if s is not None], dtype=float)
+    values = np.sort(np.array([float(s) for s in scores if s is not None], dtype=float))
     missing = len(scores) - len(values)
     if len(values) == 0:
         return MeanScore(None, 0, missing, None, None)

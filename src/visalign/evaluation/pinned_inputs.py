@@ -3,9 +3,10 @@
 A config names a magic image, an adapter or a benchmark file by path. Re-optimising the image into the same
 folder, retraining the adapter or editing the benchmark leaves the config as it was, so a resume would keep the
 old answers beside new ones and report the mixture as one system. :func:`pinned_inputs` digests the files
-behind each path, and the prompts of the LLM judges; :meth:`visalign.runs.RunDir.write_manifest` refuses a resume
-when one of them changed. A digest added after runs were recorded gets a name of its own, so that such a run
-resumes and gains it.
+behind each path, the prompts of the LLM judges, and the precision each local model runs in here;
+:meth:`visalign.runs.RunDir.write_manifest` refuses a resume when one of them changed. A digest added after runs
+were recorded gets a name of its own, so that such a run resumes and gains it (``system:<name>:template``,
+``:dtype`` and ``:device`` came on 2026-11-24: a run begun before is checked against them from its next start).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import Any
 from visalign.evaluation.benchmarks import Sample
 from visalign.evaluation.benchmarks.mmsafetybench import SCENARIOS
 from visalign.evaluation.config import SystemConfig
-from visalign.evaluation.systems import configured_magic_image
-from visalign.models import weights_fingerprint
+from visalign.evaluation.systems import configured_magic_image, local_precision
+from visalign.models import resolve_spec, weights_fingerprint
+from visalign.models.identity import processor_template_identity
+from visalign.models.loading import input_rules
 from visalign.runs import sha256_file
 
 #: The sample fields an answer and its scoring depend on (paths and loader metadata may differ between machines).
@@ -77,6 +80,19 @@ def _folder_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _template_digest(spec: str) -> str | None:
+    """How a local checkpoint turns conversations into tokens and decodes answers, or None for a hub id.
+
+    The identity a Magic Image pins (:func:`visalign.models.identity.processor_template_identity`): the chat template
+    rendered for a fixed conversation and the bytes of the folder's tokenizer, processor, chat template and
+    generation config files, which the weights fingerprint does not cover (an edited system prompt changes every
+    answer). Read from the processor alone, before any weights load.
+    """
+    if not Path(resolve_spec(spec)).is_dir():  # a hub id has no local files to read, as for its weights
+        return None
+    return processor_template_identity(input_rules(spec).processor, spec)
+
+
 def _magic_digest(system: SystemConfig) -> str:
     """A digest of the magic image a system attaches: its pixels file and how it is placed."""
     magic = configured_magic_image(system)
@@ -94,10 +110,11 @@ def pinned_inputs(
 ) -> dict[str, str]:
     """Digest everything the run's answers and verdicts depend on beyond its config.
 
-    Names: ``system:<name>:<part>``, ``benchmark:<label>`` (the rows asked), ``benchmark:<label>:unusable`` (the
-    rows kept as error records) and ``llm_judge:<judge id>`` (its prompt). A judge's id names its prompt version:
-    a new version pins a new name, and the runner judges again the verdicts of the old one, so a run survives a
-    judge upgrade; a prompt changed under the same version is refused.
+    Names: ``system:<name>:<part>`` (``weights``, ``template``, ``adapter``, ``magic_image``, and the ``dtype``
+    and ``device`` type its model is loaded with here: see :func:`precision_change`), ``benchmark:<label>`` (the
+    rows asked), ``benchmark:<label>:unusable`` (the rows kept as error records) and ``llm_judge:<judge id>`` (its
+    prompt). A judge's id names its prompt version: a new version pins a new name, and the runner judges again the
+    verdicts of the old one, so a run survives a judge upgrade; a prompt changed under the same version is refused.
 
     Args:
         systems: the systems with their paths already resolved. An API system's model is not local: nothing of
@@ -114,6 +131,12 @@ def pinned_inputs(
         weights = weights_fingerprint(system.model)
         if weights is not None:  # a hub id has no local files to read
             pinned[f"system:{system.name}:weights"] = weights
+        template = _template_digest(system.model)
+        if template is not None:
+            pinned[f"system:{system.name}:template"] = template
+        # in bfloat16 an answer depends on its batch, and CPU and CUDA kernels round differently: a run begun on
+        # a CPU (float32 by default) and resumed on a GPU (bfloat16) would mix two systems' answers under one name
+        pinned[f"system:{system.name}:dtype"], pinned[f"system:{system.name}:device"] = local_precision(system)
         if system.adapter is not None and system.adapter.is_dir():
             pinned[f"system:{system.name}:adapter"] = _folder_digest(system.adapter)
         if system.magic_image is not None:
@@ -125,3 +148,36 @@ def pinned_inputs(
     for judge in llm_judges:
         pinned[f"llm_judge:{judge.id}"] = judge_digest(judge)
     return pinned
+
+
+def precision_change(systems: Sequence[SystemConfig], recorded: Mapping[str, str],
+                     pinned: Mapping[str, str]) -> str | None:  # fmt: skip
+    """Why a resumed run would answer in another dtype or on another kind of device than it began, or None.
+
+    :meth:`visalign.runs.RunDir.write_manifest` would refuse it too, naming the pins; this says what to do: name
+    the dtype the run began with (``dtype`` is not hashed with the config, so that resumes it) and resume it on
+    the device type it began on. A run recorded before these were pinned has none to compare, and gains them.
+
+    Args:
+        systems: the run's systems.
+        recorded: the pins in the run's manifest.
+        pinned: the pins of this start (:func:`pinned_inputs`).
+    """
+    for system in systems:
+        dtype_key, device_key = f"system:{system.name}:dtype", f"system:{system.name}:device"
+        if dtype_key not in pinned:  # an API system
+            continue
+        dtype, device = pinned[dtype_key], pinned[device_key]
+        old_dtype, old_device = recorded.get(dtype_key, dtype), recorded.get(device_key, device)
+        if (dtype, device) == (old_dtype, old_device):
+            continue
+        differ = " and ".join(kind for kind, old, new in (("dtypes", old_dtype, dtype), ("devices", old_device, device))
+                              if old != new)  # fmt: skip
+        began = (f"system {system.name!r} began in {old_dtype} on {old_device}, and here it would run in {dtype} "
+                 f"on {device} (answers differ between {differ})")  # fmt: skip
+        named = f"dtype: {old_dtype} in system {system.name!r}"
+        if device == old_device:
+            return f"{began}; set {named} to resume it"
+        where = f"a {old_device} machine" + (f" with {named}" if dtype != old_dtype else "")
+        return f"{began}; resume it on {where}, or evaluate into a new --out directory"
+    return None

@@ -4,10 +4,13 @@ Records are appended to ``DIR/records.jsonl`` as each chunk of answers is judged
 ``<system>::<benchmark label>::<sample id>`` (the label, so one benchmark run twice, e.g. as images and as text,
 keeps both): a killed run re-run with the same config answers only what is missing, and tries again what failed:
 a failed request is answered again, and an answer whose LLM judge failed keeps its answer and is only judged
-again (an answer is not free to repeat, and greedy answers can differ across batchings). Rows that cannot be
-evaluated (a missing or corrupt image, a malformed benchmark row, a failed request) become records with an
-``error`` and are counted in the summary, never dropped. A judge that failed leaves one warning line at the end,
-and so does a system whose requests failed; a system whose endpoint is down stops sending (see :class:`AnswerBreaker`).
+again (an answer is not free to repeat). A local model's prompts are batched in chunks fixed over each benchmark
+arm's samples, and a chunk with a missing answer is generated whole again, so a resumed run answers as a fresh
+one would (in bfloat16 a greedy answer depends on the prompts batched with it; see :func:`_local_chunks`). Rows
+that cannot be evaluated (a missing or corrupt image, a malformed benchmark row, a failed request) become records
+with an ``error`` and are counted in the summary, never dropped. A judge that failed leaves one warning line at the
+end, and so does a system whose requests failed; a system whose endpoint is down stops sending (see
+:class:`AnswerBreaker`).
 A stored verdict is also judged again when it came from another version of its judge (``rubric/v1`` after an
 upgrade to ``rubric/v2``) or judged another request than the judge is shown now.
 
@@ -42,8 +45,8 @@ from visalign.evaluation.benchmarks import (
 from visalign.evaluation.config import BenchmarkConfig, EvalConfig, SystemConfig
 from visalign.evaluation.judges import get_refusal_judge
 from visalign.evaluation.llm_judges.base import FATAL_STATUSES, MAX_FAILURES_IN_A_ROW
-from visalign.evaluation.pinned_inputs import pinned_inputs
-from visalign.evaluation.systems import ApiSystem, Prompt, System, SystemFactory
+from visalign.evaluation.pinned_inputs import pinned_inputs, precision_change
+from visalign.evaluation.systems import ApiSystem, LocalSystem, Prompt, System, SystemFactory
 from visalign.images import load_image
 from visalign.runs import JsonlStore, RunDir
 
@@ -369,9 +372,82 @@ def _chunks(todo: list[Sample], chunk_size: int, breaker: AnswerBreaker, *, prob
         start += size
 
 
+def _local_chunks(
+    samples: list[Sample], todo: list[Sample], chunk_size: int
+) -> Iterator[tuple[list[Sample], list[Sample]]]:
+    """A local system's chunks of one benchmark arm, each with its members that lack an answer (``todo``).
+
+    The chunks are fixed over the arm's samples, not cut from the missing ones: in bfloat16 (and float16) a greedy
+    answer depends on the prompts padded into its batch (:meth:`visalign.models.VLM.generate`), so a chunk is
+    always generated whole, as a fresh run generates it, and a resumed run gives the answers a fresh one gives.
+    Chunks with nothing missing are skipped.
+    """
+    missing = {sample.id for sample in todo}
+    for start in range(0, len(samples), chunk_size):
+        chunk = samples[start : start + chunk_size]
+        wanted = [sample for sample in chunk if sample.id in missing]
+        if wanted:
+            yield chunk, wanted
+
+
+def _refused(system: System, prompt: Prompt) -> VisalignError | None:
+    """Why a local model cannot take ``prompt`` (two images for a one-image family...), or None (an API system's)."""
+    if not isinstance(system, LocalSystem):
+        return None
+    try:
+        system.conversation(prompt)
+    except VisalignError as exc:
+        return exc
+    return None
+
+
+def _answer_chunk(system: System, breaker: AnswerBreaker, chunk: list[Sample], wanted: list[Sample], label: str,
+                  store: JsonlStore, *, refusal_judge, llm_judges: list) -> None:
+    """Answer ``chunk``; judge and store the records of its ``wanted`` samples (the others are stored already).
+
+    Nothing is generated when every wanted sample fails before generation (an unreadable image, a conversation
+    the model cannot take): each fails the same way it would in the chunk, and the chunk's other answers are
+    stored already, so a resume does not generate such a chunk again for nothing.
+    """
+    wanted_ids = {sample.id for sample in wanted}
+    records, prompts, waiting = [], [], []
+    for sample in chunk:
+        record = _base_record(system, sample, label)
+        if sample.id in wanted_ids:
+            records.append(record)
+        try:
+            prompts.append(_load_prompt(sample))
+            waiting.append((record, sample))
+        except VisalignError as exc:
+            record["error"] = str(exc)
+    asked = [(record, prompt) for (record, sample), prompt in zip(waiting, prompts, strict=True)
+             if sample.id in wanted_ids]  # fmt: skip
+    if any(_refused(system, prompt) is None for _, prompt in asked):  # stops at the first one the model takes
+        for (record, sample), answer in zip(waiting, breaker.respond(system, prompts), strict=True):
+            if sample.id not in wanted_ids:
+                continue  # generated for its batch's sake only: its stored record stays
+            if isinstance(answer, BaseException):
+                record["error"] = _error_text(answer)
+            else:
+                record["response"] = answer
+                _judge(record, sample, refusal_judge)
+    else:
+        for record, prompt in asked:
+            record["error"] = _error_text(_refused(system, prompt))  # as respond() would have returned it
+    _llm_judge(records, llm_judges)
+    for record in records:
+        previous = store.get(record["id"])
+        if record["error"] and previous is not None and previous.get("error") == record["error"]:
+            continue  # failed again the same way (an unreadable image, say): the stored record says so
+        store.append(record)
+
+
 def evaluate_system(system: System, rows: list[BenchmarkRows], store: JsonlStore, *, refusal_judge,
                     llm_judges: list, chunk_size: int, progress: Progress) -> AnswerBreaker:
     """Answer and judge every sample not yet in ``store``, appending records chunk by chunk.
+
+    A local model's chunks are fixed over each benchmark arm's samples (:func:`_local_chunks`); an API system's
+    answers do not depend on the batching, and only its missing samples are sent.
 
     Returns:
         The system's :class:`AnswerBreaker`: how many of its answers failed in this run, and whether it stopped.
@@ -400,29 +476,14 @@ def evaluate_system(system: System, rows: list[BenchmarkRows], store: JsonlStore
         for start in range(0, len(rejudge), chunk_size):
             _rejudge(rejudge[start : start + chunk_size], store, llm_judges)
             progress.advance(task, len(rejudge[start : start + chunk_size]))
-        for chunk in _chunks(todo, chunk_size, breaker, probe=probe):
-            records, prompts, waiting = [], [], []
-            for sample in chunk:
-                record = _base_record(system, sample, benchmark.label)
-                records.append(record)
-                try:
-                    prompts.append(_load_prompt(sample))
-                    waiting.append((record, sample))
-                except VisalignError as exc:
-                    record["error"] = str(exc)
-            for (record, sample), answer in zip(waiting, breaker.respond(system, prompts), strict=True):
-                if isinstance(answer, BaseException):
-                    record["error"] = _error_text(answer)
-                else:
-                    record["response"] = answer
-                    _judge(record, sample, refusal_judge)
-            _llm_judge(records, llm_judges)
-            for record in records:
-                previous = store.get(record["id"])
-                if record["error"] and previous is not None and previous.get("error") == record["error"]:
-                    continue  # failed again the same way (an unreadable image, say): the stored record says so
-                store.append(record)
-            progress.advance(task, len(chunk))
+        if isinstance(system, LocalSystem):
+            chunks = _local_chunks(benchmark.samples, todo, chunk_size)
+        else:  # lazily: each chunk's size is decided after the previous one was answered
+            chunks = ((chunk, chunk) for chunk in _chunks(todo, chunk_size, breaker, probe=probe))
+        for chunk, wanted in chunks:
+            _answer_chunk(system, breaker, chunk, wanted, benchmark.label, store, refusal_judge=refusal_judge,
+                          llm_judges=llm_judges)
+            progress.advance(task, len(wanted))
     return breaker
 
 
@@ -445,8 +506,9 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None, s
     Args:
         config: the validated job config.
         out: run directory; re-running with the same config resumes. Another config is refused, and so is a
-            changed model, adapter, magic image, benchmark file (its usable or unusable rows) or LLM judge prompt
-            (see :mod:`.pinned_inputs`).
+            changed model, chat template, adapter, magic image, benchmark file (its usable or unusable rows) or LLM
+            judge prompt, and a local model that would run in another dtype or on another kind of device (see
+            :mod:`.pinned_inputs`).
         config_dir: the config file's folder: relative adapter and magic-image paths resolve against it, and
             benchmark sources and path options are read from it when they exist there (see :func:`config_path`).
         strict: raise once everything is written when a system stopped sending requests (its endpoint is down
@@ -471,7 +533,13 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None, s
     pinned = pinned_inputs(systems, {r.label: r.samples for r in rows}, unusable={r.label: r.errors for r in rows},
                            drawn={path: data for r in rows for path, data in r.drawn.items()}, llm_judges=llm_judges)
     run = RunDir(out)
-    run.write_manifest(config, seeds={"sampling": config.seed}, pinned=pinned)
+    settings = config.hashed_settings()  # a system's dtype is pinned as it resolves here, not hashed as spelt
+    existing = run.read_manifest()
+    # before write_manifest, which would refuse it naming the pins only; another config is refused as such there
+    if (existing is not None and run.config_refusal(settings) is None
+            and (reason := precision_change(systems, existing.get("pinned") or {}, pinned))):  # fmt: skip
+        raise VisalignError(f"{out}: {reason}")
+    run.write_manifest(settings, seeds={"sampling": config.seed}, pinned=pinned)
     store = run.store("records.jsonl")
     _refuse_legacy_ids(store)
     write_attack_images(rows)

@@ -62,16 +62,25 @@ class LocalSystem:
     conversation_hook: object | None = None  # callable(Conversation) -> Conversation, e.g. attach a magic image
     decoding: dict = field(default_factory=dict)
 
+    def conversation(self, prompt: Prompt) -> Conversation:
+        """The conversation the model is asked for ``prompt`` (defence prompt and magic image included).
+
+        Raises:
+            VisalignError: the model cannot take it (two images for a one-image family, an image its processor
+                refuses).
+        """
+        conversation = build_conversation(prompt, self.system_prompt)
+        if self.conversation_hook is not None:
+            conversation = self.conversation_hook(conversation)
+        self.vlm.chat_inputs([conversation])  # validates image count and template before batching
+        return conversation
+
     def respond(self, prompts: Sequence[Prompt]) -> list[str | BaseException]:
         """Greedy answers in batches; a conversation the model cannot take (e.g. two images) fails alone."""
         conversations: list[Conversation | BaseException] = []
         for prompt in prompts:
-            conversation = build_conversation(prompt, self.system_prompt)
             try:
-                if self.conversation_hook is not None:
-                    conversation = self.conversation_hook(conversation)
-                self.vlm.chat_inputs([conversation])  # validates image count and template before batching
-                conversations.append(conversation)
+                conversations.append(self.conversation(prompt))
             except VisalignError as exc:
                 conversations.append(exc)
         valid = [c for c in conversations if not isinstance(c, BaseException)]
@@ -159,7 +168,29 @@ def _adapter_problem(config: SystemConfig) -> str | None:
     return base_mismatch(config.adapter, config.model)
 
 
-ModelKey = tuple[str, str | None]
+ModelKey = tuple[str, str | None, str]
+
+
+def _device_type() -> str:
+    """The device type a local model is loaded on here: ``cuda`` where torch sees a GPU, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def local_precision(config: SystemConfig) -> tuple[str, str]:
+    """The weights dtype and device type a local system's model is loaded with on this machine.
+
+    ``dtype: auto`` resolves as :func:`visalign.models.load_vlm` resolves it: float32 on a CPU, bfloat16 on a GPU.
+    Both are pinned by a run (:mod:`visalign.evaluation.pinned_inputs`), since answers depend on both.
+
+    Returns:
+        The dtype's name and the device type, e.g. ``("float32", "cpu")``.
+    """
+    device = _device_type()
+    if config.dtype != "auto":
+        return config.dtype, device
+    return ("float32" if device == "cpu" else "bfloat16"), device
 
 
 class SystemFactory:
@@ -173,18 +204,20 @@ class SystemFactory:
 
     @staticmethod
     def model_key(config: SystemConfig) -> ModelKey | None:
-        """The local model a system runs (weights and adapter), or None for an API system.
+        """The local model a system runs (weights, adapter and the dtype it resolves to), or None for an API system.
 
-        Systems that differ only by a magic image or a defence prompt share one model.
+        Systems that differ only by a magic image or a defence prompt share one model; ``auto`` and the dtype it
+        resolves to here share one too.
         """
         if config.backend != "local":
             return None
-        return (config.model, str(config.adapter) if config.adapter else None)
+        return (config.model, str(config.adapter) if config.adapter else None, local_precision(config)[0])
 
     def _vlm(self, config: SystemConfig) -> VLM:
         key = self.model_key(config)
         if key not in self._models:
-            self._models[key] = load_vlm(config.model, adapter=config.adapter)
+            dtype, device = local_precision(config)  # what the run pinned, so nothing else decides it
+            self._models[key] = load_vlm(config.model, adapter=config.adapter, dtype=dtype, device=device)
         return self._models[key]
 
     def loaded(self) -> list[ModelKey]:
@@ -252,4 +285,7 @@ class SystemFactory:
             decoding["value_system"] = magic.value_system or None  # the sidecar's: what the image was made for
         if config.adapter is not None:
             decoding["adapter"] = str(config.adapter)
+        # as loaded: in bfloat16 an answer depends on its batch, and CPU and CUDA kernels round differently
+        decoding["dtype"] = str(vlm.model.dtype).removeprefix("torch.")
+        decoding["device"] = vlm.device.type
         return LocalSystem(config.name, vlm, self.max_new_tokens, self.batch_size, system_prompt, hook, decoding)

@@ -18,8 +18,8 @@ from PIL import Image
 
 from visalign.errors import VisalignError
 from visalign.images import load_image
-from visalign.magic.data import processor_template_identity
 from visalign.models import resolve_spec, tensor_to_pil, weights_fingerprint
+from visalign.models.identity import processor_template_identity
 from visalign.models.loading import matches_weights_digest
 from visalign.models.processors import load_processor
 from visalign.runs import atomic_write_bytes, atomic_write_json
@@ -139,7 +139,7 @@ def model_mismatch(magic: MagicImage, spec: str) -> str | None:
     """Why ``magic`` cannot be expected to work on the model ``spec``, or None when nothing says so.
 
     Compares the weights recorded at optimisation time with the model's now (:func:`_weights_mismatch`), then the
-    chat template identity (:func:`visalign.magic.data.template_identity`, from the processor alone: no weights
+    chat template identity (:func:`visalign.models.identity.template_identity`, from the processor alone: no weights
     load; images from before it was recorded are not checked for it).
     """
     return _weights_mismatch(magic, spec) or _template_mismatch(magic, spec)

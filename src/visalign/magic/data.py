@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Literal
 
 from PIL import Image
-from transformers import ProcessorMixin
 
 from visalign.errors import VisalignError
 from visalign.evaluation.attacks.typographic import typographic_attack
@@ -24,9 +23,8 @@ from visalign.evaluation.benchmarks.registry import text_form_options
 from visalign.images import load_image
 from visalign.magic.config import MagicConfig, SourceConfig, TargetConfig
 from visalign.magic.value_systems import ValueSystem, slug
-from visalign.models import VLM, assistant, resolve_spec, user, weights_fingerprint
-from visalign.models.adapter import render_conversation
-from visalign.runs import sha256_file
+from visalign.models import VLM, user, weights_fingerprint
+from visalign.models.identity import template_identity
 
 Kind = Literal["harmful", "benign"]
 
@@ -254,32 +252,6 @@ def benign_target_key(model: str, example: Example, max_new_tokens: int, weights
 
 #: Files beside the weights that decide how a conversation becomes tokens and how an answer is decoded: the chat
 #: template, tokenizer, processor, model and generation configs (``*.txt``: a BPE ``merges.txt``).
-_TEMPLATE_FILES = ("*.json", "*.jinja", "*.txt", "*.model")
-
-
-def template_identity(vlm: VLM) -> str:
-    """A digest of how ``vlm`` turns conversations into tokens, which its weights fingerprint does not cover.
-
-    The chat template rendered for a fixed conversation (with an image, an answer and a generation prompt) and
-    the bytes of the tokenizer, processor, chat-template and config files in a local checkpoint folder: an edited
-    template or system prompt changes every training row and every self-generated answer.
-    """
-    return processor_template_identity(vlm.processor, vlm.spec)
-
-
-def processor_template_identity(processor: ProcessorMixin, spec: str) -> str:
-    """:func:`template_identity` from the model's processor alone, before (or without) loading its weights."""
-    digest = hashlib.sha256()
-    probe = Image.new("RGB", (8, 8), "white")
-    for conversation, generation_prompt in (([user("x", probe), assistant("y")], False), ([user("x")], True)):
-        digest.update(render_conversation(processor, conversation, add_generation_prompt=generation_prompt).encode())
-    folder = Path(resolve_spec(spec))
-    if folder.is_dir():  # a hub id has no local folder: its rendering above is what is known of it
-        for path in sorted({p for pattern in _TEMPLATE_FILES for p in folder.glob(pattern) if p.is_file()}):
-            digest.update(f"{path.name}:{sha256_file(path)}".encode())
-    return digest.hexdigest()[:16]
-
-
 def model_identity(vlm: VLM) -> str:
     """What a generated answer depends on in the loaded model: weights, template, dtype and device type.
 

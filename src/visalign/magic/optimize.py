@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,6 @@ from visalign.magic.data import (
     fill_benign_targets,
     image_count_problem,
     load_training_set,
-    template_identity,
 )
 from visalign.magic.objective import Row, build_rows, dual_loss, prepare_user_encodings, quantize_straight_through
 from visalign.magic.placement import crops_to_square, resolve_placement, working_size
@@ -50,6 +49,7 @@ from visalign.models import (
     tensor_to_pil,
     weights_fingerprint,
 )
+from visalign.models.identity import template_identity
 from visalign.models.loading import weights_digest
 from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json, config_differences
 from visalign.unpickling import LOAD_ERRORS, describe, refused_object
@@ -116,7 +116,9 @@ def requests_digest(data: TrainingSet) -> str:
     return digest.hexdigest()
 
 
-def resume_hash(config: MagicConfig, value_system: ValueSystem, inputs: str = "") -> str:
+def resume_hash(
+    config: MagicConfig, value_system: ValueSystem, inputs: str = "", precision: Mapping[str, str] | None = None
+) -> str:
     """Hash of everything that shapes this value system's optimisation except its length.
 
     Left out, so that a checkpoint stays usable: the step count (a finished run can be extended), the ``eval``
@@ -124,15 +126,47 @@ def resume_hash(config: MagicConfig, value_system: ValueSystem, inputs: str = ""
     ``inputs`` (:func:`resume_inputs`), what the config names by path only or decides outside itself. One ``eval``
     setting does shape the optimisation: ``eval.batch_size`` is the batch self-generated benign targets are made in
     (in bfloat16 they depend on it); it reaches this hash through those targets, in the requests' digest.
+
+    ``precision`` (:func:`weights_precision`) is the weights dtype and device type the model loaded in; given, it
+    replaces the config's ``dtype`` and ``device``, which may leave them to the machine (unset: float32 on a CPU,
+    bfloat16 on a GPU). So a run resumes wherever its weights load as they did, and naming the dtype and device it
+    began with continues it. Without it, the key as visalign computed it until 2026-11-24.
     """
     content = config.model_dump(mode="json")
     content["optim"].pop("steps")
     content["optim"].pop("checkpoint_every")
     content.pop("eval")
     content.pop("value_systems")
+    if precision is not None:
+        content.pop("dtype")
+        content.pop("device")
+        content["precision"] = sorted(precision.items())
     content["value_system"] = value_system.model_dump(mode="json")
     content["inputs"] = inputs
     return hashlib.sha256(repr(sorted(content.items())).encode()).hexdigest()[:16]
+
+
+def weights_precision(vlm: VLM) -> dict[str, str]:
+    """The dtype (``float32``, ``bfloat16`` ...) and device type (``cpu``, ``cuda``) the model's weights are in."""
+    return {"dtype": str(vlm.model.dtype).removeprefix("torch."), "device_type": vlm.device.type}
+
+
+def _precision_refusal(checkpoint: Path, state: dict, precision: Mapping[str, str]) -> str | None:
+    """Why the checkpoint may not resume with the weights in ``precision``, or None (also when it recorded none).
+
+    Steps taken in float32 and continued in bfloat16 (a config without ``dtype`` begun on a CPU and resumed on a
+    GPU) make an image neither dtype alone gives.
+    """
+    recorded = {key: state.get(key) for key in precision}
+    differs = [key for key, value in recorded.items() if value is not None and value != precision[key]]
+    if not differs:
+        return None
+    settings = " and ".join(f"{'device' if key == 'device_type' else key}: {recorded[key]}" for key in differs)
+    return (
+        f"{checkpoint}: begun with the model's weights in {recorded.get('dtype')} on {recorded.get('device_type')}, "
+        f"but this run loads them in {precision.get('dtype')} on {precision.get('device_type')} (an unset dtype is "
+        f"float32 on a CPU, bfloat16 on a GPU); set {settings} in the config to continue it, or use a new --out folder"
+    )
 
 
 def resume_inputs(weights: str | None, template: str, requests: str, init: torch.Tensor | None) -> str:
@@ -187,6 +221,7 @@ def mixed_batch(harmful: list[list[Row]], benign: list[list[Row]], config: Magic
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write the optimiser state (see :func:`_load_checkpoint`) to ``path`` atomically."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -195,13 +230,19 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 def optimize_pixels(vlm: VLM, config: MagicConfig, harmful: list[list[Row]], benign: list[list[Row]],
                     init: torch.Tensor, work_dir: Path, key: str,
                     on_step: Callable[[int, dict], None] | None = None,
-                    legacy_key: str | None = None) -> tuple[torch.Tensor, list[dict]]:
+                    legacy_key: str | None = None, unpinned_key: str | None = None,
+                    precision: Mapping[str, str] | None = None) -> tuple[torch.Tensor, list[dict]]:
     """Run the optimiser from ``init`` (or the checkpoint in ``work_dir``) to ``config.optim.steps``.
 
     A checkpoint keyed ``legacy_key`` (how a visalign before 2026-11-24 keyed this run, leaving out the chat
     template and start image) may hold pixels made under another template or start image, which that key cannot
     tell: it is not resumed, and the run starts from step 0, which gives the image a fresh run gives (the key change
     costs time, not results; refusing it would only send the user to delete the file by hand).
+
+    ``precision`` (:func:`weights_precision`) is recorded in each checkpoint, and a checkpoint that recorded
+    another is refused, naming the ``dtype`` / ``device`` to set. One keyed ``unpinned_key`` (how visalign keyed
+    this run until 2026-11-24, by the config's dtype and device names and not by what they resolved to) recorded
+    none: what its steps ran in is unknown, so it resumes with a warning, and is keyed and recorded anew at once.
 
     Returns the final float image (on the 8-bit grid when ``quantize``) and the per-step log.
     """
@@ -218,6 +259,15 @@ def optimize_pixels(vlm: VLM, config: MagicConfig, harmful: list[list[Row]], ben
         logger.warning("%s: written by an older visalign whose resume key did not cover the chat template and start "
                        "image; optimising again from step 0", checkpoint)
         state = None
+    precision = dict(precision or {})
+    if state is not None and (refusal := _precision_refusal(checkpoint, state, precision)):
+        raise VisalignError(refusal)
+    if state is not None and unpinned_key is not None and state.get("key") == unpinned_key != key:
+        logger.warning("%s: written before the weights dtype and device type were recorded, so what its steps ran in "
+                       "cannot be checked; resuming in %s on %s, and recording that from now on", checkpoint,
+                       precision.get("dtype"), precision.get("device_type"))  # fmt: skip
+        state = {**state, "key": key, **precision}
+        _save_checkpoint(checkpoint, state)  # pinned now, finished or not: a later resume is checked
     if state is not None:
         if state.get("key") != key:
             raise VisalignError(
@@ -258,7 +308,7 @@ def optimize_pixels(vlm: VLM, config: MagicConfig, harmful: list[list[Row]], ben
         if (step + 1) % optim.checkpoint_every == 0 or step + 1 == optim.steps:
             _save_checkpoint(checkpoint, {"key": key, "step": step + 1, "pixels": pixels.detach().cpu(),
                                           "optimizer": adam.state_dict() if adam is not None else None,
-                                          "history": history})
+                                          "history": history, **precision})
     final = pixels.detach()
     return (quantize_straight_through(final) if optim.quantize else final).cpu(), history
 
@@ -277,6 +327,12 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
     """
     work_dir = out_dir / "work" / value_system.name
     work_dir.mkdir(parents=True, exist_ok=True)
+    precision = weights_precision(vlm)
+    checkpoint = work_dir / CHECKPOINT
+    # optimize_pixels refuses it too; here a refusal comes before the model generates the benign targets
+    if checkpoint.is_file() and (refusal := _precision_refusal(checkpoint, _load_checkpoint(checkpoint, vlm.device),
+                                                                precision)):  # fmt: skip
+        raise VisalignError(refusal)
     placement = resolve_placement(vlm.family, config.placement, square_crop=crops_to_square(vlm))
     size = working_size(vlm, config.image_size)
     fill_benign_targets(vlm, data.benign, config.targets, work_dir / "benign_targets.jsonl",
@@ -292,15 +348,23 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
     init = start_image(config.optim.init, size)
     began = time.perf_counter()
     fingerprint, template, requests = weights_fingerprint(vlm.spec), template_identity(vlm), requests_digest(data)
-    key = resume_hash(config, value_system,
-                      resume_inputs(fingerprint, template, requests, None if config.optim.init == "white" else init))
+    inputs = resume_inputs(fingerprint, template, requests, None if config.optim.init == "white" else init)
+    key = resume_hash(config, value_system, inputs, precision)
+    unpinned_key = resume_hash(config, value_system, inputs)
     image, history = optimize_pixels(vlm, config, harmful, benign, init, work_dir, key, on_step,
-                                     legacy_key=resume_hash(config, value_system, f"{fingerprint}:{requests}"))
+                                     legacy_key=resume_hash(config, value_system, f"{fingerprint}:{requests}"),
+                                     unpinned_key=unpinned_key, precision=precision)  # fmt: skip
     metadata = {
         # The template is recorded, not checked at apply time: model_mismatch compares weights only, as every
-        # sidecar written before 2026-11-24 carries a weights fingerprint and no template identity.
-        "model": {"spec": vlm.spec, "family": vlm.family.model_type, "fingerprint": fingerprint,
-                  "template": template},
+        # sidecar written before 2026-11-24 carries a weights fingerprint and no template identity. The dtype
+        # and device type are what the pixels were optimised in (an unset dtype resolves per machine).
+        "model": {
+            "spec": vlm.spec,
+            "family": vlm.family.model_type,
+            "fingerprint": fingerprint,
+            "template": template,
+            **precision,
+        },
         "value_system": value_system.model_dump(mode="json"),
         "config_hash": config.config_hash(),
         "resume_key": key,
@@ -321,7 +385,8 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
         },
     }
     atomic_write_json(work_dir / "history.json", history)
-    recorded = _recorded_evaluation(out_dir / f"{value_system.name}.json", key, len(history), config)
+    # (a sidecar written from the checkpoint before it was keyed by its precision describes the same image)
+    recorded = _recorded_evaluation(out_dir / f"{value_system.name}.json", (key, unpinned_key), len(history), config)
     if recorded is not None:
         logger.info("%s: finished in an earlier run; its recorded evaluation is kept", value_system.name)
         metadata["evaluation"] = recorded
@@ -337,11 +402,11 @@ def _evaluation_settings(config: MagicConfig) -> dict:
             "batch_size": config.eval.batch_size}
 
 
-def _finished_evaluation(sidecar: Path, steps: int, key: str | None = None) -> dict | None:
+def _finished_evaluation(sidecar: Path, steps: int, keys: Collection[str] | None = None) -> dict | None:
     """The evaluation recorded in the sidecar of a value system that finished at ``steps`` steps, or None.
 
-    With ``key``, only one written from the checkpoint of that resume key (so of the same image). Sidecars from
-    before resume keys were recorded never count.
+    With ``keys``, only one written from the checkpoint of one of those resume keys (so of the same image).
+    Sidecars from before resume keys were recorded never count.
     """
     if not (sidecar.is_file() and sidecar.with_suffix(".png").is_file()):
         return None
@@ -351,20 +416,20 @@ def _finished_evaluation(sidecar: Path, steps: int, key: str | None = None) -> d
         return None
     evaluation = recorded.get("evaluation") if isinstance(recorded, dict) else None
     if (not isinstance(evaluation, dict) or not recorded.get("resume_key")
-            or (key is not None and recorded["resume_key"] != key)
+            or (keys is not None and recorded["resume_key"] not in keys)
             or (recorded.get("training") or {}).get("steps") != steps):  # fmt: skip
         return None
     return evaluation
 
 
-def _recorded_evaluation(sidecar: Path, key: str, steps: int, config: MagicConfig) -> dict | None:
+def _recorded_evaluation(sidecar: Path, keys: Collection[str], steps: int, config: MagicConfig) -> dict | None:
     """The evaluation in the sidecar of a value system finished earlier, if it holds for this run; else None.
 
-    It holds when the PNG and sidecar were written from this very checkpoint (same resume key and step count, so
-    the same image) under the evaluation settings of this config; with ``eval.enabled`` off, under any (it still
-    describes the image, and the run measures nothing to replace it with).
+    It holds when the PNG and sidecar were written from this very checkpoint (one of its resume ``keys`` and the
+    same step count, so the same image) under the evaluation settings of this config; with ``eval.enabled`` off,
+    under any (it still describes the image, and the run measures nothing to replace it with).
     """
-    evaluation = _finished_evaluation(sidecar, steps, key)
+    evaluation = _finished_evaluation(sidecar, steps, keys)
     if evaluation is None or not config.eval.enabled:
         return evaluation
     settings = _evaluation_settings(config)

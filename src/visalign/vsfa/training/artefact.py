@@ -1,8 +1,9 @@
 """The trained adapter as an artefact: peft's files plus a visalign sidecar; loading it back; merging it.
 
 ``adapter/`` holds ``adapter_config.json`` and ``adapter_model.safetensors`` (peft ``save_pretrained``, so peft,
-transformers and vLLM read it as is) and ``visalign_adapter.json``: base model spec and weights fingerprint, family,
-data hash, the training config and its hash, steps and final loss, package versions.
+transformers and vLLM read it as is) and ``visalign_adapter.json``: base model spec, weights fingerprint and chat
+template identity, family, the weights dtype and device type it trained in, data hash, the training config and its
+hash, steps and final loss, package versions.
 """
 
 from __future__ import annotations

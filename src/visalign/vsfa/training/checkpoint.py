@@ -7,7 +7,9 @@ weights and optimiser instead). A checkpoint is written to a temporary folder, f
 kill or a power cut while saving leaves the previous one intact. A checkpoint damaged afterwards (a failing disk, a
 copy cut short) is skipped on resume, with a warning, for the one before it. The data position is the step itself:
 the batch plan is recomputed from the seed, so ``state.json`` records what else fixes it (process count, examples
-per step, total steps) and a resume under another process count is refused. The ``.pt`` files are read with torch's
+per step, total steps) and a resume under another process count is refused. It also records what the config does
+not fix but the steps depend on: the weights dtype ``dtype: auto`` resolved to, the device type, and the base
+model's chat template identity; a resume that finds another is refused. The ``.pt`` files are read with torch's
 weights-only unpickler: a run folder from elsewhere cannot run code through a planted file.
 """
 
@@ -19,7 +21,7 @@ import os
 import random
 import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -286,6 +288,8 @@ def check_resumable(
     base_spec: str,
     base_fingerprint: str | None,
     layout: dict[str, int] | None = None,
+    template: str | None = None,
+    precision: Mapping[str, str] | None = None,
 ) -> dict:
     """Refuse to resume from ``path`` unless it was written for this config, this data and these base weights.
 
@@ -301,13 +305,21 @@ def check_resumable(
         layout: what fixes each step's examples besides config and data (``num_processes``, ``examples_per_step``,
             ``total_steps``); a value the checkpoint recorded must match. A checkpoint from before the process
             count was recorded counts its ``rng-<rank>.pt`` files.
+        template: the base model's chat template identity now
+            (:func:`visalign.models.identity.processor_template_identity`): the labels are built with it.
+        precision: ``{"dtype": ..., "device_type": ...}`` the weights load in now (``dtype: auto`` resolves per
+            machine, and the config hash sees only ``auto``).
+
+    A checkpoint written before the template and precision were recorded cannot be compared: it resumes, with a
+    warning, and the checkpoints this run writes record them.
 
     Returns:
         The checkpoint's ``state.json``.
 
     Raises:
-        VisalignError: the checkpoint belongs to another config, other data, other base weights or another
-            batch plan (a different number of processes), or its ``state.json`` is damaged.
+        VisalignError: the checkpoint belongs to another config, other data, other base weights, another chat
+            template, another weights dtype or device type, or another batch plan (a different number of
+            processes), or its ``state.json`` is damaged.
     """
     state = _read_state(path)
     run = path.parent.parent
@@ -332,9 +344,79 @@ def check_resumable(
             "the run began with (the embedded default model built on another machine can differ), or train into "
             "a new --out directory"
         )
+    if template is not None and state.get("template") not in (None, template):
+        raise VisalignError(
+            f"{run}: the chat template or tokenizer files of '{base_spec}' changed since checkpoint {path.name} was "
+            f"written (template {state['template']} != {template}): the steps taken trained on labels built with "
+            "the old ones. Restore the model folder's template and tokenizer files, or train into a new --out "
+            "directory"
+        )
+    if precision is not None:
+        _check_precision(path, state, precision)
+    unrecorded = []
+    if template is not None and state.get("template") is None:
+        unrecorded.append("chat template")
+    if precision is not None and all(state.get(key) is None for key in precision):
+        unrecorded.append("weights dtype and device type")
+    if unrecorded:  # an older checkpoint: its steps may have run otherwise, which nothing can tell now
+        logger.warning("%s: checkpoint %s was written before its %s were recorded, so they cannot be compared; "
+                       "resuming, and recording them from this run's checkpoints on", run, path.name,
+                       " and ".join(unrecorded))  # fmt: skip
     if layout is not None:
         _check_layout(path, state, layout)
     return state
+
+
+def _check_precision(path: Path, state: dict, precision: Mapping[str, str]) -> None:
+    """Refuse a resume whose weights load in another dtype or on another device type than the checkpoint's.
+
+    Steps taken in float32 and continued in bfloat16 (``dtype: auto`` on a CPU, then on a GPU) make a loss curve and
+    an adapter that neither dtype alone gives. Naming the recorded dtype continues the run (the trainer takes an
+    explicit dtype equal to the one ``auto`` recorded as the same run: :func:`continued_config`); a device type
+    cannot be named in the config, so that resume must run on the device type the run began on.
+    """
+    recorded = {key: state.get(key) for key in precision}
+    differs = [key for key, value in recorded.items() if value is not None and value != precision[key]]
+    if not differs:
+        return
+    ways = []
+    if "dtype" in differs:
+        ways.append(f"set dtype: {recorded['dtype']} in the config (the weights then load in the dtype the run "
+                    "began in)")  # fmt: skip
+    if "device_type" in differs:
+        hint = " (CUDA_VISIBLE_DEVICES= hides the GPUs from torch)" if recorded["device_type"] == "cpu" else ""
+        ways.append(f"resume it where it trains on {recorded['device_type']}{hint}")
+    raise VisalignError(
+        f"{path.parent.parent}: checkpoint {path.name} was trained with the weights in {recorded.get('dtype')} on "
+        f"{recorded.get('device_type')}, but this run would load them in {precision.get('dtype')} on "
+        f"{precision.get('device_type')} (dtype: auto is float32 on a CPU, bfloat16 on a GPU); continuing would mix "
+        f"the two in one run. To continue it, {' and '.join(ways)}; or train into a new --out directory"
+    )
+
+
+def continued_config(config: VsfaTrainConfig, checkpoint: Path | None) -> VsfaTrainConfig:
+    """The config that names the run being resumed: ``config``, or ``config`` with ``dtype: auto``.
+
+    ``dtype: auto`` is hashed as ``auto`` but resolves per machine, so a checkpoint records what it resolved to, and
+    :func:`check_resumable` refuses a resume that resolves otherwise, advising to name the recorded dtype. Named, it
+    would hash as another config: so an explicit dtype given to an ``auto`` run whose newest checkpoint records its
+    dtype is taken as that run (its hash, manifest and checkpoints). Equal to the recorded dtype, it continues the
+    run in the dtype it began in; any other, :func:`check_resumable` refuses, naming the recorded one.
+
+    Args:
+        config: the config this command was given.
+        checkpoint: the checkpoint the run would resume from (:func:`latest_checkpoint`), or None.
+    """
+    if config.dtype == "auto" or checkpoint is None:
+        return config
+    try:
+        state = json.loads((checkpoint / "state.json").read_text())
+    except (OSError, ValueError):  # damaged since latest_checkpoint looked: check_resumable names it
+        return config
+    if not isinstance(state, dict) or state.get("dtype") is None:  # from before the dtype was recorded
+        return config
+    auto = config.model_copy(update={"dtype": "auto"})
+    return auto if state.get("config_hash") == auto.config_hash() else config
 
 
 def load_checkpoint(path: Path, *, model, optimizer, scheduler, accelerator, config_hash: str) -> dict:

@@ -23,6 +23,7 @@ from transformers import get_scheduler
 from visalign.errors import VisalignError
 from visalign.models import VLM, load_vlm, scored_token_count, weights_fingerprint
 from visalign.models.adapter import InputRules
+from visalign.models.identity import processor_template_identity
 from visalign.models.loading import input_rules
 from visalign.runs import RunDir, atomic_write_text
 from visalign.vsfa.training.artefact import save_adapter
@@ -30,6 +31,7 @@ from visalign.vsfa.training.batching import BatchPlan
 from visalign.vsfa.training.checkpoint import (
     adopt_pre_split_hashes,
     check_resumable,
+    continued_config,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -128,8 +130,18 @@ def autocast_dtype(config: VsfaTrainConfig, vlm: VLM) -> torch.dtype | None:
     return weights if config.autocast else None
 
 
-def _load_model(config: VsfaTrainConfig, accelerator: Accelerator) -> VLM:
-    dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)
+def weights_dtype(config: VsfaTrainConfig, device: torch.device) -> torch.dtype:
+    """The dtype the weights load in: ``config.dtype``, or for ``auto`` float32 on a CPU and bfloat16 on a GPU.
+
+    Resolved here rather than left to ``load_vlm`` (whose default is the same), so that a resume compares it with
+    the dtype the checkpoint recorded before the weights load.
+    """
+    if config.dtype != "auto":
+        return getattr(torch, config.dtype)
+    return torch.float32 if device.type == "cpu" else torch.bfloat16
+
+
+def _load_model(config: VsfaTrainConfig, accelerator: Accelerator, dtype: torch.dtype) -> VLM:
     vlm = load_vlm(config.model, dtype=dtype, device=str(accelerator.device),
                    attn_implementation=config.attn_implementation)  # fmt: skip
     if config.gradient_checkpointing:
@@ -351,10 +363,10 @@ def train(
         A :class:`TrainResult` with the trained model.
 
     Raises:
-        VisalignError: bad data (including records the model cannot take), a config, training data, base weights
-            or process count that differ from the run's checkpoint, a non-finite loss (the last good checkpoint is
-            kept and named), an input the model refuses during a step (naming its records), or CUDA out of memory
-            (with advice).
+        VisalignError: bad data (including records the model cannot take), a config, training data, base weights,
+            chat template, weights dtype, device type or process count that differ from the run's checkpoint, a
+            non-finite loss (the last good checkpoint is kept and named), an input the model refuses during a step
+            (naming its records), or CUDA out of memory (with advice).
     """
     out = Path(out)
     check_logging_backends(config.logging)
@@ -366,15 +378,23 @@ def train(
         config.data.path, fmt=config.data.format, image_root=config.data.image_root, limit=config.data.limit,
         on_bad_record=config.data.on_bad_record, check=lambda example: unfit_for_model(rules, example),
     )
-    config_hash = config.config_hash()
     # LoRA weights fit only the base weights they were trained on (None for a hub id: nothing local to hash).
     # Before the manifest: a mistyped model folder must not leave a run folder that the corrected config can't use.
     base_fingerprint = weights_fingerprint(config.model)
+    # What the steps depend on that the config hash cannot see: the chat template and tokenizer that build the
+    # labels, and the dtype and device type (``dtype: auto`` resolves per machine).
+    template = processor_template_identity(rules.processor, config.model)
+    dtype = weights_dtype(config, accelerator.device)
+    precision = {"dtype": str(dtype).removeprefix("torch."), "device_type": accelerator.device.type}
+    resumed = latest_checkpoint(out)
+    # an explicit dtype equal to the one an ``auto`` run recorded continues that run (see continued_config)
+    run_config = continued_config(config, resumed)
+    config_hash = run_config.config_hash()
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        adopt_pre_split_hashes(out, config)
+        adopt_pre_split_hashes(out, run_config)
         # the manifest hashes the settings resume compares; logging and checkpointing may change between runs
-        RunDir(out).write_manifest(config.hashed_settings(), seeds={"seed": config.seed},
+        RunDir(out).write_manifest(run_config.hashed_settings(), seeds={"seed": config.seed},
                                    inputs={"data": config.data.path},
                                    extra={"unhashed_settings": config.unhashed_settings(),
                                           "data_hash": training_set.data_hash,
@@ -392,13 +412,13 @@ def train(
     # what fixes each step's examples besides the config and the data: a resume must find the same
     layout = {"num_processes": accelerator.num_processes, "examples_per_step": plan.examples_per_step,
               "total_steps": total_steps}  # fmt: skip
-    resumed = latest_checkpoint(out)
     if resumed is not None:  # before the model loads: a refusal should not wait for a 7B load
         check_resumable(resumed, config_hash=config_hash, data_hash=training_set.data_hash, base_spec=config.model,
-                        base_fingerprint=base_fingerprint, layout=layout)  # fmt: skip
+                        base_fingerprint=base_fingerprint, layout=layout, template=template,
+                        precision=precision)  # fmt: skip
 
     set_seed(config.seed)
-    vlm = _load_model(config, accelerator)
+    vlm = _load_model(config, accelerator, dtype)
     peft_model = apply_lora(vlm, config.lora)
     set_train_mode(vlm, train_projector=config.lora.train_projector)
     if config.compile:
@@ -422,7 +442,7 @@ def train(
     lengths = _lengths(vlm, examples)
     epoch_cache: dict[int, list] = {}
     state = {"config_hash": config_hash, "data_hash": training_set.data_hash, "base_fingerprint": base_fingerprint,
-             **layout}  # fmt: skip
+             "template": template, **precision, **layout}  # fmt: skip
     last_loss = _resumed_loss(out, resumed, start)
     try:
         for step in range(start + 1, total_steps + 1):
@@ -479,10 +499,12 @@ def train(
         save_adapter(peft_model, adapter, {
             "base_model": _recorded_base(config.model),
             "base_fingerprint": base_fingerprint,
+            "base_template": template,
             "family": vlm.family.model_type,
+            **precision,  # what dtype: auto resolved to, and where
             "data": {"path": str(config.data.path), "hash": training_set.data_hash,
                      "examples": len(examples)},
-            "config": config.model_dump(mode="json"),
+            "config": run_config.model_dump(mode="json"),
             "config_hash": config_hash,
             "steps": total_steps,
             "final_loss": last_loss,
