@@ -100,3 +100,18 @@ def test_a_request_file_that_is_not_utf8_is_a_one_line_error_naming_the_line(tmp
                                    "standard", "--prompts", str(harmful)], capsys)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "harmful.jsonl: line 2 is not UTF-8 text" in err
+
+
+def test_value_systems_of_one_job_share_each_decoded_image(tmp_path, benchmarks_dir):
+    # Each value system draws the same typographic renderings into its own folder; decoded, an image takes about
+    # 40 times its PNG's memory, so a job with several value systems keeps one copy of each.
+    config = _config(tmp_path, benchmarks_dir, options={})
+    standard = get_value_system(VALUE_SYSTEMS, "standard")
+    decoded = {}
+    first = load_training_set(config, standard, tmp_path / "work" / "a", decoded).harmful
+    second = load_training_set(config, standard, tmp_path / "work" / "b", decoded).harmful
+    assert (tmp_path / "work" / "b" / "typographic").is_dir()  # drawn again into the second folder
+    assert len(decoded) == 4
+    assert all(a.images[0] is b.images[0] for a, b in zip(first, second, strict=True))
+    alone = load_training_set(config, standard, tmp_path / "work" / "c").harmful  # without a shared cache
+    assert [a.images[0].tobytes() for a in alone] == [b.images[0].tobytes() for b in second]

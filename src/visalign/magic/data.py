@@ -185,13 +185,17 @@ def _kind(sample: Sample, source: SourceConfig, value_system: ValueSystem) -> Ki
     return decided  # type: ignore[return-value]
 
 
-def load_training_set(config: MagicConfig, value_system: ValueSystem, work_dir: Path) -> TrainingSet:
+def load_training_set(config: MagicConfig, value_system: ValueSystem, work_dir: Path,
+                      decoded: dict[str, Image.Image] | None = None) -> TrainingSet:  # fmt: skip
     """Assemble harmful and benign requests for ``value_system`` (targets of benign requests still empty).
 
     Args:
         config: the job config (``data`` section).
         value_system: decides the side of ``by_value_system`` sources.
         work_dir: typographic renderings are written under ``work_dir/typographic``.
+        decoded: decoded images by the sha256 of their file, shared by the value systems of one job: each value
+            system reads the same sources (and draws the same typographic renderings into its own folder), and
+            a decoded image takes about 40 times its PNG's memory, so one copy is kept per distinct file.
 
     Raises:
         VisalignError: a source is unreadable, or the harmful or benign set is empty.
@@ -216,7 +220,7 @@ def load_training_set(config: MagicConfig, value_system: ValueSystem, work_dir: 
             result.errors.extend(attacked.errors)
         for sample in forms:
             kind = _kind(sample, source, value_system)
-            images = [load_image(p) for p in sample.images]
+            images = [_decoded_image(Path(p), decoded) for p in sample.images]
             example = Example(id=sample.id, kind=kind, prompt=sample.text, images=images, category=sample.category,
                               target=(sample.answer or "") if kind == "benign" else "")
             (result.harmful if kind == "harmful" else result.benign).append(example)
@@ -230,6 +234,19 @@ def load_training_set(config: MagicConfig, value_system: ValueSystem, work_dir: 
                 f"({sources}); add a {kind} source or widen its filters"
             )
     return result
+
+
+def _decoded_image(path: Path, decoded: dict[str, Image.Image] | None) -> Image.Image:
+    """:func:`load_image` of ``path``, or the image already decoded from a file with the same bytes."""
+    if decoded is None:
+        return load_image(path)
+    try:
+        key = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:  # missing or unreadable: load_image says so in its own words
+        return load_image(path)
+    if key not in decoded:
+        decoded[key] = load_image(path)
+    return decoded[key]
 
 
 def _image_digest(images: list[Image.Image]) -> str:

@@ -504,7 +504,8 @@ def optimize_magic_images(config: MagicConfig, out_dir: str | Path,
         get_refusal_judge(config.eval.judge)
     if refusal := _changed_evaluation_default(config, out_dir):
         raise VisalignError(refusal)
-    datasets = [load_training_set(config, system, out_dir / "work" / system.name) for system in systems]
+    decoded: dict = {}  # one decoded copy of each image file, whichever value systems ask for it
+    datasets = [load_training_set(config, system, out_dir / "work" / system.name, decoded) for system in systems]
     require_image_support(config.model)
     _check_image_counts(config, systems, datasets)
     vlm = load_vlm(config.model, dtype=config.dtype, device=config.device)
