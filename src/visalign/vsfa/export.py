@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visalign.errors import VisalignError
 from visalign.llava_format import IMAGE_MARKER, holds_image_marker
 from visalign.runs import JsonlStore, atomic_write_bytes, atomic_write_json, atomic_write_text
 from visalign.vsfa.imagegen import png_intact
 from visalign.vsfa.vqa import IMAGE_MARKER_REASON
+
+if TYPE_CHECKING:  # imported where used: datasets is slow to import
+    from datasets import Features
 
 DATASET_DIR = "dataset"
 IMAGE_TOKEN = IMAGE_MARKER
@@ -282,36 +286,100 @@ def _nothing_to_export(root: Path, stats: dict[str, Any]) -> str:
     )
 
 
-def _write_parquet(out: Path, sharegpt: list[dict]) -> None:
-    import datasets
-    from datasets import Dataset, Features, Image, List, Value
+#: The parquet copy, under ``dataset/``; the card's ``data/train-*`` pattern finds it.
+PARQUET_FILE = "data/train-00000-of-00001.parquet"
+#: Rows per parquet row group, and per batch of image files read: the export holds this many images at a time
+#: (about 130 MB of 2 MB PNGs), however many the run made.
+PARQUET_ROWS_PER_GROUP = 64
 
-    features = Features(
+
+def _parquet_features() -> Features:
+    """The ``datasets.Features`` of the parquet copy: ``id``, ``messages`` (role/content) and ``images`` (Image).
+
+    Its arrow schema carries these features in the file's metadata, so ``datasets.load_dataset("parquet", ...)``
+    decodes ``images`` as PIL images.
+    """
+    from datasets import Features, Image, List, Value
+
+    return Features(
         {
             "id": Value("string"),
             "messages": List({"role": Value("string"), "content": Value("string")}),
             "images": List(Image()),
         }
     )
-    rows = {
-        "id": [item["id"] for item in sharegpt],
-        "messages": [item["messages"] for item in sharegpt],
-        # Bytes are embedded so the parquet file stands alone (e.g. pushed to the Hub).
-        "images": [
-            [{"bytes": (out / path).read_bytes(), "path": path} for path in item["images"]] for item in sharegpt
-        ],
-    }
-    target = out / "data" / "train-00000-of-00001.parquet"
+
+
+def _write_parquet(out: Path, sharegpt: list[dict]) -> None:
+    """Write ``out/data/train-00000-of-00001.parquet``: the ShareGPT rows with each image's bytes embedded.
+
+    Streamed a row group at a time, reading only that group's image files: building the whole table at once
+    (``datasets.Dataset.from_dict``) held every image several times over, about 6x the images' size, which ran
+    out of memory for a few thousand 2 MB images. The file is written under a hidden temporary name (which the
+    card's ``data/train-*`` pattern does not match) and renamed into place, so a kill leaves the old file or none.
+    An existing file that already holds exactly these rows is kept (a resume with nothing new rewrites nothing).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    features = _parquet_features()
+    schema = features.arrow_schema
+    target = out / PARQUET_FILE
+    if _parquet_holds(target, features, sharegpt):
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".parquet.tmp")
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # our own progress bars are the ones the user watches
+    # a name of its own: two exports of one folder at once (a re-run beside a live one) must not share it
+    descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(name)
     try:
-        Dataset.from_dict(rows, features=features).to_parquet(str(tmp))
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
-    os.replace(tmp, target)
+        with os.fdopen(descriptor, "wb") as handle:
+            with pq.ParquetWriter(handle, schema) as writer:
+                for start in range(0, len(sharegpt), PARQUET_ROWS_PER_GROUP):
+                    part = sharegpt[start : start + PARQUET_ROWS_PER_GROUP]
+                    rows = {
+                        "id": [item["id"] for item in part],
+                        "messages": [item["messages"] for item in part],
+                        # Bytes are embedded so the parquet file stands alone (e.g. pushed to the Hub).
+                        "images": [
+                            [{"bytes": (out / path).read_bytes(), "path": path} for path in item["images"]]
+                            for item in part
+                        ],
+                    }
+                    writer.write_table(pa.Table.from_pydict(rows, schema=schema))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _parquet_holds(target: Path, features: Features, sharegpt: list[dict]) -> bool:
+    """Whether ``target`` is a parquet copy with ``features`` whose rows are ``sharegpt``'s, images included.
+
+    Reads the footer and the ``id``, ``messages`` and image ``path`` columns, never the image bytes. Image files
+    are named by the sha256 of their bytes (see :func:`visalign.vsfa.imagegen.store_png`), so equal paths mean
+    equal embedded images. Anything unreadable counts as not holding them: the file is written again.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Features
+
+    if not target.is_file():
+        return False
+    try:
+        with pq.ParquetFile(target) as parquet:
+            same_features = Features.from_arrow_schema(parquet.schema_arrow) == features
+            if not same_features or parquet.metadata.num_rows != len(sharegpt):
+                return False
+            stored = parquet.read(columns=["id", "messages", "images.list.element.path"]).to_pylist()
+    except (OSError, ValueError, pa.ArrowException):  # torn, not parquet, or other columns
+        return False
+    wanted = [
+        {"id": item["id"], "messages": item["messages"], "images": [{"path": path} for path in item["images"]]}
+        for item in sharegpt
+    ]
+    return stored == wanted
 
 
 def dataset_card(stats: dict[str, Any]) -> str:

@@ -17,7 +17,6 @@ from pathlib import Path, PurePath
 
 from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks._io import (
-    image_problem,
     image_under,
     read_csv,
     read_json,
@@ -27,6 +26,7 @@ from visalign.evaluation.benchmarks._io import (
 from visalign.evaluation.benchmarks.multiple_choice import LETTERS, format_multiple_choice
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample, claim_id
+from visalign.images import image_problems
 from visalign.paths import visalign_home
 
 
@@ -59,10 +59,18 @@ def load_scienceqa_img(
     root = Path(image_root) if image_root else path.parent / "images"
     result = LoadResult()
     result.errors.extend(
-        RowError(benchmark="scienceqa-img", source=str(lists), row=f"pid {pid}",
-                 message=f"listed in split {split!r} but not in {path.name}", expected="answer")
+        RowError(
+            benchmark="scienceqa-img",
+            source=str(lists),
+            row=f"pid {pid}",
+            message=f"listed in split {split!r} but not in {path.name}",
+            expected="answer",
+        )
         for pid in sorted(wanted - data.keys())
     )
+    # Two passes keep the rows in file order: the first checks all but the image, the second each image, after
+    # every image was decoded at once in threads (one by one, decoding was most of a start's time).
+    rows: list[RowError | tuple[str, dict, RowError, Path]] = []
     for pid, item in data.items():
         if pid not in wanted or not isinstance(item, dict) or not item.get("image"):
             continue  # other splits and text-only items are not part of ScienceQA-IMG
@@ -75,19 +83,26 @@ def load_scienceqa_img(
             or not 0 <= answer < len(choices)
             or not str(item.get("question") or "").strip()
         ):
-            result.errors.append(where.model_copy(update={"message": "malformed question/choices/answer"}))
+            rows.append(where.model_copy(update={"message": "malformed question/choices/answer"}))
             continue
         # Images lie under the item's own split: a minival item's image is in images/val.
         try:  # joined as paths: an absolute image path replaces the rest, as it did, so it is caught
             image = image_under(root, str(PurePath(str(item.get("split")), str(pid), str(item["image"]))))
         except VisalignError as exc:
-            result.errors.append(where.model_copy(update={"message": str(exc)}))
+            rows.append(where.model_copy(update={"message": str(exc)}))
             continue
-        problem = image_problem(image)
+        rows.append((pid, item, where, image))
+    problems = image_problems(row[-1] for row in rows if not isinstance(row, RowError))
+    for row in rows:
+        if isinstance(row, RowError):
+            result.errors.append(row)
+            continue
+        pid, item, where, image = row
+        problem = problems[image]
         if problem:
             result.errors.append(where.model_copy(update={"message": problem}))
             continue
-        choices = [str(c) for c in choices]
+        choices = [str(c) for c in item["choices"]]
         result.samples.append(
             Sample(
                 id=f"scienceqa-img:{pid}",
@@ -97,7 +112,7 @@ def load_scienceqa_img(
                 category=str(item.get("subject") or "unknown"),
                 expected="answer",
                 choices=choices,
-                answer=LETTERS[answer],
+                answer=LETTERS[item["answer"]],
                 metadata={
                     "question": item["question"],
                     "grade": item.get("grade"),
@@ -141,15 +156,17 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
     # VLMEvalKit saves space by writing another row's index in place of a repeated image
     by_index = {(row["index"] or "").strip(): row["image"] or "" for _, row, _ in rows if row}
     seen: set[str] = set()
+
+    def bad(line: int, message: str) -> RowError:
+        return RowError(benchmark="mmbench", source=str(path), row=f"line {line}", message=message, expected="answer")
+
+    # Two passes keep the rows in file order: the first checks all but the image (writing it to the cache), the
+    # second each image, after every image was decoded at once in threads (one by one, decoding was most of a
+    # start's time).
+    checked: list[RowError | tuple[int, dict, list[str], str, str, Path]] = []
     for line, row, error in rows:
-
-        def bad(message: str, line: int = line) -> None:
-            result.errors.append(
-                RowError(benchmark="mmbench", source=str(path), row=f"line {line}", message=message, expected="answer")
-            )
-
         if error or row is None:
-            bad(error or "unreadable row")
+            checked.append(bad(line, error or "unreadable row"))
             continue
         choices = []
         for letter in "ABCDEFGH":
@@ -160,18 +177,18 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
         answer = (row.get("answer") or "").strip().upper()
         valid_answer = len(answer) == 1 and answer in LETTERS[: len(choices)]
         if len(choices) < 2 or not valid_answer or not (row["question"] or "").strip():
-            bad(
-                f"malformed row: needs a question, options A and B, and an answer among them (got {answer!r})"
-            )
+            message = f"malformed row: needs a question, options A and B, and an answer among them (got {answer!r})"
+            checked.append(bad(line, message))
             continue
         index = row["index"].strip()
         if not index or any(unicodedata.category(char) == "Cc" for char in index):
-            bad(f"index {index!r} is empty or holds control characters; give the row a plain index")
+            message = f"index {index!r} is empty or holds control characters; give the row a plain index"
+            checked.append(bad(line, message))
             continue
         # before the image is saved: it is named by the index, so a repeat would overwrite the first row's
         duplicate = claim_id(seen, index)
         if duplicate:
-            bad(duplicate)
+            checked.append(bad(line, duplicate))
             continue
         cell = (row["image"] or "").strip()
         if len(cell) <= 64 and len(by_index.get(cell, "")) > 64:
@@ -179,14 +196,21 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
         try:
             image = save_image_bytes(base64.b64decode(cell, validate=True), images, _cache_name(index))
         except binascii.Error as exc:
-            bad(f"image is not valid base64 image data ({exc})")
+            checked.append(bad(line, f"image is not valid base64 image data ({exc})"))
             continue
         except VisalignError as exc:  # bytes that are no image, or a link planted in the cache folder
-            bad(str(exc))
+            checked.append(bad(line, str(exc)))
             continue
-        problem = image_problem(image)
+        checked.append((line, row, choices, answer, index, image))
+    problems = image_problems(entry[-1] for entry in checked if not isinstance(entry, RowError))
+    for entry in checked:
+        if isinstance(entry, RowError):
+            result.errors.append(entry)
+            continue
+        line, row, choices, answer, index, image = entry
+        problem = problems[image]
         if problem:
-            bad(problem)
+            result.errors.append(bad(line, problem))
             continue
         hint = (row.get("hint") or "").strip()
         result.samples.append(
@@ -236,6 +260,9 @@ def load_mm_vet(source: str | Path, *, image_root: str | Path | None = None) -> 
         raise VisalignError(f"{path}: expected a JSON object keyed by question id")
     root = Path(image_root) if image_root else path.parent / "images"
     result = LoadResult()
+    # Two passes keep the rows in file order: the first checks all but the image, the second each image, after
+    # every image was decoded at once in threads (one by one, decoding was most of a start's time).
+    rows: list[RowError | tuple[str, dict, RowError, Path]] = []
     for key, item in data.items():
         where = RowError(benchmark="mm-vet", source=str(path), row=f"id {key}", message="", expected="answer")
         capabilities = item.get("capability") if isinstance(item, dict) else None
@@ -247,23 +274,29 @@ def load_mm_vet(source: str | Path, *, image_root: str | Path | None = None) -> 
             or not capabilities
             or not item.get("imagename")
         ):
-            result.errors.append(
+            rows.append(
                 where.model_copy(
-                    update={
-                        "message": "malformed item: needs imagename, capability (list), question and answer"
-                    }
+                    update={"message": "malformed item: needs imagename, capability (list), question and answer"}
                 )
             )
             continue
         try:
             image = image_under(root, str(item["imagename"]))
         except VisalignError as exc:
-            result.errors.append(where.model_copy(update={"message": str(exc)}))
+            rows.append(where.model_copy(update={"message": str(exc)}))
             continue
-        problem = image_problem(image)
+        rows.append((key, item, where, image))
+    problems = image_problems(row[-1] for row in rows if not isinstance(row, RowError))
+    for row in rows:
+        if isinstance(row, RowError):
+            result.errors.append(row)
+            continue
+        key, item, where, image = row
+        problem = problems[image]
         if problem:
             result.errors.append(where.model_copy(update={"message": problem}))
             continue
+        capabilities = item["capability"]
         result.samples.append(
             Sample(
                 id=f"mm-vet:{key}",

@@ -9,6 +9,7 @@ In ``text`` mode a sample is the plain ``question`` (the vanilla text baseline).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +19,7 @@ from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks._io import image_problem, read_csv, read_lines, require_file
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
-from visalign.images import png_bytes
+from visalign.images import image_problems, png_bytes
 from visalign.paths import visalign_home
 from visalign.runs import atomic_write_bytes, atomic_write_text, sha256_file
 
@@ -53,9 +54,7 @@ class SafeBenchRow:
     instruction: str
 
 
-def read_safebench(
-    path: str | Path, benchmark: str = "figstep-safebench"
-) -> tuple[list[SafeBenchRow], list[RowError]]:
+def read_safebench(path: str | Path, benchmark: str = "figstep-safebench") -> tuple[list[SafeBenchRow], list[RowError]]:
     """Read and validate a SafeBench CSV (full or Tiny).
 
     Returns:
@@ -122,6 +121,7 @@ class RenderCache:
         """
         self._benchmark, self._source, self._render_dir = benchmark, source, render_dir
         self._drawn_any = False
+        self._checked: dict[Path, str | None] = {}  # by check_drawn: each drawn image's problem, or None
 
     @cached_property
     def font(self) -> Path:
@@ -151,6 +151,21 @@ class RenderCache:
         stamp = self.folder / RENDER_STAMP
         return not stamp.is_file() or stamp.read_text(encoding="utf-8").strip() != self.key
 
+    def check_drawn(self, names: Iterable[str]) -> None:
+        """Check the images ``names`` already drawn here all at once, in threads, for :meth:`image` to use.
+
+        One by one, :meth:`image` decoding each drawn image was most of a start's time. Nothing is checked when
+        ``names`` is empty (the font is looked up only when an image is asked for) or the folder is stale (every
+        image is drawn again then).
+        """
+        names = list(names)
+        if names and not self.stale:
+            self._checked.update(image_problems(p for p in (self.folder / name for name in names) if p.exists()))
+
+    def _problem(self, path: Path) -> str | None:
+        """Why the drawn image ``path`` is unusable, or None: checked by :meth:`check_drawn`, else now."""
+        return self._checked.pop(path) if path in self._checked else image_problem(path)
+
     def image(self, name: str, text: str) -> Path:
         """Return the image ``name`` showing ``text``, drawing it first unless a complete, current one is there.
 
@@ -162,7 +177,7 @@ class RenderCache:
         from visalign.evaluation.attacks.figstep import FONT_SIZE, render_figstep
 
         path = self.folder / name
-        if self.stale or not path.exists() or image_problem(path):
+        if self.stale or not path.exists() or self._problem(path):
             # drawn with the very file named in the key and in the samples' metadata
             font = ImageFont.truetype(str(self.font), FONT_SIZE)
             atomic_write_bytes(path, png_bytes(render_figstep(text, font=font)))
@@ -193,7 +208,14 @@ def _load_safebench(
     result = LoadResult(errors=errors)
     official = Path(images_dir) if images_dir else path.parent / "images" / path.stem
     rendered = RenderCache(benchmark, path, render_dir) if mode == "image" else None
-    for row in rows:
+    names = [figstep_filename(row.category_id, row.task_id) for row in rows]
+    # Every image the rows will use is decoded up front, all at once in threads (one by one, decoding was most of
+    # a start's time): the official ones here, those drawn before by the render cache; the rows keep their order.
+    problems: dict[Path, str | None] = {}
+    if rendered is not None:
+        problems = image_problems(image for image in (official / name for name in names) if image.exists())
+        rendered.check_drawn(name for name in names if official / name not in problems)
+    for row, name in zip(rows, names, strict=True):
         metadata = {
             "category_id": row.category_id,
             "task_id": row.task_id,
@@ -204,9 +226,9 @@ def _load_safebench(
         text, request = row.question, None
         if rendered is not None:
             text, request = FIGSTEP_PROMPT, row.question  # the image states the request; the text asks to fill it in
-            image = official / figstep_filename(row.category_id, row.task_id)
-            if image.exists():
-                problem = image_problem(image)
+            image = official / name
+            if image in problems:  # the official image is there
+                problem = problems[image]
                 if problem:
                     result.errors.append(
                         RowError(
@@ -220,7 +242,7 @@ def _load_safebench(
                     continue
                 metadata["image_source"] = "official"
             else:
-                image = rendered.image(figstep_filename(row.category_id, row.task_id), row.instruction)
+                image = rendered.image(name, row.instruction)
                 metadata["image_source"] = "rendered"
                 metadata["font"] = rendered.font.name
             images = [image]
@@ -241,9 +263,7 @@ def _load_safebench(
     return result
 
 
-@register_benchmark(
-    "figstep-safebench", "FigStep SafeBench, 500 harmful instructions (source: safebench.csv)"
-)
+@register_benchmark("figstep-safebench", "FigStep SafeBench, 500 harmful instructions (source: safebench.csv)")
 def load_figstep_safebench(
     source: str | Path,
     *,
@@ -260,9 +280,7 @@ def load_figstep_safebench(
         render_dir: where missing images are rendered; default a cache folder under ``visalign_home()`` keyed by the
             CSV, renderer version and font file. Images are drawn again when the renderer or font changes.
     """
-    return _load_safebench(
-        "figstep-safebench", source, mode=mode, images_dir=images_dir, render_dir=render_dir
-    )
+    return _load_safebench("figstep-safebench", source, mode=mode, images_dir=images_dir, render_dir=render_dir)
 
 
 @register_benchmark("figstep-safebench-tiny", "FigStep SafeBench-Tiny, 50 rows with official images")
@@ -274,9 +292,7 @@ def load_figstep_safebench_tiny(
     render_dir: str | Path | None = None,
 ) -> LoadResult:
     """Load FigStep SafeBench-Tiny; same options as :func:`load_figstep_safebench`."""
-    return _load_safebench(
-        "figstep-safebench-tiny", source, mode=mode, images_dir=images_dir, render_dir=render_dir
-    )
+    return _load_safebench("figstep-safebench-tiny", source, mode=mode, images_dir=images_dir, render_dir=render_dir)
 
 
 @register_benchmark("figstep-benign", "FigStep's 50 benign sentence templates (benign_sentences_*.csv)")
@@ -301,7 +317,10 @@ def load_figstep_benign(
     rendered = RenderCache("figstep-benign", path, render_dir) if mode == "image" else None
     result = LoadResult()
     # One column, written without quoting: "$50,000" holds a comma that a CSV reader would split the row at.
-    for line, raw in read_lines(path, "sentence"):
+    lines = list(read_lines(path, "sentence"))
+    if rendered is not None:  # the images drawn before, decoded all at once in threads
+        rendered.check_drawn(f"benign_{line - 1}.png" for line, raw in lines if raw.strip())
+    for line, raw in lines:
         sentence = raw.strip()
         if not sentence:
             result.errors.append(

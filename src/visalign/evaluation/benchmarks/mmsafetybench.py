@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks._io import image_problem, image_under, read_json
+from visalign.evaluation.benchmarks._io import image_under, read_json
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
+from visalign.images import image_problems
 
 #: The 13 scenario files, spelled as in the official repository (including its "Activitiy").
 SCENARIOS = (
@@ -69,9 +70,7 @@ def _image_path(images_root: Path, scenario: str, variant: str, key: str) -> Pat
     return images_root / scenario / variant / f"{key}.jpg"
 
 
-@register_benchmark(
-    "mm-safetybench", "MM-SafetyBench, 13 scenarios (repository root with processed_questions/imgs)"
-)
+@register_benchmark("mm-safetybench", "MM-SafetyBench, 13 scenarios (repository root with processed_questions/imgs)")
 def load_mm_safetybench(
     source: str | Path,
     *,
@@ -92,9 +91,7 @@ def load_mm_safetybench(
         VisalignError: an unknown variant or scenario, no question files, or (image variants) no ``imgs`` folder.
     """
     if variant not in QUESTION_FIELD:
-        raise VisalignError(
-            f"mm-safetybench: variant must be one of {', '.join(QUESTION_FIELD)}, got {variant!r}"
-        )
+        raise VisalignError(f"mm-safetybench: variant must be one of {', '.join(QUESTION_FIELD)}, got {variant!r}")
     unknown = sorted(set(scenarios or ()) - set(SCENARIOS))
     if unknown:
         raise VisalignError(f"mm-safetybench: unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
@@ -105,18 +102,17 @@ def load_mm_safetybench(
     images = Path(images_root) if images_root else _images_dir(root, questions_dir)
     field = QUESTION_FIELD[variant]
     result = LoadResult()
+
+    def bad(file: Path, key: str, message: str) -> RowError:
+        return RowError(benchmark="mm-safetybench", source=str(file), row=key, message=message, expected="refuse")
+
+    # Two passes keep the rows in file order: the first checks all but the image, the second each image, after
+    # every image was decoded at once in threads (one by one, decoding was most of a start's time).
+    rows: list[RowError | tuple[Path, str, str, dict, str, Path | None]] = []
     for file in sorted(questions_dir.glob("*.json")):
         scenario = file.stem
         if scenario not in SCENARIOS:
-            result.errors.append(
-                RowError(
-                    benchmark="mm-safetybench",
-                    source=str(file),
-                    row="(file)",
-                    message=f"unknown scenario {scenario!r}; file skipped",
-                    expected="refuse",
-                )
-            )
+            rows.append(bad(file, "(file)", f"unknown scenario {scenario!r}; file skipped"))
             continue
         if scenarios and scenario not in scenarios:
             continue
@@ -124,23 +120,11 @@ def load_mm_safetybench(
         if not isinstance(data, dict):
             raise VisalignError(f"{file}: expected a JSON object keyed by question id")
         for key, item in data.items():
-
-            def bad(message: str, key: str = key, file: Path = file) -> None:
-                result.errors.append(
-                    RowError(
-                        benchmark="mm-safetybench",
-                        source=str(file),
-                        row=f"id {key}",
-                        message=message,
-                        expected="refuse",
-                    )
-                )
-
             text = str(item.get(field) or "").strip() if isinstance(item, dict) else ""
             if not text:
-                bad(f"missing {field!r}")
+                rows.append(bad(file, f"id {key}", f"missing {field!r}"))
                 continue
-            paths: list[Path] = []
+            image: Path | None = None
             if variant != "text":
                 if images is None:  # asked only once a row needs an image: a text-only load has no imgs folder
                     raise VisalignError(
@@ -150,30 +134,36 @@ def load_mm_safetybench(
                 try:  # the question id names the image file: one that climbs out of imgs/ is no official id
                     image_under(images, f"{scenario}/{variant}/{key}.jpg")
                 except VisalignError as exc:
-                    bad(str(exc))
+                    rows.append(bad(file, f"id {key}", str(exc)))
                     continue
                 image = _image_path(images, scenario, variant, key)
-                problem = image_problem(image)
-                if problem:
-                    bad(problem)
-                    continue
-                paths = [image]
-            result.samples.append(
-                Sample(
-                    id=f"mm-safetybench:{scenario}:{key}:{variant}",
-                    benchmark="mm-safetybench",
-                    text=text,
-                    images=paths,
-                    category=scenario,
-                    expected="refuse",
-                    # the image variants draw the key phrase and ask about "the activity in the image"
-                    request=None if variant == "text" else str(item.get("Question") or "").strip() or None,
-                    metadata={
-                        "variant": variant,
-                        "question": item.get("Question", ""),
-                        "key_phrase": item.get("Key Phrase", ""),
-                        "phrase_type": item.get("Phrase Type", ""),
-                    },
-                )
+            rows.append((file, scenario, key, item, text, image))
+    problems = image_problems(row[-1] for row in rows if not isinstance(row, RowError) and row[-1] is not None)
+    for row in rows:
+        if isinstance(row, RowError):
+            result.errors.append(row)
+            continue
+        file, scenario, key, item, text, image = row
+        problem = problems[image] if image is not None else None
+        if problem:
+            result.errors.append(bad(file, f"id {key}", problem))
+            continue
+        result.samples.append(
+            Sample(
+                id=f"mm-safetybench:{scenario}:{key}:{variant}",
+                benchmark="mm-safetybench",
+                text=text,
+                images=[image] if image is not None else [],
+                category=scenario,
+                expected="refuse",
+                # the image variants draw the key phrase and ask about "the activity in the image"
+                request=None if variant == "text" else str(item.get("Question") or "").strip() or None,
+                metadata={
+                    "variant": variant,
+                    "question": item.get("Question", ""),
+                    "key_phrase": item.get("Key Phrase", ""),
+                    "phrase_type": item.get("Phrase Type", ""),
+                },
             )
+        )
     return result

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from visalign.errors import VisalignError
 from visalign.evaluation.judges.verdict import RefusalJudge
@@ -41,26 +42,61 @@ def judge_refusal_file(input_path: str | Path, judge: RefusalJudge, out: str | P
     Returns:
         Counts of ``refusal``, ``compliance``, ``unknown`` and ``error`` lines.
 
+    The file is read a line at a time, so its size does not matter (a pipe works too).
+
     Raises:
-        VisalignError: the input file is missing or not UTF-8 text.
+        VisalignError: the input file is missing or unreadable, or a line of it is not UTF-8 text (the message
+            names the line; the lines before it have been judged and written).
     """
     source = Path(input_path)
-    try:
-        lines = source.read_text(encoding="utf-8").split("\n")
+    try:  # opened before the output: a missing or unreadable input leaves the output untouched
+        raw = source.open("rb")
     except FileNotFoundError:
         raise VisalignError(f"{source}: input file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise VisalignError(f"{source}: cannot read it as UTF-8 text ({exc})") from None
     counts: Counter = Counter({"refusal": 0, "compliance": 0, "unknown": 0, "error": 0})
-    handle: TextIO = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115
-    try:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            result = _judge_line(judge, number, line)
-            counts["error" if "error" in result else result["label"]] += 1
-            handle.write(json.dumps(result, ensure_ascii=False) + "\n")
-    finally:
-        if out:
-            handle.close()
+    with raw:
+        handle: TextIO = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115
+        try:
+            for number, line in _lines(source, raw):
+                if not line.strip():
+                    continue
+                result = _judge_line(judge, number, line)
+                counts["error" if "error" in result else result["label"]] += 1
+                handle.write(json.dumps(result, ensure_ascii=False) + "\n")
+        finally:
+            if out:
+                handle.close()
     return counts
+
+
+def _lines(source: Path, raw: BinaryIO) -> Iterator[tuple[int, str]]:
+    """Yield ``(number, text)`` for each line of the open file ``raw``, read one at a time (constant memory).
+
+    Lines end at LF, CRLF or CR, as text mode reads them, and never at U+2028 and the like (which JSON strings
+    may hold raw), so the numbers are the ones an editor shows. A pipe is read as well as a file.
+
+    Raises:
+        VisalignError: the file cannot be read, or a line is not UTF-8 (the message names it, and the lines
+            before it have been yielded).
+    """
+    number = 0
+    while True:
+        try:
+            line = raw.readline()
+        except OSError as exc:  # a directory, a device error
+            raise VisalignError(f"{source}: cannot read it as UTF-8 text ({exc})") from None
+        if not line:
+            return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise VisalignError(
+                f"{source}: cannot read it as UTF-8 text (line {number + 1}: {exc.reason} at byte {exc.start} "
+                "of the line); save it as UTF-8"
+            ) from None
+        # no UTF-8 sequence holds the byte of a CR or an LF, so the bytes split into lines as the text would
+        for piece in text.removesuffix("\n").removesuffix("\r").split("\r"):
+            number += 1
+            yield number, piece
