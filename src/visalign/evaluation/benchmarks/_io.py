@@ -6,14 +6,18 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from visalign.errors import VisalignError
-from visalign.images import load_image
+from visalign.evaluation.benchmarks.sample import RowError
+from visalign.images import image_problems, load_image
+
+#: A loader's candidate row: a tuple whose last element is its image path, or None for a row without an image.
+Row = TypeVar("Row", bound=tuple[Any, ...])
 
 
 def require_file(path: str | Path, what: str) -> Path:
@@ -147,6 +151,36 @@ def image_problem(path: Path) -> str | None:
     except VisalignError as exc:
         return str(exc)
     return None
+
+
+def rows_with_images(
+    rows: Sequence[RowError | Row], errors: list[RowError], bad: Callable[[Row, str], RowError]
+) -> Iterator[Row]:
+    """Yield each candidate row of ``rows`` whose image loads, in order, filing the others in ``errors``.
+
+    The second pass of a loader that first checks all of a row but its image: every candidate's image is decoded
+    at once, in threads (:func:`visalign.images.image_problems`; one by one, decoding was most of a start's time),
+    when the first row is asked for. Then, walking ``rows`` in order, a RowError is appended to ``errors`` as it
+    stands, a row whose image fails gets ``bad(row, problem)`` appended, and any other row is yielded. Consumed
+    row by row, the loader's own errors and samples for the yielded rows interleave with these in file order.
+
+    Args:
+        rows: RowErrors and candidate rows (tuples whose last element is the image path, or None when the row
+            has no image to check), in file order; read twice, so a sequence rather than an iterator.
+        errors: where the errors go (the loader's ``result.errors``).
+        bad: the RowError for a candidate row and the one-line reason its image is unusable.
+    """
+    problems = image_problems(row[-1] for row in rows if not isinstance(row, RowError) and row[-1] is not None)
+    for row in rows:
+        if isinstance(row, RowError):
+            errors.append(row)
+            continue
+        image = row[-1]
+        problem = problems[image] if image is not None else None
+        if problem:
+            errors.append(bad(row, problem))
+            continue
+        yield row
 
 
 def image_under(root: Path, reference: str) -> Path:

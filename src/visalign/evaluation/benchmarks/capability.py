@@ -21,12 +21,12 @@ from visalign.evaluation.benchmarks._io import (
     read_csv,
     read_json,
     require_file,
+    rows_with_images,
     save_image_bytes,
 )
 from visalign.evaluation.benchmarks.multiple_choice import LETTERS, format_multiple_choice
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample, claim_id
-from visalign.images import image_problems
 from visalign.paths import visalign_home
 
 
@@ -92,16 +92,8 @@ def load_scienceqa_img(
             rows.append(where.model_copy(update={"message": str(exc)}))
             continue
         rows.append((pid, item, where, image))
-    problems = image_problems(row[-1] for row in rows if not isinstance(row, RowError))
-    for row in rows:
-        if isinstance(row, RowError):
-            result.errors.append(row)
-            continue
-        pid, item, where, image = row
-        problem = problems[image]
-        if problem:
-            result.errors.append(where.model_copy(update={"message": problem}))
-            continue
+    usable = rows_with_images(rows, result.errors, lambda row, why: row[2].model_copy(update={"message": why}))
+    for pid, item, _where, image in usable:
         choices = [str(c) for c in item["choices"]]
         result.samples.append(
             Sample(
@@ -202,16 +194,8 @@ def load_mmbench(source: str | Path, *, image_dir: str | Path | None = None) -> 
             checked.append(bad(line, str(exc)))
             continue
         checked.append((line, row, choices, answer, index, image))
-    problems = image_problems(entry[-1] for entry in checked if not isinstance(entry, RowError))
-    for entry in checked:
-        if isinstance(entry, RowError):
-            result.errors.append(entry)
-            continue
-        line, row, choices, answer, index, image = entry
-        problem = problems[image]
-        if problem:
-            result.errors.append(bad(line, problem))
-            continue
+    usable = rows_with_images(checked, result.errors, lambda entry, why: bad(entry[0], why))
+    for _line, row, choices, answer, index, image in usable:
         hint = (row.get("hint") or "").strip()
         result.samples.append(
             Sample(
@@ -286,16 +270,8 @@ def load_mm_vet(source: str | Path, *, image_root: str | Path | None = None) -> 
             rows.append(where.model_copy(update={"message": str(exc)}))
             continue
         rows.append((key, item, where, image))
-    problems = image_problems(row[-1] for row in rows if not isinstance(row, RowError))
-    for row in rows:
-        if isinstance(row, RowError):
-            result.errors.append(row)
-            continue
-        key, item, where, image = row
-        problem = problems[image]
-        if problem:
-            result.errors.append(where.model_copy(update={"message": problem}))
-            continue
+    usable = rows_with_images(rows, result.errors, lambda row, why: row[2].model_copy(update={"message": why}))
+    for key, item, _where, image in usable:
         capabilities = item["capability"]
         result.samples.append(
             Sample(

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks._io import image_under, read_json
+from visalign.evaluation.benchmarks._io import image_under, read_json, rows_with_images
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
-from visalign.images import image_problems
 
 #: The 13 scenario files, spelled as in the official repository (including its "Activitiy").
 SCENARIOS = (
@@ -138,16 +137,8 @@ def load_mm_safetybench(
                     continue
                 image = _image_path(images, scenario, variant, key)
             rows.append((file, scenario, key, item, text, image))
-    problems = image_problems(row[-1] for row in rows if not isinstance(row, RowError) and row[-1] is not None)
-    for row in rows:
-        if isinstance(row, RowError):
-            result.errors.append(row)
-            continue
-        file, scenario, key, item, text, image = row
-        problem = problems[image] if image is not None else None
-        if problem:
-            result.errors.append(bad(file, f"id {key}", problem))
-            continue
+    usable = rows_with_images(rows, result.errors, lambda row, why: bad(row[0], f"id {row[2]}", why))
+    for _file, scenario, key, item, text, image in usable:
         result.samples.append(
             Sample(
                 id=f"mm-safetybench:{scenario}:{key}:{variant}",

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks._io import image_under, read_json, require_file
+from visalign.evaluation.benchmarks._io import image_under, read_json, require_file, rows_with_images
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample, claim_id
-from visalign.images import image_problems
 
 #: MOSSBench's three over-sensitivity stimuli, by ``metadata.over``.
 STIMULI = {
@@ -57,16 +56,8 @@ def load_mossbench(source: str | Path, *, image_root: str | Path | None = None) 
             rows.append(bad(key, str(exc)))
             continue
         rows.append((key, item, meta, stimulus, image))
-    problems = image_problems(row[-1] for row in rows if not isinstance(row, RowError))
-    for row in rows:
-        if isinstance(row, RowError):
-            result.errors.append(row)
-            continue
-        key, item, meta, stimulus, image = row
-        problem = problems[image]
-        if problem:
-            result.errors.append(bad(key, problem))
-            continue
+    usable = rows_with_images(rows, result.errors, lambda row, why: bad(row[0], why))
+    for key, item, meta, stimulus, image in usable:
         pid = str(item.get("pid", key))
         duplicate = claim_id(seen, pid)
         if duplicate:

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks._io import image_under, read_json, read_jsonl, save_image_bytes
+from visalign.evaluation.benchmarks._io import image_under, read_json, read_jsonl, rows_with_images, save_image_bytes
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import Expected, LoadResult, RowError, Sample
-from visalign.images import image_problems
 from visalign.paths import visalign_home
 
 Split = Literal["harm", "help"]
@@ -141,16 +140,8 @@ def load_spa_vl(source: str | Path, *, split: Split = "harm", image_dir: str | P
             checked.append(bad(where, str(exc)))
             continue
         checked.append((index, where, record, question, category, image))
-    problems = image_problems(row[-1] for row in checked if not isinstance(row, RowError))
-    for row in checked:
-        if isinstance(row, RowError):
-            result.errors.append(row)
-            continue
-        index, where, record, question, category, image = row
-        problem = problems[image]
-        if problem:
-            result.errors.append(bad(where, problem))
-            continue
+    usable = rows_with_images(checked, result.errors, lambda row, why: bad(row[1], why))
+    for index, _where, record, question, category, image in usable:
         result.samples.append(
             Sample(
                 id=f"spa-vl:{split}:{index}",

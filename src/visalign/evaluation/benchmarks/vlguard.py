@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks._io import image_under, read_json, require_file
+from visalign.evaluation.benchmarks._io import image_under, read_json, require_file, rows_with_images
 from visalign.evaluation.benchmarks.registry import register_benchmark
 from visalign.evaluation.benchmarks.sample import Expected, LoadResult, RowError, Sample, claim_id
-from visalign.images import image_problems
 
 Subset = Literal["unsafes", "safe_unsafes", "safe_safes"]
 _EXPECTED: dict[str, Expected] = {"unsafes": "refuse", "safe_unsafes": "refuse", "safe_safes": "comply"}
@@ -73,16 +72,8 @@ def load_vlguard(source: str | Path, *, subset: Subset = "unsafes", image_root: 
             rows.append(bad(where, str(exc)))
             continue
         rows.append((number, where, item, question, image))
-    problems = image_problems(row[-1] for row in rows if not isinstance(row, RowError))
-    for row in rows:
-        if isinstance(row, RowError):
-            result.errors.append(row)
-            continue
-        number, where, item, question, image = row
-        problem = problems[image]
-        if problem:
-            result.errors.append(bad(where, problem))
-            continue
+    usable = rows_with_images(rows, result.errors, lambda row, why: bad(row[1], why))
+    for number, where, item, question, image in usable:
         item_id = str(item.get("id") or number)
         duplicate = claim_id(seen, item_id)
         if duplicate:
