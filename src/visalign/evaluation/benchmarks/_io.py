@@ -15,6 +15,7 @@ import yaml
 from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks.sample import RowError
 from visalign.images import image_problems, load_image
+from visalign.runs import atomic_write_bytes
 
 #: A loader's candidate row: a tuple whose last element is its image path, or None for a row without an image.
 Row = TypeVar("Row", bound=tuple[Any, ...])
@@ -244,5 +245,6 @@ def save_image_bytes(data: bytes, folder: Path, name: str) -> Path:
     if not target.resolve().is_relative_to(folder.resolve()):
         raise VisalignError(f"{target}: leads out of the image cache {folder} (a link?); remove it and load again")
     if not target.exists() or target.read_bytes() != data:
-        target.write_bytes(data)
+        # whole or not at all: jobs started together on a cold cache (an array of evals) read what others write
+        atomic_write_bytes(target, data)
     return target
