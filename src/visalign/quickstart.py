@@ -28,7 +28,7 @@ import yaml
 from PIL import Image, ImageDraw
 from rich.console import Console
 
-from visalign.runs import atomic_write_json, atomic_write_text
+from visalign.runs import RunDir, atomic_write_json, atomic_write_text
 
 #: Value systems of the quickstart, over the starter sets' categories.
 VALUE_SYSTEMS = {
@@ -227,6 +227,9 @@ def run_quickstart(out: Path, *, scale: Scale = SMALL, model: str = "default",
 
     console = console or Console()
     out = Path(out).resolve()
+    # before timings.json is read and the configs written: a second quickstart on this folder is refused at once
+    # (each stage's job also locks its own folder)
+    RunDir(out).lock()
     configs_dir = out / "configs"
     configs_dir.mkdir(parents=True, exist_ok=True)
 

@@ -2,11 +2,14 @@
 
 Every job writes ``<run dir>/manifest.json`` once (config, versions, seeds, input hashes, git revision) and
 appends one JSON line per finished record. A job killed midway and re-run with the same config skips the
-keys it already has; a different config is refused so one directory never mixes two configs.
+keys it already has; a different config is refused so one directory never mixes two configs. One job writes a run
+directory at a time: it holds the directory's lock file (:data:`LOCK_NAME`) from before it reads the run's state
+until it exits, and a second job given the same directory meanwhile is refused (:func:`lock_run_dir`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -15,6 +18,7 @@ import os
 import platform
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -26,6 +30,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from visalign.errors import VisalignError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; run directories go unlocked there (see lock_run_dir)
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +151,10 @@ def _aside(target: Path) -> Path:
 def sweep_temp_files(root: str | Path) -> list[Path]:
     """Delete the temporary files that killed :func:`atomic_write_bytes` calls left under ``root``.
 
-    Only call it on a folder no other process is writing (a run directory at the start of its job): a live
-    writer's temporary file matches too. Only regular files named as the writer names them are deleted; folders
-    that are another run's (they hold a ``manifest.json``), response caches (:data:`_UNSWEPT_DIRS`) and symbolic
-    links are not entered.
+    Only call it on a folder no other process is writing (a run directory whose lock this process holds, see
+    :func:`lock_run_dir`): a live writer's temporary file matches too. Only regular files named as the writer names
+    them are deleted; folders that are another run's (they hold a ``manifest.json``), response caches
+    (:data:`_UNSWEPT_DIRS`) and symbolic links are not entered.
 
     Args:
         root: the folder to clean, with its subfolders.
@@ -168,6 +177,108 @@ def sweep_temp_files(root: str | Path) -> list[Path]:
                     continue
                 removed.append(path)
     return removed
+
+
+# ----------------------------------------------------------------------------------------------- run lock
+
+#: The lock file in a run directory. It stays when the job ends: the lock is the kernel's ``flock`` on it, which
+#: ends with the process that took it (a killed job leaves no stale lock), and deleting the file while a job holds
+#: it would let a second job lock a new file beside the first's.
+LOCK_NAME = ".visalign.lock"
+
+# The run-directory locks this process holds, by the lock file's (device, inode): the descriptor, or None where the
+# file system has no flock (warned once). Keyed by the file, not the path, so a relative path, a symbolic link and
+# a folder deleted and made again are each told apart correctly.
+_HELD_LOCKS: dict[tuple[int, int], int | None] = {}
+_HELD_LOCKS_GUARD = threading.Lock()
+_UNLOCKABLE: set[str] = set()  # without fcntl: the folders warned about
+# flock's errors on a file system that does not support it (some network and FUSE mounts)
+_NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL})
+
+
+def lock_run_dir(path: str | Path) -> bool:
+    """Take this process's exclusive lock on the run directory ``path`` (created if missing) until the process ends.
+
+    Two jobs writing one run directory at once would both start as a first run, or one would "resume" the other
+    while it runs: records written twice, two configs in one folder, a live job's temporary files swept away. So a
+    job takes this lock before it reads the run's state (manifest, records, checkpoints) and keeps it: the kernel
+    drops it when the process exits or is killed, so no stale lock is ever left. Taking it again in the same
+    process (several jobs, or several :class:`RunDir` objects, on one folder) does nothing. Only the process that
+    writes the run takes it: under ``torchrun`` the main one, not the other ranks.
+
+    The lock file (:data:`LOCK_NAME`) records the holder's pid, host and start time for the refusal message. On a
+    file system without ``flock`` one warning is logged and the job goes on unlocked, as before locks existed.
+
+    Args:
+        path: the run directory.
+
+    Returns:
+        True when this process holds the lock, False when the file system cannot lock (or fcntl is missing).
+
+    Raises:
+        VisalignError: another process holds the lock (the message names its pid, host and start), or the lock
+            file cannot be opened.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    lock_path = path / LOCK_NAME
+    if fcntl is None:
+        with _HELD_LOCKS_GUARD:
+            if str(lock_path.resolve()) not in _UNLOCKABLE:
+                _UNLOCKABLE.add(str(lock_path.resolve()))
+                _warn_unlocked(path, "this platform has no flock")
+        return False
+    try:  # O_CLOEXEC: a program the job runs (a compiler, a server) does not inherit the lock and outlive the job
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise VisalignError(f"{lock_path}: cannot open the run directory's lock file ({exc.strerror}); check the "
+                            "folder's permissions or use another --out") from None  # fmt: skip
+    with _HELD_LOCKS_GUARD:
+        status = os.fstat(fd)
+        key = (status.st_dev, status.st_ino)
+        if key in _HELD_LOCKS:  # this process took it already: another RunDir, or the next job on this folder
+            os.close(fd)
+            return _HELD_LOCKS[key] is not None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in _NO_FLOCK:
+                os.close(fd)
+                _HELD_LOCKS[key] = None
+                _warn_unlocked(path, f"the file system cannot lock files: {exc.strerror}")
+                return False
+            holder = _lock_holder(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise VisalignError(
+                f"{path}: another visalign job ({holder}) is writing this run directory; wait for it to finish or "
+                "use another --out"
+            ) from None
+        # the holder's line, for the message a second job prints (written after the lock: only the holder writes)
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        line = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}) + "\n"
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, line.encode(), 0)
+        except OSError:  # a full disk: the lock holds without the line, and the message says less
+            pass
+        _HELD_LOCKS[key] = fd
+    return True
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds the lock, as the lock file's line says: ``pid N on host H, since T``."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+        return f"pid {holder['pid']} on host {holder['host']}, since {holder['since']}"
+    except (OSError, ValueError, TypeError, KeyError):  # the holder took the lock and has not written its line yet
+        return "details not written yet: it has just started"
+
+
+def _warn_unlocked(path: Path, why: str) -> None:
+    logger.warning("%s: cannot lock the run directory (%s); going on unlocked: make sure no other visalign job "
+                   "writes it at the same time", path, why)  # fmt: skip
 
 
 #: A UTF-16 surrogate code point: valid in a Python string (``json.loads`` gives one for an API reply holding
@@ -298,21 +409,93 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def git_revision(directory: str | Path | None = None) -> str | None:
-    """Return the git commit of ``directory`` (default: the visalign source tree), or None outside git."""
-    where = Path(directory) if directory is not None else Path(__file__).resolve().parent
+def _git(where: Path, *args: str) -> str | None:
+    """``git -C where args...``'s output, stripped; None when git is missing, fails or times out."""
     try:
-        done = subprocess.run(
-            ["git", "-C", str(where), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
+        done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10,
+                              check=False)  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    revision = done.stdout.strip()
-    return revision if done.returncode == 0 and revision else None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _checkout(directory: str | Path | None) -> Path | None:
+    """The git top level to describe: ``directory``'s repository, or by default the visalign checkout itself.
+
+    The default is the repository whose top level holds this very package at ``src/visalign``. A visalign installed
+    into a virtual environment inside a user's own repository lies in that repository too, whose commit says
+    nothing about visalign's code: that gives None.
+    """
+    if directory is not None:
+        top = _git(Path(directory), "rev-parse", "--show-toplevel")
+        return Path(top) if top else None
+    package = Path(__file__).resolve().parent
+    top = _git(package, "rev-parse", "--show-toplevel")
+    if not top:
+        return None
+    try:
+        ours = (Path(top) / "src" / "visalign" / Path(__file__).name).resolve() == Path(__file__).resolve()
+    except OSError:
+        return None
+    return Path(top) if ours else None
+
+
+def git_revision(directory: str | Path | None = None) -> str | None:
+    """Return the git commit of ``directory``'s repository, or None outside git.
+
+    Args:
+        directory: a folder in a repository; default: the visalign checkout this code runs from, and None when it
+            runs from anywhere else (an installed wheel, even one in a virtual environment inside another repository).
+    """
+    top = _checkout(directory)
+    revision = _git(top, "rev-parse", "HEAD") if top is not None else None
+    return revision or None
+
+
+def git_dirty(directory: str | Path | None = None) -> bool | None:
+    """Whether the tracked files of ``directory``'s repository differ from its commit (None where no commit is).
+
+    The commit alone does not name code with uncommitted changes: a run's manifest records both.
+
+    Args:
+        directory: as for :func:`git_revision`.
+    """
+    top = _checkout(directory)
+    if top is None or _git(top, "rev-parse", "HEAD") is None:
+        return None
+    status = _git(top, "status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
+
+
+def code_state() -> dict[str, Any]:
+    """What code writes a run: ``versions`` (:func:`package_versions`), ``git_revision`` and ``git_dirty``."""
+    revision = git_revision()
+    return {"versions": package_versions(), "git_revision": revision,
+            "git_dirty": git_dirty() if revision else None}  # fmt: skip
+
+
+def _code_changes(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """What differs between two :func:`code_state` records, as ``name old -> new``, for the resume's warning.
+
+    A value ``before`` does not record is not compared: a manifest from before ``git_dirty`` was recorded compares
+    the commit alone.
+    """
+    changes = []
+    old_versions, new_versions = before.get("versions") or {}, now.get("versions") or {}
+    for name in sorted(old_versions):
+        if old_versions.get(name) != new_versions.get(name):
+            changes.append(f"{name} {old_versions.get(name)} -> {new_versions.get(name)}")
+    if "git_revision" not in before:
+        return changes
+    dirty = "git_dirty" in before
+
+    def shown(state: Mapping[str, Any]) -> str:
+        sha = state.get("git_revision")
+        return f"{str(sha)[:12]}{'-dirty' if dirty and state.get('git_dirty') else ''}" if sha else "none"
+
+    if shown(before) != shown(now):
+        changes.append(f"git revision {shown(before)} -> {shown(now)}")
+    return changes
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -341,6 +524,14 @@ def config_differences(old: Any, new: Any, *, limit: int = 3) -> str:
     return shown + ("; ..." if len(found) > limit else "") if old is not None else ""
 
 
+def _last_code(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The code that last wrote a run: its latest resume that recorded one, else its creation's (from the manifest)."""
+    for entry in reversed(manifest.get("resumed") or []):
+        if isinstance(entry, Mapping) and "versions" in entry:  # runs resumed before 2026-11 hold bare times
+            return dict(entry)
+    return {key: manifest[key] for key in ("versions", "git_revision", "git_dirty") if key in manifest}
+
+
 class RunDir:
     """A job's output directory: ``manifest.json`` plus JSONL record files.
 
@@ -358,6 +549,21 @@ class RunDir:
     def manifest_path(self) -> Path:
         """Where the manifest lives."""
         return self.path / MANIFEST_NAME
+
+    def lock(self) -> bool:
+        """Take this process's lock on the directory (created if missing) until the process ends.
+
+        :meth:`write_manifest` takes it; a job that reads the run's state before writing the manifest (its
+        checkpoints, its manifest for a check of its own) takes it first, so no other job can change that state in
+        between. See :func:`lock_run_dir`.
+
+        Returns:
+            True when locked, False on a file system that cannot lock (a warning is logged).
+
+        Raises:
+            VisalignError: another process holds the lock.
+        """
+        return lock_run_dir(self.path)
 
     def read_manifest(self) -> dict[str, Any] | None:
         """Return the manifest as a dict, or None when the directory has none yet.
@@ -394,8 +600,11 @@ class RunDir:
     ) -> dict[str, Any]:
         """Write ``manifest.json``, or check that an existing one was written for the same config.
 
-        An accepted resume first deletes the temporary files that killed atomic writes left in the run (see
-        :func:`sweep_temp_files`); a refused one leaves the directory as it was.
+        The directory's lock (:meth:`lock`) is taken first and kept until the process ends, so the check and the
+        write are one step that no other job can interleave with. An accepted resume then deletes the temporary
+        files that killed atomic writes left in the run (see :func:`sweep_temp_files`); a refused one leaves the
+        directory as it was. A resume records the code that continues the run (``versions``, ``git_revision``,
+        ``git_dirty``) in its ``resumed`` entry, with a warning naming what changed since the run was last written.
 
         Args:
             config: the job config, a dict or a pydantic model; secrets are scrubbed before hashing, and a
@@ -407,17 +616,21 @@ class RunDir:
                 a resume that finds one changed is refused, since the finished records used the old one.
 
         Returns:
-            The manifest as written (or as found, with this start appended to ``resumed``).
+            The manifest as written (or as found, with this start appended to ``resumed``: ``{"time", "versions",
+            "git_revision", "git_dirty"}``; runs resumed before 2026-11 hold bare time strings there).
 
         Raises:
             VisalignError: the directory already holds a run of a different config or different pinned inputs,
-                or an input is missing.
+                an input is missing, or another process holds the directory's lock.
         """
         clean_config, digest, hidden = self._hashed(config)
         input_records = {
             name: self._describe_input(name, Path(path)) for name, path in (inputs or {}).items()
         }
         now = datetime.now(UTC).isoformat(timespec="seconds")
+        # before the manifest is read: between the check below and the write, no other job may write this folder
+        self.lock()
+        code = code_state()
 
         existing = self.read_manifest()
         if existing is not None:
@@ -447,7 +660,12 @@ class RunDir:
                 )
             recorded.update(pinned or {})  # a run from before a digest was pinned gains it now
             self._sweep_temp_files()
-            existing.setdefault("resumed", []).append(now)
+            resumed = existing.setdefault("resumed", [])
+            changes = _code_changes(_last_code(existing), code)
+            if changes:  # finished records were made by the old code: say so once, and keep both in the manifest
+                logger.warning("%s: resuming a run last written by other code (%s); its finished records are kept as "
+                               "that code made them", self.path, "; ".join(changes))  # fmt: skip
+            resumed.append({"time": now, **code})
             atomic_write_json(self.manifest_path, existing)
             return existing
 
@@ -457,8 +675,7 @@ class RunDir:
             "config_hash": digest,
             "config": clean_config,
             **({"redacted": self._redacted_digests(hidden, create_key=True)} if hidden else {}),
-            "versions": package_versions(),
-            "git_revision": git_revision(),
+            **code,
             "seeds": scrub_secrets(seeds) if seeds is not None else None,
             "inputs": input_records,
             "extra": scrub_secrets(dict(extra or {})),
@@ -470,8 +687,9 @@ class RunDir:
     def _sweep_temp_files(self) -> None:
         """Delete the temporary files killed atomic writes left in this run (see :func:`sweep_temp_files`).
 
-        Run when a resume is accepted, before the job writes: one job writes a run directory at a time (shards
-        write their own; the processes of a multi-GPU training wait while the main one writes the manifest).
+        Run when a resume is accepted, under the directory's lock, before the job writes: one job writes a run
+        directory at a time (shards write their own; the processes of a multi-GPU training wait while the main one,
+        which holds the lock, writes the manifest).
         """
         removed = sweep_temp_files(self.path)
         if removed:
@@ -480,7 +698,8 @@ class RunDir:
     def config_refusal(self, config: Mapping[str, Any] | Any) -> str | None:
         """Why :meth:`write_manifest` would refuse to resume this directory's run under ``config``, or None.
 
-        None also when the directory holds no run yet.
+        None also when the directory holds no run yet. A job that acts on the answer takes :meth:`lock` first, so
+        that the manifest it checked is the one it then writes over.
         """
         existing = self.read_manifest()
         return None if existing is None else self._config_refusal(existing, *self._hashed(config))
@@ -612,15 +831,27 @@ class JsonlStore:
                 ) from None
             self._index_record(record, where=f"{self.path}:{number}")
         if torn:
-            logger.warning(
-                "%s: ignoring a torn last line (%d bytes) left by an interrupted run; truncating it",
-                self.path,
-                len(data) - good_bytes,
-            )
-            with open(self.path, "r+b") as handle:
-                handle.truncate(good_bytes)
-                handle.flush()
-                os.fsync(handle.fileno())
+            self._truncate_torn_tail(len(data), good_bytes)
+
+    def _truncate_torn_tail(self, read_bytes: int, good_bytes: int) -> None:
+        """Cut the torn last line away, unless the file grew since it was read.
+
+        A file longer than what was read has a live writer (another process appending, which the run directory's
+        lock keeps out between visalign jobs): the "torn" line was its write in progress, and cutting at
+        ``good_bytes`` would delete it and every line it appended since. That file is left as it is.
+        """
+        with open(self.path, "r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size != read_bytes:
+                logger.warning("%s: its last line was incomplete when read, and the file has grown since (%d -> %d "
+                               "bytes): another process is appending to it; leaving it as it is (run one job per "
+                               "run directory at a time)", self.path, read_bytes, size)  # fmt: skip
+                return
+            logger.warning("%s: ignoring a torn last line (%d bytes) left by an interrupted run; truncating it",
+                           self.path, read_bytes - good_bytes)  # fmt: skip
+            handle.truncate(good_bytes)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def _index_record(self, record: Any, *, where: str) -> None:
         if not isinstance(record, dict) or self.key not in record:

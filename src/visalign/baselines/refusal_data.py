@@ -83,6 +83,7 @@ def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str |
     job = {"builder": "refusal-data", "value_system": value_system, "magic_config": config.model_dump(mode="json"),
            "weights": weights_fingerprint(config.model), "max_answer_tokens": max_answer_tokens}
     run = RunDir(out)
+    run.lock()  # before the manifest is read and the work folder written: one job in this folder at a time
     resuming = run.read_manifest() is not None
     if resuming:  # another config's run is refused before its work files are touched
         run.write_manifest(job, seeds=config.seed)

@@ -533,6 +533,8 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None, s
     pinned = pinned_inputs(systems, {r.label: r.samples for r in rows}, unusable={r.label: r.errors for r in rows},
                            drawn={path: data for r in rows for path, data in r.drawn.items()}, llm_judges=llm_judges)
     run = RunDir(out)
+    # before the manifest is read for the precision check: no other job may write it between check and write
+    run.lock()
     settings = config.hashed_settings()  # a system's dtype is pinned as it resolves here, not hashed as spelt
     existing = run.read_manifest()
     # before write_manifest, which would refuse it naming the pins only; another config is refused as such there

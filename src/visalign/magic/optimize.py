@@ -502,6 +502,9 @@ def optimize_magic_images(config: MagicConfig, out_dir: str | Path,
         load_image(config.optim.init)
     if config.eval.enabled:
         get_refusal_judge(config.eval.judge)
+    # before the run's sidecars and work folder are read or written (checkpoints, typographic renders, cached
+    # answers): a second job on this folder is refused here, not after it has read the first one's files
+    RunDir(out_dir).lock()
     if refusal := _changed_evaluation_default(config, out_dir):
         raise VisalignError(refusal)
     decoded: dict = {}  # one decoded copy of each image file, whichever value systems ask for it
@@ -559,6 +562,7 @@ def record_manifest(config: MagicConfig, out_dir: Path, vlm: VLM, datasets: dict
     ``extra.config_hash`` matches the ``config_hash`` of the sidecars that run wrote.
     """
     run = RunDir(out_dir)
+    run.lock()  # the manifest moved aside below and the one written after it are one step (held already in a job)
     if run.config_refusal(config) is not None:  # a manifest RunDir would not resume under this config
         archive = out_dir / "work" / "manifests"
         archive.mkdir(parents=True, exist_ok=True)

@@ -168,6 +168,7 @@ def build_dataset(
     backends = {"scenes": scene_llm.name, "images": painter.name, "vqa": vqa_llm.name}
 
     run = RunDir(out)
+    run.lock()  # before the manifest's shard is read: the check and write_manifest are one step for this job
     existing = run.read_manifest()
     if existing is not None and existing.get("extra", {}).get("shard", "0/1") != str(shard):
         raise VisalignError(f"{out}: holds shard {existing['extra'].get('shard')}, not {shard}; use its own --out")

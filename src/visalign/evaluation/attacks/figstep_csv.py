@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from visalign.evaluation.attacks.figstep import figstep_filename, render_figstep
 from visalign.evaluation.attacks.fonts import load_font, resolve_font
 from visalign.evaluation.benchmarks.figstep import read_safebench
 from visalign.evaluation.benchmarks.sample import RowError
+from visalign.runs import atomic_write_bytes
 
 FONT_SIZE = 80
 
@@ -44,6 +46,10 @@ def render_figstep_csv(csv_path: str | Path, out_dir: str | Path) -> FigStepRend
     report = FigStepRenderReport(errors=errors, font=choice.path, faithful_font=choice.faithful)
     for row in rows:
         target = out / figstep_filename(row.category_id, row.task_id)
-        render_figstep(row.instruction, font=font).save(target)
+        # to bytes, then atomically to the name: a killed or concurrent render never leaves a cut-short PNG under
+        # the official name, where a benchmark loader would read it as the attack image
+        buffer = io.BytesIO()
+        render_figstep(row.instruction, font=font).save(buffer, format="PNG")
+        atomic_write_bytes(target, buffer.getvalue())
         report.written.append(target)
     return report

@@ -3,9 +3,11 @@
 ``checkpoints/step-00000012/`` holds ``trainable.safetensors`` (only the parameters that train: LoRA, and the
 projector when it trains), ``optimizer.pt``, ``scheduler.pt``, one ``rng-<rank>.pt`` per process and
 ``state.json`` (under FSDP / DeepSpeed, ``accelerate/`` from ``Accelerator.save_state`` holds the sharded
-weights and optimiser instead). A checkpoint is written to a temporary folder, flushed to disk and renamed, so a
-kill or a power cut while saving leaves the previous one intact. A checkpoint damaged afterwards (a failing disk, a
-copy cut short) is skipped on resume, with a warning, for the one before it. The data position is the step itself:
+weights and optimiser instead). A checkpoint is written to a staging folder of its own
+(``.staging-step-N-<random>``, which nothing takes for a checkpoint), flushed to disk and renamed, so a kill or a
+power cut while saving leaves the previous one intact; the next run, holding the run directory's lock, deletes the
+staging folders a kill left. A checkpoint damaged afterwards (a failing disk, a copy cut short) is skipped on
+resume, with a warning, for the one before it. The data position is the step itself:
 the batch plan is recomputed from the seed, so ``state.json`` records what else fixes it (process count, examples
 per step, total steps) and a resume under another process count is refused. It also records what the config does
 not fix but the steps depend on: the weights dtype ``dtype: auto`` resolved to, the device type, and the base
@@ -19,6 +21,8 @@ import json
 import logging
 import os
 import random
+import re
+import secrets
 import shutil
 import zipfile
 from collections.abc import Callable, Mapping
@@ -27,7 +31,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, broadcast_object_list
 from numpy._core.multiarray import _reconstruct
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -41,6 +45,10 @@ from visalign.vsfa.training.config import VsfaTrainConfig
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
+# A checkpoint's folder name, exactly: ``step-N.tmp`` (the staging folder of versions before 2026-11) and the
+# ``.staging-*`` folders of saves in progress are never taken for a checkpoint, nor pruned as one.
+_CHECKPOINT_NAME = re.compile(r"^step-\d{8,}$")
+_STAGING_PREFIX = ".staging-"
 # Under these the weights and optimiser state are sharded over processes: accelerate saves and restores them.
 _SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 # What decoding a cut-short, zeroed or garbled checkpoint file raises: torch.load's errors (LOAD_ERRORS), json's
@@ -60,6 +68,32 @@ def checkpoint_dir(out: Path, step: int) -> Path:
     return out / CHECKPOINTS / f"{_PREFIX}{step:08d}"
 
 
+def checkpoint_folders(out: Path) -> list[Path]:
+    """The checkpoint folders under ``out`` (whole or not), oldest first; staging folders are not among them."""
+    folder = out / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _CHECKPOINT_NAME.match(p.name) and p.is_dir())
+
+
+def remove_staging_folders(out: Path) -> list[Path]:
+    """Delete the staging folders that killed saves left under ``out/checkpoints``; return them.
+
+    Call it only while holding the run directory's lock (:meth:`visalign.runs.RunDir.lock`): a live job's save in
+    progress is a staging folder too.
+    """
+    folder = out / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and (
+        p.name.startswith(_STAGING_PREFIX) or (p.name.startswith(_PREFIX) and p.name.endswith(".tmp"))))  # fmt: skip
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    if stale:
+        logger.info("%s: removed %d unfinished checkpoint folder(s) left by an interrupted run", folder, len(stale))
+    return stale
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     """The newest whole checkpoint under ``out`` (one with ``state.json`` whose files all open), or None.
 
@@ -72,9 +106,7 @@ def latest_checkpoint(out: Path) -> Path | None:
         VisalignError: every checkpoint under ``out`` is damaged (the message names the newest damaged file).
     """
     folder = out / CHECKPOINTS
-    if not folder.is_dir():
-        return None
-    complete = sorted((p for p in folder.glob(f"{_PREFIX}*") if (p / "state.json").is_file()), reverse=True)
+    complete = [p for p in reversed(checkpoint_folders(out)) if (p / "state.json").is_file()]
     damaged: list[str] = []
     for candidate in complete:
         damage = checkpoint_damage(candidate)
@@ -152,7 +184,7 @@ def _read(file: Path, load: Callable[[Path], _T]) -> _T:
 
 def _way_on(checkpoint: Path) -> str:
     """How to resume past the damaged ``checkpoint``: from the newest checkpoint before it, or from step 0."""
-    older = [p for p in checkpoint.parent.glob(f"{_PREFIX}*") if not p.name.endswith(".tmp") and p < checkpoint]
+    older = [p for p in checkpoint_folders(checkpoint.parent.parent) if p < checkpoint]
     start = f"checkpoint {max(older).name}" if older else "step 0"
     return f"delete {checkpoint} and run the same command again to resume from {start}"
 
@@ -209,11 +241,14 @@ def save_checkpoint(out: Path, step: int, *, model, optimizer, scheduler, state:
         keep: checkpoints to keep.
     """
     target = checkpoint_dir(out, step)
-    staging = target.with_name(target.name + ".tmp")
+    # A folder of this save's own, named so that no reader takes it for a checkpoint: a fixed name would be one that
+    # another process's save (or clean-up) writes or deletes too. Its name goes to every process (they write into it).
+    staging_name = [f"{_STAGING_PREFIX}{target.name}-{secrets.token_hex(8)}"]
     if accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
+        # mkdir, not mkdtemp: the folder becomes the checkpoint, and keeps the mode the umask gives as it always did
+        (target.parent / staging_name[0]).mkdir(parents=True)
+    broadcast_object_list(staging_name)  # collective under torchrun / accelerate launch; nothing in one process
+    staging = target.parent / staging_name[0]
     torch.save(rng_state(), staging / f"rng-{accelerator.process_index}.pt")
     if accelerator.distributed_type in _SHARDED:
         accelerator.save_state(str(staging / "accelerate"))  # collective; sharded model and optimiser state
@@ -230,8 +265,7 @@ def save_checkpoint(out: Path, step: int, *, model, optimizer, scheduler, state:
         replace_dir(staging, target)  # a checkpoint of the same step saved again stays whole until replaced
         # A later step's checkpoint here is a damaged one that resume skipped (see latest_checkpoint): this run
         # writes it again when it gets there. Pruned with the rest, it would be kept in place of whole ones.
-        done = sorted(p for p in (out / CHECKPOINTS).glob(f"{_PREFIX}*")
-                      if not p.name.endswith(".tmp") and p.name <= target.name)  # fmt: skip
+        done = [p for p in checkpoint_folders(out) if p.name <= target.name]
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -475,7 +509,7 @@ def adopt_pre_split_hashes(out: Path, config: VsfaTrainConfig) -> bool:
     manifest.setdefault("extra", {})["unhashed_settings"] = config.unhashed_settings()
     atomic_write_json(run.manifest_path, manifest)
     old_state_hash, new_state_hash = JobConfig.config_hash(config), config.config_hash()
-    for state_file in sorted((out / "checkpoints").glob("step-*/state.json")):
+    for state_file in [p / "state.json" for p in checkpoint_folders(out) if (p / "state.json").is_file()]:
         try:
             state = json.loads(state_file.read_text())
         except (OSError, ValueError):  # damaged: resume skips this checkpoint (see latest_checkpoint)

@@ -34,6 +34,7 @@ from visalign.vsfa.training.checkpoint import (
     continued_config,
     latest_checkpoint,
     load_checkpoint,
+    remove_staging_folders,
     save_checkpoint,
 )
 from visalign.vsfa.training.compilation import compile_blocks
@@ -386,6 +387,13 @@ def train(
     template = processor_template_identity(rules.processor, config.model)
     dtype = weights_dtype(config, accelerator.device)
     precision = {"dtype": str(dtype).removeprefix("torch."), "device_type": accelerator.device.type}
+    if accelerator.is_main_process:
+        # The run directory's lock before its checkpoints are read: a second job on this --out is refused here,
+        # rather than resuming from the checkpoints of a job still writing them. Only the main process writes the
+        # run, so only it locks; under the lock, the staging folders of a killed save can go.
+        RunDir(out).lock()
+        remove_staging_folders(out)
+    accelerator.wait_for_everyone()  # every process reads the checkpoints as they are under the main one's lock
     resumed = latest_checkpoint(out)
     # an explicit dtype equal to the one an ``auto`` run recorded continues that run (see continued_config)
     run_config = continued_config(config, resumed)
