@@ -129,6 +129,17 @@ def test_a_folder_deleted_and_made_again_is_locked_again(tmp_path):
     assert re.match(refusal_pattern(out, os.getpid()), done.stdout.strip()), done.stdout
 
 
+def test_jobs_run_one_after_another_in_folders_deleted_since_keep_no_descriptor_open(tmp_path):
+    """A Python session running job after job in temporary folders would otherwise run out of descriptors."""
+    before = len(os.listdir("/proc/self/fd"))
+    for number in range(40):
+        out = tmp_path / f"run{number}"
+        RunDir(out).write_manifest(CONFIG)
+        shutil.rmtree(out)
+    RunDir(tmp_path / "last").write_manifest(CONFIG)  # lets go of the last deleted folder's lock
+    assert len(os.listdir("/proc/self/fd")) <= before + 1  # the live folder's lock only
+
+
 def test_a_file_system_without_flock_warns_once_and_goes_on_unlocked(tmp_path, monkeypatch, caplog):
     def no_locks(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")

@@ -206,8 +206,10 @@ def lock_run_dir(path: str | Path) -> bool:
     process (several jobs, or several :class:`RunDir` objects, on one folder) does nothing. Only the process that
     writes the run takes it: under ``torchrun`` the main one, not the other ranks.
 
-    The lock file (:data:`LOCK_NAME`) records the holder's pid, host and start time for the refusal message. On a
-    file system without ``flock`` one warning is logged and the job goes on unlocked, as before locks existed.
+    A job run from Python (a notebook) holds its folder until that Python process exits; a lock whose folder was
+    deleted is let go at the next call. The lock file (:data:`LOCK_NAME`) records the holder's pid, host and start
+    time for the refusal message. On a file system without ``flock`` one warning is logged and the job goes on
+    unlocked, as before locks existed.
 
     Args:
         path: the run directory.
@@ -228,11 +230,15 @@ def lock_run_dir(path: str | Path) -> bool:
                 _UNLOCKABLE.add(str(lock_path.resolve()))
                 _warn_unlocked(path, "this platform has no flock")
         return False
+    with _HELD_LOCKS_GUARD:
+        _forget_deleted_locks()
     try:  # O_CLOEXEC: a program the job runs (a compiler, a server) does not inherit the lock and outlive the job
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
-        raise VisalignError(f"{lock_path}: cannot open the run directory's lock file ({exc.strerror}); check the "
-                            "folder's permissions or use another --out") from None  # fmt: skip
+        advice = ("close some files or raise the limit (ulimit -n)" if exc.errno == errno.EMFILE
+                  else "check the folder's permissions or use another --out")  # fmt: skip
+        raise VisalignError(f"{lock_path}: cannot open the run directory's lock file ({exc.strerror}); "
+                            f"{advice}") from None  # fmt: skip
     with _HELD_LOCKS_GUARD:
         status = os.fstat(fd)
         key = (status.st_dev, status.st_ino)
@@ -265,6 +271,18 @@ def lock_run_dir(path: str | Path) -> bool:
             pass
         _HELD_LOCKS[key] = fd
     return True
+
+
+def _forget_deleted_locks() -> None:
+    """Close the held locks whose run directory was deleted since (call with ``_HELD_LOCKS_GUARD`` held).
+
+    A Python session that runs job after job in temporary folders would otherwise keep one open descriptor per
+    folder until it ran out of them. A deleted lock file protects nothing: a new job there locks a new file.
+    """
+    for key, fd in list(_HELD_LOCKS.items()):
+        if fd is not None and os.fstat(fd).st_nlink == 0:
+            os.close(fd)
+            del _HELD_LOCKS[key]
 
 
 def _lock_holder(fd: int) -> str:

@@ -109,3 +109,14 @@ def test_a_missing_input_leaves_the_output_untouched(tmp_path):
     with pytest.raises(VisalignError, match="cannot read it as UTF-8 text"):
         judge_refusal_file(tmp_path, get_refusal_judge(), out)  # a folder
     assert out.read_text() == "earlier results\n"
+
+
+def test_an_output_that_names_the_input_judges_it_in_place(tmp_path):
+    # Streaming opened the output before reading a line: naming one file for both emptied it and judged nothing.
+    path = tmp_path / "answers.jsonl"
+    path.write_bytes(_line(REFUSAL) + b"\n" + _line(COMPLIANCE) + b"\n")
+    counts = judge_refusal_file(path, get_refusal_judge(), path)
+    assert dict(counts) == {"refusal": 1, "compliance": 1, "unknown": 0, "error": 0}
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [(r["id"], r["label"]) for r in records] == [("r", "refusal"), ("c", "compliance")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl"]  # no temporary file left

@@ -43,8 +43,8 @@ def test_an_unset_dtype_does_not_resume_in_another_one_and_naming_it_continues_t
         optimize_magic_images(make(tmp_path, model), run)
     assert str(refused.value) == (
         f"{checkpoint}: begun with the model's weights in float32 on cpu, but this run loads them in bfloat16 on cpu "
-        "(an unset dtype is float32 on a CPU, bfloat16 on a GPU); set dtype: float32 in the config to continue it, "
-        "or use a new --out folder"
+        "(an unset dtype is float32 on a CPU, bfloat16 on a GPU); set dtype: float32 in the config it began with to "
+        "continue it, or use a new --out folder"
     )
     state = _checkpoint(run)
     assert [h["step"] for h in state["history"]] == [1, 2]  # nothing was taken in bfloat16

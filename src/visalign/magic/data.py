@@ -267,8 +267,6 @@ def benign_target_key(model: str, example: Example, max_new_tokens: int, weights
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-#: Files beside the weights that decide how a conversation becomes tokens and how an answer is decoded: the chat
-#: template, tokenizer, processor, model and generation configs (``*.txt``: a BPE ``merges.txt``).
 def model_identity(vlm: VLM) -> str:
     """What a generated answer depends on in the loaded model: weights, template, dtype and device type.
 

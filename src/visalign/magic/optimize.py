@@ -165,7 +165,8 @@ def _precision_refusal(checkpoint: Path, state: dict, precision: Mapping[str, st
     return (
         f"{checkpoint}: begun with the model's weights in {recorded.get('dtype')} on {recorded.get('device_type')}, "
         f"but this run loads them in {precision.get('dtype')} on {precision.get('device_type')} (an unset dtype is "
-        f"float32 on a CPU, bfloat16 on a GPU); set {settings} in the config to continue it, or use a new --out folder"
+        f"float32 on a CPU, bfloat16 on a GPU); set {settings} in the config it began with to continue it, or use a "
+        "new --out folder"
     )
 
 

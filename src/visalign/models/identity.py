@@ -18,6 +18,8 @@ from visalign.models.conversation import assistant, user
 from visalign.models.loading import resolve_spec
 from visalign.runs import sha256_file
 
+#: Files beside the weights that decide how a conversation becomes tokens and how an answer is decoded: the chat
+#: template, tokenizer, processor, model and generation configs (``*.txt``: a BPE ``merges.txt``).
 _TEMPLATE_FILES = ("*.json", "*.jinja", "*.txt", "*.model")
 
 

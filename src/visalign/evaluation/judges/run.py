@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +44,8 @@ def judge_refusal_file(input_path: str | Path, judge: RefusalJudge, out: str | P
     Returns:
         Counts of ``refusal``, ``compliance``, ``unknown`` and ``error`` lines.
 
-    The file is read a line at a time, so its size does not matter (a pipe works too).
+    The file is read a line at a time, so its size does not matter (a pipe works too). ``out`` is written under a
+    temporary name and renamed into place at the end, so it may name the input file itself (judged in place).
 
     Raises:
         VisalignError: the input file is missing or unreadable, or a line of it is not UTF-8 text (the message
@@ -57,18 +60,34 @@ def judge_refusal_file(input_path: str | Path, judge: RefusalJudge, out: str | P
         raise VisalignError(f"{source}: cannot read it as UTF-8 text ({exc})") from None
     counts: Counter = Counter({"refusal": 0, "compliance": 0, "unknown": 0, "error": 0})
     with raw:
-        handle: TextIO = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115
+        if not out:
+            _judge_lines(source, raw, judge, sys.stdout, counts)
+            return counts
+        target = Path(out)
+        # a name of its own beside ``out``: opening ``out`` itself would empty the input when they are one file
+        descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
-            for number, line in _lines(source, raw):
-                if not line.strip():
-                    continue
-                result = _judge_line(judge, number, line)
-                counts["error" if "error" in result else result["label"]] += 1
-                handle.write(json.dumps(result, ensure_ascii=False) + "\n")
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                try:
+                    _judge_lines(source, raw, judge, handle, counts)
+                except VisalignError:  # a line that is not UTF-8: the lines before it are kept, as documented
+                    handle.close()
+                    os.replace(name, target)
+                    raise
+            os.replace(name, target)
         finally:
-            if out:
-                handle.close()
+            Path(name).unlink(missing_ok=True)
     return counts
+
+
+def _judge_lines(source: Path, raw: BinaryIO, judge: RefusalJudge, handle: TextIO, counts: Counter) -> None:
+    """Judge each non-blank line of ``raw`` and write its result to ``handle``, counting the labels."""
+    for number, line in _lines(source, raw):
+        if not line.strip():
+            continue
+        result = _judge_line(judge, number, line)
+        counts["error" if "error" in result else result["label"]] += 1
+        handle.write(json.dumps(result, ensure_ascii=False) + "\n")
 
 
 def _lines(source: Path, raw: BinaryIO) -> Iterator[tuple[int, str]]:
