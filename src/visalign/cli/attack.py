@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from visalign.errors import VisalignError
+
 attack_app = typer.Typer(
     name="attack",
     help="Render image-borne attacks: FigStep images from a SafeBench CSV, or any text benchmark as images.",
@@ -24,7 +26,10 @@ def figstep(
     csv: Annotated[Path, typer.Option("--csv", help="SafeBench CSV (dataset,category_id,task_id,...,instruction)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for query_ForbidQI_{cat}_{task}_6.png files")],
 ) -> None:
-    """Render one FigStep image per SafeBench row, named as the official files."""
+    """Render one FigStep image per SafeBench row, named as the official files.
+
+    Every good row is drawn first; malformed rows are listed on stderr, then the command exits 2 with their count.
+    """
     from visalign.evaluation.attacks import render_figstep_csv
 
     report = render_figstep_csv(csv, out)
@@ -32,6 +37,8 @@ def figstep(
         typer.echo(f"skipped {error}", err=True)
     font = f"{report.font}" + ("" if report.faithful_font else " (FALLBACK: images will differ from the official)")
     typer.echo(f"wrote {len(report.written)} images to {out}; {len(report.errors)} rows skipped; font {font}")
+    if report.errors:
+        raise VisalignError(_skipped_rows_message(csv, len(report.errors), len(report.written), "skipped above"))
 
 
 @attack_app.command("typographic")
@@ -47,3 +54,16 @@ def typographic(
     result = write_typographic_set(benchmark, source, out, style=style)  # type: ignore[arg-type]
     typer.echo(f"wrote {len(result.samples)} samples to {out / 'samples.jsonl'}; {len(result.errors)} errors "
                f"in {out / 'errors.jsonl'}")
+    if result.errors:
+        where = f"their records are in {out / 'errors.jsonl'}"
+        raise VisalignError(_skipped_rows_message(source, len(result.errors), len(result.samples), where))
+
+
+def _skipped_rows_message(source: Path | str, skipped: int, written: int, where: str) -> str:
+    """The one-line error for rows that could not be drawn: how many, where they are listed, what to do.
+
+    A script that runs an attack command must be able to tell a partial set from a whole one; the good rows are
+    written before this is raised, so nothing finished is lost and a re-run after the fix redraws them unchanged.
+    """
+    return (f"{source}: {skipped} of {skipped + written} rows could not be drawn ({where}; the other {written} "
+            "were written); fix those rows and re-run")
