@@ -20,6 +20,7 @@ from visalign.cli import models as _models
 from visalign.cli import quickstart as _quickstart
 from visalign.cli import vsfa as _vsfa
 from visalign.errors import VisalignError
+from visalign.plugins import load_plugins
 
 app = typer.Typer(
     name="visalign",
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args.remove("--debug")
     try:
+        load_plugins()  # the user's registered benchmarks, judges and families, before any argument is checked
         # Outside standalone mode Typer *returns* the code of an Exit, Ctrl-C's 130 included, instead of raising it
         code = app(args=args, standalone_mode=False)
     except VisalignError as exc:
