@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from visalign.config import JobConfig
+from visalign.evaluation.defences import defence_prompt_problem
 from visalign.evaluation.judges.registry import DEFAULT_REFUSAL_JUDGE
 
 
@@ -25,7 +26,8 @@ class SystemConfig(BaseModel):
         value_system: which value system's magic image to use, when ``magic_image`` is a folder of several.
         allow_model_mismatch: evaluate a magic image or an adapter on weights other than those it was optimised
             or trained against (a transfer study); otherwise such a system is refused with the reason.
-        defence_prompt: a system prompt defence: ``adashield-s`` for the built-in one, or the prompt text.
+        defence_prompt: a system prompt defence: ``adashield-s`` for the built-in one, or the prompt text. A value
+            with no whitespace (up to 40 characters) is read as a preset name and refused when it names none.
         concurrency: parallel requests for the ``openai`` backend.
         dtype: weights dtype of a ``local`` model: ``auto`` (float32 on a CPU, bfloat16 on a GPU), ``float32``,
             ``bfloat16`` or ``float16``. In float32 a greedy answer is the same whatever prompts share its batch;
@@ -58,6 +60,8 @@ class SystemConfig(BaseModel):
             raise ValueError(f"system {self.name!r}: adapters and magic images need the local backend")
         if self.backend == "openai" and self.dtype != "auto":
             raise ValueError(f"system {self.name!r}: dtype sets a local model's weights; the server chooses its own")
+        if self.defence_prompt is not None and (problem := defence_prompt_problem(self.defence_prompt)):
+            raise ValueError(f"system {self.name!r}: {problem}")
         return self
 
     @model_serializer(mode="wrap")

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from visalign.errors import VisalignError
-from visalign.evaluation.benchmarks.sample import LoadResult
+from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample, claim_id
 
 Loader = Callable[..., LoadResult]
 
@@ -30,17 +30,34 @@ class BenchmarkInfo:
 _REGISTRY: dict[str, BenchmarkInfo] = {}
 
 
-def register_benchmark(name: str, description: str) -> Callable[[Loader], Loader]:
+def register_benchmark(name: str, description: str, *, replace: bool = False) -> Callable[[Loader], Loader]:
     """Register a loader under ``name`` (decorator). The loader takes ``(source, **options)``.
+
+    The loader's named parameters after ``source`` are the benchmark's options: a config's ``options`` are
+    checked against them by name and by type annotation (:func:`check_options`). An option is a *path option*,
+    whose relative value in a config file is resolved as ``source`` is (from the config file's folder when it
+    exists there), exactly when its annotation includes :class:`pathlib.Path` (``image_dir: str | Path``); one
+    annotated ``str`` alone is passed as written and read from the working directory (:func:`path_options`).
+
+    Sample ids must be unique within the benchmark: :func:`load_benchmark` keeps the first sample of a repeated id
+    and turns each later one into a ``duplicate id`` :class:`RowError` (see :func:`claim_id`).
 
     Args:
         name: the registry name, also the prefix of every sample id the loader makes.
         description: one line: what the benchmark is and what ``source`` should point at.
+        replace: replace an existing registration of ``name`` (re-running a notebook cell that defines the
+            loader); otherwise registering a name twice is refused. Records name the benchmark, so replacing a
+            built-in one makes its name mean your loader's rows in every run made after.
+
+    Raises:
+        VisalignError: ``name`` is already registered and ``replace`` is False.
     """
 
     def decorate(loader: Loader) -> Loader:
-        if name in _REGISTRY:
-            raise ValueError(f"benchmark {name!r} is registered twice")
+        if name in _REGISTRY and not replace:
+            raise VisalignError(
+                f"benchmark {name!r} is already registered; pass replace=True to register_benchmark to replace it"
+            )
         _REGISTRY[name] = BenchmarkInfo(name, loader, description)
         return loader
 
@@ -94,7 +111,9 @@ def _alternatives(annotation: Any) -> tuple[Any, ...]:
 def path_options(name: str) -> list[str]:
     """The options of benchmark ``name`` that take a file or folder (``image_root``, ``images_dir``, ``render_dir``).
 
-    A config's relative value for one of them is resolved as its ``source`` is (see :mod:`visalign.evaluation.runner`).
+    An option is one exactly when its loader's annotation includes :class:`pathlib.Path` (``str | Path``), whatever
+    its name. A config's relative value for one of them is resolved as its ``source`` is (see
+    :mod:`visalign.evaluation.runner`).
     """
     return [key for key, p in _options(name).items() if Path in _alternatives(p.annotation)]
 
@@ -173,6 +192,33 @@ def text_form_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return chosen
 
 
+def _unique_ids(name: str, source: str | Path, result: LoadResult) -> LoadResult:
+    """``result`` with each sample whose id repeats an earlier one's turned into a ``duplicate id`` error.
+
+    Runs key their records by sample id, so a repeated id would silently replace the first row's record. Built-in
+    loaders already claim ids row by row (:func:`claim_id`); this holds every loader, a user's included, to it.
+    """
+    seen: set[str] = set()
+    kept: list[Sample] = []
+    errors = list(result.errors)
+    repeats: dict[str, int] = {}
+    for sample in result.samples:
+        duplicate = claim_id(seen, sample.id)
+        if duplicate is None:
+            kept.append(sample)
+            continue
+        # the row names the repeat (``x:1#2``): an error record is keyed by it, so each repeat keeps its own
+        repeats[sample.id] = repeats.get(sample.id, 1) + 1
+        errors.append(RowError(
+            benchmark=name, source=str(source), row=f"{sample.id}#{repeats[sample.id]}", expected=sample.expected,
+            message=f"benchmark {name!r}: {duplicate}: sample ids must be unique within the benchmark; the "
+                    "first sample with it is kept (build the id from the row's own key)",
+        ))
+    if len(kept) == len(result.samples):
+        return result
+    return LoadResult(kept, errors)
+
+
 def load_benchmark(
     name: str,
     source: str | Path,
@@ -195,7 +241,8 @@ def load_benchmark(
         **options: loader-specific options (``split``, ``subset``, ``variant``, ...), see each loader.
 
     Returns:
-        The samples and one :class:`RowError` per row that could not be used.
+        The samples and one :class:`RowError` per row that could not be used; a sample whose id repeats an
+        earlier one's is such a row (``duplicate id``), whatever loader made it.
 
     Raises:
         VisalignError: unknown benchmark or option, an option of the wrong type, or a wholly unreadable source.
@@ -204,7 +251,7 @@ def load_benchmark(
     if attack is not None:
         options = text_form_options(name, options)
     check_options(name, options)
-    result = info.loader(source, **options)
+    result = _unique_ids(name, source, info.loader(source, **options))
     if attack is None:
         return result
     if attack_dir is None:

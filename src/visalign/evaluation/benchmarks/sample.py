@@ -16,7 +16,9 @@ class Sample(BaseModel):
     """One evaluation item: a text prompt with zero or more images and the behaviour expected of the model.
 
     Attributes:
-        id: stable across runs and machines, prefixed with the benchmark name (``xstest:1``).
+        id: stable across runs and machines, prefixed with the benchmark name (``xstest:1``), and unique within
+            the benchmark: runs key their records by it, so :func:`load_benchmark` turns a repeated id into a
+            ``duplicate id`` :class:`RowError`, keeping the first sample.
         benchmark: the registry name of the benchmark it came from.
         text: the text prompt sent with the images.
         images: image files, in the order they are shown to the model (may be empty).

@@ -16,7 +16,12 @@ from visalign.evaluation.judges.keyword import (
     KeywordJudge,
 )
 from visalign.evaluation.judges.refusal import HeuristicRefusalJudge, gather_evidence
-from visalign.evaluation.judges.registry import DEFAULT_REFUSAL_JUDGE, get_refusal_judge, refusal_judge_names
+from visalign.evaluation.judges.registry import (
+    DEFAULT_REFUSAL_JUDGE,
+    get_refusal_judge,
+    refusal_judge_names,
+    register_refusal_judge,
+)
 from visalign.evaluation.judges.run import judge_refusal_file
 from visalign.evaluation.judges.verdict import RefusalJudge, RefusalLabel, Verdict
 
@@ -41,4 +46,5 @@ __all__ = [
     "load_labelled_responses",
     "measure_agreement",
     "refusal_judge_names",
+    "register_refusal_judge",
 ]

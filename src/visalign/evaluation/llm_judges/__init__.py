@@ -6,6 +6,8 @@ Each judge has a versioned prompt shipped as package data, ``async judge(prompt,
 returning a :class:`Judgement` (label, score, raw output, error) and a synchronous ``judge_all`` for batches.
 Requests go through :class:`visalign.clients.ChatClient`, so its cache makes a repeated run free; a failing
 endpoint gives a judgement with ``error`` set instead of stopping the run.
+
+A judge of your own is an :class:`LLMJudge` subclass registered with :func:`register_llm_judge`.
 """
 
 from visalign.evaluation.llm_judges.answer_grader import AnswerGrader, parse_credit
@@ -18,7 +20,14 @@ from visalign.evaluation.llm_judges.llama_guard import (
     parse_guard,
 )
 from visalign.evaluation.llm_judges.mm_safetybench import MMSafetyBenchJudge, parse_safe_unsafe, scenario_key
-from visalign.evaluation.llm_judges.registry import ANSWER_GRADERS, LLM_JUDGES, get_llm_judge, llm_judge_names
+from visalign.evaluation.llm_judges.registry import (
+    ANSWER_GRADERS,
+    LLM_JUDGES,
+    answer_grader_names,
+    get_llm_judge,
+    llm_judge_names,
+    register_llm_judge,
+)
 from visalign.evaluation.llm_judges.rubric import RubricJudge, parse_rubric
 
 __all__ = [
@@ -34,6 +43,7 @@ __all__ = [
     "LlamaGuardNativeJudge",
     "MMSafetyBenchJudge",
     "RubricJudge",
+    "answer_grader_names",
     "fill",
     "get_llm_judge",
     "llm_judge_names",
@@ -43,5 +53,6 @@ __all__ = [
     "parse_guard",
     "parse_rubric",
     "parse_safe_unsafe",
+    "register_llm_judge",
     "scenario_key",
 ]

@@ -58,7 +58,10 @@ def fill(template: str, **values: str) -> str:
 class LLMJudge:
     """Base of the judges that ask a chat model over an OpenAI-compatible API.
 
-    Subclasses set ``name``, ``version`` and ``max_tokens`` and implement :meth:`prompt` and :meth:`parse`.
+    Subclasses set ``name``, ``version`` and ``max_tokens`` and implement :meth:`prompt` and :meth:`parse`; register
+    one with :func:`visalign.evaluation.llm_judges.register_llm_judge`. A safety judge's :meth:`parse` returns the
+    labels ``safe``, ``unsafe`` or ``unknown`` (the summary counts any other label of such a judge as ``unknown``,
+    with a warning); an answer grader sets ``needs_reference`` and returns its 0-1 credit as ``score``.
     Requests go through ``client`` (its response cache makes a repeated or resumed run free), at temperature 0.
     A judge counts its endpoint's failures (``failed``, ``last_error``) and stops sending once ``stopped`` is set
     (see the module docstring); a new judge object starts afresh.

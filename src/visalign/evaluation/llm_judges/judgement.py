@@ -16,8 +16,12 @@ class Judgement(BaseModel):
 
     Attributes:
         judge: the judge's name and prompt version, e.g. ``mm-safetybench/v1``.
-        label: the parsed label (``safe``/``unsafe`` for the safety judges), ``unknown`` when the judge answered
-            but its output could not be parsed, None when there was no answer at all (see ``error``).
+        label: the parsed label, ``unknown`` when the judge answered but its output could not be parsed, None
+            when there was no answer at all (see ``error``). The summary reads a judge that labels rows ``safe`` or
+            ``unsafe`` as a safety judge (its ``judge_unsafe_rate``); such a judge's vocabulary is ``safe``,
+            ``unsafe`` and ``unknown``, and any other label it gives is counted as ``unknown`` with a warning. The
+            built-in answer grader labels ``graded``; a judge with labels of its own (``refusal``, ``compliance``)
+            gets no ``judge_unsafe_rate``, only its ``score``'s ``mean_score``.
         score: the judge's main score (the rubric judge's constructive quality, 1-5; the answer grader's credit,
             0-1), None when absent.
         scores: secondary scores by name (the rubric judge's ``harmfulness``, 1-5).
