@@ -79,3 +79,29 @@ def assert_refused_by_live_job(message: str, out: Path, pid: int) -> None:
         r"since [^)]+\) is writing this run directory; wait for it to finish or use another --out$"
     )
     assert re.match(expected, message), message
+
+
+#: Another job's first step: lock the run directory ``argv[1]``, then exit at once (letting go of it).
+TRY_LOCK = """
+    import sys
+    from visalign.errors import VisalignError
+    from visalign.runs import RunDir
+    try:
+        RunDir(sys.argv[1]).lock()
+        print("locked", flush=True)
+    except VisalignError as exc:
+        print(exc, flush=True)
+"""
+
+
+def lock_from_another_process(out: Path) -> str:
+    """Lock ``out`` from a second, real process that exits at once: ``"locked"``, or its one-line refusal."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(TRY_LOCK), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    return done.stdout.strip()

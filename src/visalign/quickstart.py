@@ -28,7 +28,7 @@ import yaml
 from PIL import Image, ImageDraw
 from rich.console import Console
 
-from visalign.runs import RunDir, atomic_write_json, atomic_write_text
+from visalign.runs import RunDir, atomic_write_json, atomic_write_text, releases_run_locks
 
 #: Value systems of the quickstart, over the starter sets' categories.
 VALUE_SYSTEMS = {
@@ -210,11 +210,13 @@ def _earlier_timings(path: Path) -> list[dict[str, float]]:
     return [*runs, last] if last else list(runs)
 
 
+@releases_run_locks
 def run_quickstart(out: Path, *, scale: Scale = SMALL, model: str = "default",
                    console: Console | None = None) -> Path:
     """Run every stage into ``out`` (resuming finished ones) and return the path of the HTML report.
 
-    ``model`` is the spec every stage uses (``default``: the embedded model, built first if missing).
+    ``model`` is the spec every stage uses (``default``: the embedded model, built first if missing). ``out`` is
+    locked until this returns, and each stage's folder from its stage's start until then.
     """
     from visalign.config import load_config
     from visalign.evaluation.config import EvalConfig
@@ -236,6 +238,12 @@ def run_quickstart(out: Path, *, scale: Scale = SMALL, model: str = "default",
     timings: dict[str, float] = {}
     # a resumed run takes seconds where the first took minutes: keep the earlier runs' times beside this one's
     earlier = _earlier_timings(out / "timings.json")
+
+    def stage_dir(name: str) -> Path:
+        # locked in this job's scope, not only in its stage's: later stages read what it wrote, so no other job may
+        # rewrite it until the quickstart ends
+        RunDir(out / name).lock()
+        return out / name
 
     def timed(name: str, work):
         started = time.perf_counter()
@@ -259,16 +267,16 @@ def run_quickstart(out: Path, *, scale: Scale = SMALL, model: str = "default",
 
     console.rule("3/6 VSFA data (offline backends)")
     timed("vsfa_data", lambda: build_dataset(load_config(configs_dir / "vsfa_data.yaml", VsfaDataConfig),
-                                             out / "vsfa-data"))
+                                             stage_dir("vsfa-data")))
     console.rule("4/6 VSFA LoRA training")
     timed("vsfa_train", lambda: train(load_config(configs_dir / "vsfa_train.yaml", VsfaTrainConfig),
-                                      out / "vsfa-train"))
+                                      stage_dir("vsfa-train")))
     console.rule("5/6 Magic Image for two value systems")
     timed("magic", lambda: optimize_magic_images(load_config(configs_dir / "magic.yaml", MagicConfig),
-                                                 out / "magic"))
+                                                 stage_dir("magic")))
     console.rule("6/6 evaluation")
     eval_config = load_config(configs_dir / "eval.yaml", EvalConfig)
-    report = timed("eval", lambda: run_eval(eval_config, out / "eval", config_dir=configs_dir))
+    report = timed("eval", lambda: run_eval(eval_config, stage_dir("eval"), config_dir=configs_dir))
 
     summary = headline_summary(read_summary_json(out / "eval" / "summary.json"),
                                [s.name for s in eval_config.systems])

@@ -4,14 +4,18 @@ Every job writes ``<run dir>/manifest.json`` once (config, versions, seeds, inpu
 appends one JSON line per finished record. A job killed midway and re-run with the same config skips the
 keys it already has; a different config is refused so one directory never mixes two configs. One job writes a run
 directory at a time: it holds the directory's lock file (:data:`LOCK_NAME`) from before it reads the run's state
-until it exits, and a second job given the same directory meanwhile is refused (:func:`lock_run_dir`).
+until it returns or raises (:func:`releases_run_locks`), and a second job given the same directory meanwhile is
+refused (:func:`lock_run_dir`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import errno
+import functools
 import hashlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -22,11 +26,12 @@ import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from visalign.errors import VisalignError
@@ -182,34 +187,67 @@ def sweep_temp_files(root: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------------------------- run lock
 
 #: The lock file in a run directory. It stays when the job ends: the lock is the kernel's ``flock`` on it, which
-#: ends with the process that took it (a killed job leaves no stale lock), and deleting the file while a job holds
-#: it would let a second job lock a new file beside the first's.
+#: ends with the job, or with the process that took it (a killed job leaves no stale lock), and deleting the file
+#: while a job holds it would let a second job lock a new file beside the first's.
 LOCK_NAME = ".visalign.lock"
 
-# The run-directory locks this process holds, by the lock file's (device, inode): the descriptor, or None where the
-# file system has no flock (warned once). Keyed by the file, not the path, so a relative path, a symbolic link and
-# a folder deleted and made again are each told apart correctly.
-_HELD_LOCKS: dict[tuple[int, int], int | None] = {}
+
+class _HeldLock:
+    """One run-directory lock this process holds, and who keeps it held.
+
+    ``fd`` is the lock file's descriptor, or None where the file system has no flock (warned once per holding).
+    ``scopes`` counts the open job scopes (:func:`run_lock_scope`) that took it; ``kept`` says it was taken outside
+    any scope too, and so is held until the process ends. With neither, it is let go.
+    """
+
+    __slots__ = ("fd", "kept", "scopes")
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+        self.scopes = 0
+        self.kept = False
+
+
+class _LockScope:
+    """The locks one job scope took (see :func:`run_lock_scope`)."""
+
+    __slots__ = ("taken",)
+
+    def __init__(self) -> None:
+        self.taken: dict[_HeldLock, tuple[int, int]] = {}  # each lock it took, with its key in _HELD_LOCKS
+
+
+# The run-directory locks this process holds, by the lock file's (device, inode). Keyed by the file, not the path,
+# so a relative path, a symbolic link and a folder deleted and made again are each told apart correctly.
+_HELD_LOCKS: dict[tuple[int, int], _HeldLock] = {}
 _HELD_LOCKS_GUARD = threading.Lock()
+# The innermost job scope of this thread or task (a context variable: asyncio tasks and to_thread inherit it)
+_CURRENT_SCOPE: contextvars.ContextVar[_LockScope | None] = contextvars.ContextVar(
+    "visalign_run_lock_scope", default=None
+)
 _UNLOCKABLE: set[str] = set()  # without fcntl: the folders warned about
 # flock's errors on a file system that does not support it (some network and FUSE mounts)
 _NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL})
 
 
 def lock_run_dir(path: str | Path) -> bool:
-    """Take this process's exclusive lock on the run directory ``path`` (created if missing) until the process ends.
+    """Take this process's exclusive lock on the run directory ``path`` (created if missing) for the current job.
 
-    Two jobs writing one run directory at once would both start as a first run, or one would "resume" the other
-    while it runs: records written twice, two configs in one folder, a live job's temporary files swept away. So a
-    job takes this lock before it reads the run's state (manifest, records, checkpoints) and keeps it: the kernel
-    drops it when the process exits or is killed, so no stale lock is ever left. Taking it again in the same
-    process (several jobs, or several :class:`RunDir` objects, on one folder) does nothing. Only the process that
-    writes the run takes it: under ``torchrun`` the main one, not the other ranks.
+    Two jobs writing one run directory at once would both start as a first run, or one would "resume" the other while it
+    runs: records written twice, two configs in one folder, a live job's temporary files swept away. So a job takes this
+    lock before it reads the run's state (manifest, records, checkpoints) and keeps it until the job returns or raises:
+    every job's entry function (``build_dataset``, ``train``, ``optimize_magic_images``, ``build_refusal_dataset``,
+    ``run_eval``, ``run_quickstart``, ``merge_shards``) is a :func:`run_lock_scope`, which lets go of the locks taken
+    inside it, except those an enclosing scope took too (a quickstart holds its folder while its stages run; a job that
+    runs another keeps what it locked). A lock taken outside any scope (a script calling :meth:`RunDir.write_manifest`
+    itself) is held until the process ends. Either way the kernel drops it when the process exits or is killed, so no
+    stale lock is ever left. Taking it again in the same process (several jobs, or several :class:`RunDir` objects, on
+    one folder) does nothing. Only the process that writes the run takes it: under ``torchrun`` the main one, not the
+    other ranks.
 
-    A job run from Python (a notebook) holds its folder until that Python process exits; a lock whose folder was
-    deleted is let go at the next call. The lock file (:data:`LOCK_NAME`) records the holder's pid, host and start
-    time for the refusal message. On a file system without ``flock`` one warning is logged and the job goes on
-    unlocked, as before locks existed.
+    A lock whose folder was deleted is let go at the next call. The lock file (:data:`LOCK_NAME`) records the
+    holder's pid, host and start time for the refusal message. On a file system without ``flock`` one warning is
+    logged (once per holding) and the job goes on unlocked, as before locks existed.
 
     Args:
         path: the run directory.
@@ -244,13 +282,16 @@ def lock_run_dir(path: str | Path) -> bool:
         key = (status.st_dev, status.st_ino)
         if key in _HELD_LOCKS:  # this process took it already: another RunDir, or the next job on this folder
             os.close(fd)
-            return _HELD_LOCKS[key] is not None
+            held = _HELD_LOCKS[key]
+            _claim(key, held)
+            return held.fd is not None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in _NO_FLOCK:
                 os.close(fd)
-                _HELD_LOCKS[key] = None
+                _HELD_LOCKS[key] = held = _HeldLock(None)
+                _claim(key, held)
                 _warn_unlocked(path, f"the file system cannot lock files: {exc.strerror}")
                 return False
             holder = _lock_holder(fd)
@@ -269,19 +310,91 @@ def lock_run_dir(path: str | Path) -> bool:
             os.pwrite(fd, line.encode(), 0)
         except OSError:  # a full disk: the lock holds without the line, and the message says less
             pass
-        _HELD_LOCKS[key] = fd
+        _HELD_LOCKS[key] = held = _HeldLock(fd)
+        _claim(key, held)
     return True
+
+
+def _claim(key: tuple[int, int], held: _HeldLock) -> None:
+    """Record who keeps ``held`` (call with ``_HELD_LOCKS_GUARD`` held): this job's scope, or the process."""
+    scope = _CURRENT_SCOPE.get()
+    if scope is None:
+        held.kept = True
+    elif held not in scope.taken:
+        scope.taken[held] = key
+        held.scopes += 1
+
+
+def _release(key: tuple[int, int], held: _HeldLock) -> None:
+    """Let go of one lock (call with ``_HELD_LOCKS_GUARD`` held); one forgotten since is left alone."""
+    if _HELD_LOCKS.get(key) is not held:  # its folder was deleted and the descriptor closed already
+        return
+    del _HELD_LOCKS[key]
+    if held.fd is not None:
+        # LOCK_UN first: a child forked meanwhile shares the descriptor and would keep the lock until it exits
+        with suppress(OSError):
+            fcntl.flock(held.fd, fcntl.LOCK_UN)
+        os.close(held.fd)
+
+
+@contextmanager
+def run_lock_scope() -> Iterator[None]:
+    """The run-directory locks taken inside the block are let go when it ends, returning or raising.
+
+    A job's entry function runs in one (:func:`releases_run_locks`), so a job run from Python (a notebook, a sweep
+    script) leaves its folder free for the next job, from this process or another, once it returns. Scopes nest:
+    a lock an enclosing scope took too (the quickstart's folder, while its stages run in it) stays held until that
+    scope ends, and a lock taken outside any scope stays held until the process ends. Scopes follow the thread or
+    asyncio task that opened them: a job ending in one thread does not let go of another thread's job's locks.
+    """
+    scope = _LockScope()
+    token = _CURRENT_SCOPE.set(scope)
+    try:
+        yield
+    finally:
+        _CURRENT_SCOPE.reset(token)
+        with _HELD_LOCKS_GUARD:
+            for held, key in scope.taken.items():
+                held.scopes -= 1
+                if not held.scopes and not held.kept:
+                    _release(key, held)
+
+
+_Job = TypeVar("_Job", bound=Callable[..., Any])
+
+
+def releases_run_locks(job: _Job) -> _Job:
+    """Run the function ``job`` in a :func:`run_lock_scope`: the locks it takes are let go when it returns or raises.
+
+    For a function that does its work before it returns: a generator or a coroutine function would return at
+    once, before it locks anything, so it is refused.
+
+    Raises:
+        TypeError: ``job`` is a generator or coroutine function.
+    """
+    if inspect.isgeneratorfunction(job) or inspect.iscoroutinefunction(job) or inspect.isasyncgenfunction(job):
+        raise TypeError(f"releases_run_locks: {job.__qualname__} returns before its work is done; use "
+                        "run_lock_scope inside it instead")  # fmt: skip
+
+    @functools.wraps(job)
+    def scoped(*args: Any, **kwargs: Any) -> Any:
+        with run_lock_scope():
+            return job(*args, **kwargs)
+
+    scoped.releases_run_locks = True  # type: ignore[attr-defined]
+    return scoped  # type: ignore[return-value]
 
 
 def _forget_deleted_locks() -> None:
     """Close the held locks whose run directory was deleted since (call with ``_HELD_LOCKS_GUARD`` held).
 
-    A Python session that runs job after job in temporary folders would otherwise keep one open descriptor per
-    folder until it ran out of them. A deleted lock file protects nothing: a new job there locks a new file.
+    A Python session that runs job after job in temporary folders outside job scopes would otherwise keep one open
+    descriptor per folder until it ran out of them. A deleted lock file protects nothing: a new job there locks a
+    new file. A scope that took one finds it gone when it ends, and leaves it (see :func:`_release`).
     """
-    for key, fd in list(_HELD_LOCKS.items()):
-        if fd is not None and os.fstat(fd).st_nlink == 0:
-            os.close(fd)
+    for key, held in list(_HELD_LOCKS.items()):
+        if held.fd is not None and os.fstat(held.fd).st_nlink == 0:
+            os.close(held.fd)
             del _HELD_LOCKS[key]
 
 
@@ -569,11 +682,12 @@ class RunDir:
         return self.path / MANIFEST_NAME
 
     def lock(self) -> bool:
-        """Take this process's lock on the directory (created if missing) until the process ends.
+        """Take this process's lock on the directory (created if missing) until the current job ends.
 
         :meth:`write_manifest` takes it; a job that reads the run's state before writing the manifest (its
         checkpoints, its manifest for a check of its own) takes it first, so no other job can change that state in
-        between. See :func:`lock_run_dir`.
+        between. It is let go when the :func:`run_lock_scope` it was taken in ends (every job's entry function is
+        one), or when the process ends where it was taken outside any scope. See :func:`lock_run_dir`.
 
         Returns:
             True when locked, False on a file system that cannot lock (a warning is logged).
@@ -618,11 +732,12 @@ class RunDir:
     ) -> dict[str, Any]:
         """Write ``manifest.json``, or check that an existing one was written for the same config.
 
-        The directory's lock (:meth:`lock`) is taken first and kept until the process ends, so the check and the
-        write are one step that no other job can interleave with. An accepted resume then deletes the temporary
-        files that killed atomic writes left in the run (see :func:`sweep_temp_files`); a refused one leaves the
-        directory as it was. A resume records the code that continues the run (``versions``, ``git_revision``,
-        ``git_dirty``) in its ``resumed`` entry, with a warning naming what changed since the run was last written.
+        The directory's lock (:meth:`lock`) is taken first and kept until the job ends (the process, when called
+        outside a :func:`run_lock_scope`), so the check and the write are one step that no other job can interleave
+        with. An accepted resume then deletes the temporary files that killed atomic writes left in the run (see
+        :func:`sweep_temp_files`); a refused one leaves the directory as it was. A resume records the code that
+        continues the run (``versions``, ``git_revision``, ``git_dirty``) in its ``resumed`` entry, with a warning
+        naming what changed since the run was last written.
 
         Args:
             config: the job config, a dict or a pydantic model; secrets are scrubbed before hashing, and a

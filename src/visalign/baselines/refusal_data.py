@@ -17,7 +17,7 @@ from visalign.images import png_bytes
 from visalign.llava_format import IMAGE_MARKER, holds_image_marker
 from visalign.magic import Example, MagicConfig, fill_benign_targets, get_value_system, load_training_set
 from visalign.models import load_vlm, weights_fingerprint
-from visalign.runs import RunDir, atomic_write_json
+from visalign.runs import RunDir, atomic_write_json, releases_run_locks
 from visalign.vsfa.imagegen import store_png
 
 
@@ -49,6 +49,7 @@ def llava_record(example: Example, out_dir: Path) -> dict:
     return record
 
 
+@releases_run_locks
 def build_refusal_dataset(config: MagicConfig, value_system: str, out_dir: str | Path, *,
                           batch_size: int = 16, max_answer_tokens: int = 256) -> dict:
     """Write ``out_dir/llava.json`` (+ ``images/``, ``stats.json``, ``manifest.json``) for one value system.

@@ -48,7 +48,7 @@ from visalign.evaluation.llm_judges.base import FATAL_STATUSES, MAX_FAILURES_IN_
 from visalign.evaluation.pinned_inputs import pinned_inputs, precision_change
 from visalign.evaluation.systems import ApiSystem, LocalSystem, Prompt, System, SystemFactory
 from visalign.images import load_image
-from visalign.runs import JsonlStore, RunDir
+from visalign.runs import JsonlStore, RunDir, releases_run_locks
 
 logger = logging.getLogger(__name__)
 
@@ -497,6 +497,7 @@ def _resolve_paths(system: SystemConfig, base_dir: Path) -> SystemConfig:
     return system.model_copy(update=updates)
 
 
+@releases_run_locks
 def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None, strict: bool = False) -> Path:
     """Run an evaluation job into ``out`` and return the path of its HTML report.
 

@@ -51,7 +51,7 @@ from visalign.models import (
 )
 from visalign.models.identity import template_identity
 from visalign.models.loading import weights_digest
-from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json, config_differences
+from visalign.runs import RunDir, atomic_write_bytes, atomic_write_json, config_differences, releases_run_locks
 from visalign.unpickling import LOAD_ERRORS, describe, refused_object
 
 logger = logging.getLogger(__name__)
@@ -480,6 +480,7 @@ def _evaluate(vlm: VLM, config: MagicConfig, data: TrainingSet, image: torch.Ten
     return {**_evaluation_settings(config), **summary}
 
 
+@releases_run_locks
 def optimize_magic_images(config: MagicConfig, out_dir: str | Path,
                           on_step: Callable[[str, int, dict], None] | None = None) -> list[MagicResult]:
     """Optimise one magic image per value system of ``config`` and write them to ``out_dir``.

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from visalign.errors import VisalignError
-from visalign.runs import JsonlStore, RunDir, atomic_write_json, sha256_file
+from visalign.runs import JsonlStore, RunDir, atomic_write_json, releases_run_locks, sha256_file
 from visalign.vsfa.config import OpenAIChatConfig, OpenAIImagesConfig, VsfaDataConfig
 from visalign.vsfa.corpus import load_corpus
 from visalign.vsfa.export import CORPUS_STATS, describes_current_image, export_dataset
@@ -124,6 +124,7 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+@releases_run_locks
 def build_dataset(
     config: VsfaDataConfig,
     out: str | Path,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from visalign.errors import VisalignError
-from visalign.runs import JsonlStore, RunDir, atomic_write_json
+from visalign.runs import JsonlStore, RunDir, atomic_write_json, releases_run_locks
 from visalign.vsfa.export import (
     CORPUS_STATS,
     DATASET_DIR,
@@ -75,6 +75,7 @@ def _check_images(path: Path, spec: str) -> None:
             )
 
 
+@releases_run_locks
 def merge_shards(shard_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
     """Merge shard run directories into ``out`` and export the combined dataset.
 

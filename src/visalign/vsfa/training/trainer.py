@@ -25,7 +25,7 @@ from visalign.models import VLM, load_vlm, scored_token_count, weights_fingerpri
 from visalign.models.adapter import InputRules
 from visalign.models.identity import processor_template_identity
 from visalign.models.loading import input_rules
-from visalign.runs import RunDir, atomic_write_text
+from visalign.runs import RunDir, atomic_write_text, releases_run_locks
 from visalign.vsfa.training.artefact import save_adapter
 from visalign.vsfa.training.batching import BatchPlan
 from visalign.vsfa.training.checkpoint import (
@@ -346,6 +346,7 @@ def _write_bad_records(out: Path, training_set: TrainingSet) -> None:
         atomic_write_text(out / "bad_records.jsonl", lines)
 
 
+@releases_run_locks
 def train(
     config: VsfaTrainConfig, out: str | Path, *, on_step: Callable[[dict[str, Any]], None] | None = None
 ) -> TrainResult:
