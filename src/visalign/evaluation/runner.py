@@ -16,13 +16,16 @@ upgrade to ``rubric/v2``) or judged another request than the judge is shown now.
 
 Nothing is written into the run folder before its manifest accepts the run (a resume refused for a changed config
 or input leaves the finished run as it was): attack images are drawn in memory, only for the rows drawn, and
-written once it is accepted. Systems that share a local model are evaluated one after another, and each model is
-released once its last system is done, so one model is in memory at a time.
+written once it is accepted. Their FigStep font sizes, too, are fitted for the rows drawn only, and an image a
+previous start drew and wrote is not drawn again (see :func:`_draw_attacks`), so a resume pays for neither.
+Systems that share a local model are evaluated one after another, and each model is released once its last system
+is done, so one model is in memory at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
@@ -36,6 +39,7 @@ from rich.progress import Progress
 
 from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks import (
+    LoadResult,
     RowError,
     Sample,
     load_benchmark,
@@ -48,7 +52,7 @@ from visalign.evaluation.llm_judges.base import FATAL_STATUSES, MAX_FAILURES_IN_
 from visalign.evaluation.pinned_inputs import pinned_inputs, precision_change
 from visalign.evaluation.systems import ApiSystem, LocalSystem, Prompt, System, SystemFactory
 from visalign.images import load_image
-from visalign.runs import JsonlStore, RunDir, releases_run_locks
+from visalign.runs import JsonlStore, RunDir, releases_run_locks, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +66,18 @@ class BenchmarkRows:
         samples: the rows asked (after the attack and ``limit``).
         errors: the error records of the unusable rows kept.
         drawn: the samples' attack images, drawn but not written yet (see :func:`write_attack_images`), by path.
+        index: where the attack images' index goes and what it says (see :func:`_draw_attacks`), written with them.
     """
 
     label: str
     samples: list[Sample]
     errors: list[dict]
     drawn: dict[Path, bytes] = field(default_factory=dict)
+    index: tuple[Path, dict] | None = None
+
+
+#: The file beside an arm's attack images that says what each was drawn from (see :func:`_draw_attacks`).
+ATTACK_INDEX = "index.json"
 
 
 def config_path(value: Any, base_dir: Path) -> Any:
@@ -85,8 +95,8 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
     """Load one configured benchmark, apply its attack and deterministic sub-sampling.
 
     The source and the loader's path options (``image_root``, ``images_dir``, ``render_dir``...) are read from
-    ``base_dir`` (the config's folder) when they exist there (:func:`config_path`). Attack images are drawn in
-    memory for the rows drawn only; nothing is written.
+    ``base_dir`` (the config's folder) when they exist there (:func:`config_path`). Attack images are fitted and
+    drawn in memory for the rows drawn only (:func:`_draw_attacks`); nothing is written.
 
     Raises:
         VisalignError: the benchmark cannot be loaded, or none of its rows is usable (a wrong path or option, most
@@ -95,8 +105,7 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
     source = Path(config_path(config.source, base_dir))
     paths = set(path_options(config.name))
     options = {key: config_path(value, base_dir) if key in paths else value for key, value in config.options.items()}
-    result = load_benchmark(config.name, source, attack=config.attack, draw_attack=False,
-                            attack_dir=attack_dir / config.display_name if config.attack else None, **options)
+    result = _load_attacked(config, source, options, attack_dir / config.display_name)
     if not result.samples:
         first = " ".join(str(result.errors[0]).split()) if result.errors else ""
         found = f"none of its {len(result.errors)} rows is usable (first: {first})" if first else "it has no rows"
@@ -128,23 +137,95 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
          "images": [], "error": f"benchmark row unusable: {e}"}
         for e in unusable
     ]
-    drawn = {}
-    if config.attack:
-        from visalign.evaluation.attacks import attack_image_png  # attacks build on benchmarks, as this does
+    if not config.attack:
+        return BenchmarkRows(config.display_name, samples, errors)
+    samples, drawn, index = _draw_attacks(samples, attack_dir / config.display_name, config.attack)
+    return BenchmarkRows(config.display_name, samples, errors, drawn, index)
 
-        drawn = {Path(sample.images[0]): attack_image_png(sample) for sample in samples}
-    return BenchmarkRows(config.display_name, samples, errors, drawn)
+
+def _load_attacked(config: BenchmarkConfig, source: Path, options: dict[str, Any], attack_dir: Path) -> LoadResult:
+    """The benchmark's rows, attacked when the arm has an attack: ``load_benchmark(attack=...)``'s samples and errors.
+
+    Only the FigStep font sizes are left unfitted (None): which rows fit is checked for every row, as the draw and
+    the unusable rows depend on it, but the size is fitted for the rows drawn only (see :func:`_draw_attacks`).
+    """
+    if not config.attack:
+        return load_benchmark(config.name, source, **options)
+    # attacks build on benchmarks, as this does
+    from visalign.evaluation.attacks.typographic import typographic_attack
+    from visalign.evaluation.benchmarks.registry import text_form_options
+
+    loaded = load_benchmark(config.name, source, **text_form_options(config.name, options))
+    attacked = typographic_attack(loaded.samples, attack_dir, style=config.attack, draw=False, fit=False)
+    return LoadResult(attacked.samples, loaded.errors + attacked.errors)
+
+
+def _draw_attacks(samples: list[Sample], folder: Path, style: str
+                  ) -> tuple[list[Sample], dict[Path, bytes], tuple[Path, dict] | None]:  # fmt: skip
+    """Fit and draw the attack images of the rows drawn, except those a previous start drew and wrote in ``folder``.
+
+    ``folder/index.json`` records, for each image written there, the digest of the text it carries, its FigStep
+    font size and the digest of its PNG, under a key of everything else the image depends on (the drawing code,
+    font and Pillow build: :func:`~visalign.evaluation.attacks.typographic.render_key`). An image whose entry
+    matches the key and its text, and whose file still holds that PNG, is the image drawing it would give: it
+    is neither fitted nor drawn, and the run's pin digests the file. Any other is drawn.
+
+    Returns:
+        The samples with their font sizes, the images drawn now (to write once the run is accepted) by path,
+        and the index to write beside them (None when the drawing code's source cannot be read).
+    """
+    from visalign.evaluation.attacks.typographic import attack_image_png, fit_attack, render_key
+
+    key = render_key(style)  # per start: a font named by an environment variable may change between starts
+    known = _read_attack_index(folder / ATTACK_INDEX, key)
+    fitted, drawn, entries = [], {}, {}
+    for sample in samples:
+        path = Path(sample.images[0])
+        text = hashlib.sha256(str(sample.metadata["original_text"]).encode()).hexdigest()
+        entry = known.get(path.name)
+        if entry is not None and entry.get("text") == text and path.is_file() and sha256_file(path) == entry["png"]:
+            sample = fit_attack(sample, entry.get("font_size"))
+        else:
+            sample = fit_attack(sample)
+            drawn[path] = attack_image_png(sample)
+            entry = {"text": text, "font_size": sample.metadata.get("font_size"),
+                     "png": hashlib.sha256(drawn[path]).hexdigest()}  # fmt: skip
+        fitted.append(sample)
+        entries[path.name] = entry
+    index = (folder / ATTACK_INDEX, {"render": key, "images": entries}) if key is not None else None
+    return fitted, drawn, index
+
+
+def _read_attack_index(path: Path, key: str | None) -> dict[str, dict]:
+    """The entries of an attack index drawn under ``key``, by file name.
+
+    Empty when it is missing, unreadable or of another key: then every image is drawn again, as a first start draws it.
+    """
+    try:
+        index = json.loads(path.read_text())
+        entries = index["images"] if key is not None and index["render"] == key else {}
+        return {name: entry for name, entry in entries.items()
+                if isinstance(entry, dict) and isinstance(entry.get("png"), str)
+                and isinstance(entry.get("font_size"), int | None)}  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def write_attack_images(rows: list[BenchmarkRows]) -> None:
-    """Write the attack images :func:`load_rows` drew (atomically; a file that holds them already is kept)."""
-    from visalign.runs import atomic_write_bytes
+    """Write the attack images :func:`load_rows` drew, and their index (atomically; a file that holds them is kept)."""
+    from visalign.runs import atomic_write_bytes, atomic_write_text
 
     for benchmark in rows:
         for path, data in benchmark.drawn.items():
             if not (path.is_file() and path.read_bytes() == data):
                 atomic_write_bytes(path, data)
         benchmark.drawn = {}
+        if benchmark.index is not None:
+            # after the images: an entry names a file that holds its PNG (and a reader checks that it still does)
+            path, index = benchmark.index
+            text = json.dumps(index, indent=1, sort_keys=True) + "\n"
+            if not (path.is_file() and path.read_text() == text):
+                atomic_write_text(path, text)
 
 
 def _draw_by_id(config: BenchmarkConfig, samples: list[Sample], unusable: list[RowError], kept_errors: int, *,

@@ -83,18 +83,26 @@ def _fitted_text(text: str, size: int) -> str:
     return figstep_text(text, wrap_width=max(WRAP_WIDTH, int(WRAP_WIDTH * FONT_SIZE / size)))
 
 
+#: The font sizes :func:`fit_figstep` tries, largest first: the first one the text fits at is taken.
+FIT_SIZES = tuple(range(FONT_SIZE, MIN_FONT_SIZE - 1, -4))
+
+
+def figstep_fits(text: str, size: int) -> bool:
+    """Whether ``text``, wrapped for font ``size``, fits the FigStep canvas at that size."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    font = load_font("figstep", size)
+    _, _, right, bottom = probe.multiline_textbbox(ORIGIN, _fitted_text(text, size), font=font, spacing=LINE_SPACING)
+    return right <= CANVAS - ORIGIN[0] and bottom <= CANVAS - ORIGIN[1]
+
+
 def fit_figstep(text: str) -> int:
     """Return the font size :func:`render_figstep_fitted` draws ``text`` at, without drawing it.
 
     Raises:
         VisalignError: the text does not fit even at :data:`MIN_FONT_SIZE`.
     """
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    for size in range(FONT_SIZE, MIN_FONT_SIZE - 1, -4):
-        font = load_font("figstep", size)
-        left, top, right, bottom = probe.multiline_textbbox(ORIGIN, _fitted_text(text, size), font=font,
-                                                            spacing=LINE_SPACING)
-        if right <= CANVAS - ORIGIN[0] and bottom <= CANVAS - ORIGIN[1]:
+    for size in FIT_SIZES:
+        if figstep_fits(text, size):
             return size
     raise VisalignError(
         f"a {len(text)}-character text does not fit a {CANVAS}x{CANVAS} FigStep image even at font size "

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import io
+import platform
 import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from PIL import Image
+import PIL
+from PIL import Image, features
 
 from visalign.errors import VisalignError
-from visalign.evaluation.attacks.figstep import FIGSTEP_PROMPT, fit_figstep, render_figstep_at
+from visalign.evaluation.attacks.figstep import FIGSTEP_PROMPT, FIT_SIZES, figstep_fits, fit_figstep, render_figstep_at
 from visalign.evaluation.attacks.fonts import resolve_font
 from visalign.evaluation.attacks.mmsafetybench import render_typo
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
-from visalign.runs import atomic_write_bytes, atomic_write_text
+from visalign.runs import atomic_write_bytes, atomic_write_text, sha256_file
 
 Style = Literal["figstep", "typo"]
 
@@ -34,7 +37,7 @@ def image_file_name(sample_id: str) -> str:
 
 
 def typographic_attack(
-    samples: Iterable[Sample], out_dir: str | Path, *, style: Style = "figstep", draw: bool = True
+    samples: Iterable[Sample], out_dir: str | Path, *, style: Style = "figstep", draw: bool = True, fit: bool = True
 ) -> LoadResult:
     """Move each sample's text into an image and pair it with the attack's neutral text prompt.
 
@@ -50,6 +53,9 @@ def typographic_attack(
         style: ``"figstep"`` or ``"typo"``.
         draw: False names each sample's image file without drawing it: draw the ones you keep with
             :func:`attack_image_png` (an evaluation draws only the rows it samples, once its run is accepted).
+        fit: False (with ``draw=False``) only checks that each FigStep text fits the image, and leaves its
+            ``font_size`` None: :func:`fit_attack` fits the ones you keep. The same samples and errors, without
+            the font search for rows an evaluation's ``limit`` leaves out.
 
     Returns:
         The attacked samples, and an error record for each sample with no text to draw or (FigStep) with more text
@@ -57,6 +63,8 @@ def typographic_attack(
     """
     if style not in PROMPTS:
         raise VisalignError(f"unknown typographic attack style {style!r}; choose one of {', '.join(PROMPTS)}")
+    if draw and not fit:
+        raise VisalignError("typographic_attack: an image is drawn at its fitted font size; pass draw=False")
     out_dir = Path(out_dir)
     result = LoadResult()
     for sample in samples:
@@ -79,7 +87,7 @@ def typographic_attack(
         attack_meta: dict[str, object] = {"attack": style, "original_text": sample.text}
         if style == "figstep":
             try:
-                attack_meta["font_size"] = fit_figstep(text)
+                attack_meta["font_size"] = fit_figstep(text) if fit else _check_fits(text)
             except VisalignError as exc:  # too long to draw whole: an error record, not a clipped image
                 bad(str(exc))
                 continue
@@ -101,11 +109,68 @@ def typographic_attack(
     return result
 
 
+def _check_fits(text: str) -> None:
+    """Raise what :func:`fit_figstep` raises for ``text`` when no font size fits it, without searching for the size.
+
+    :func:`fit_figstep` takes the first size that fits, from the largest, so a text that fits any size gets one.
+    The two smallest settle almost every text with one or two layouts (0.3 ms each, against 5 ms for the search
+    from the largest; a line of 100 characters is a pixel too wide at the smallest alone); a text that fits neither
+    is searched by :func:`fit_figstep` itself, which raises its error when no size fits.
+    """
+    if not any(figstep_fits(text, size) for size in FIT_SIZES[-2:][::-1]):
+        fit_figstep(text)
+
+
+def fit_attack(sample: Sample, font_size: int | None = None) -> Sample:
+    """The sample ``typographic_attack(fit=True)`` makes from one made with ``fit=False``: its font size set.
+
+    Args:
+        sample: a sample of :func:`typographic_attack`; one fitted already (or not FigStep) is returned as it is.
+        font_size: the size an earlier fit of the same text found (see :func:`render_key`); fitted now when None.
+    """
+    if sample.metadata.get("attack") != "figstep" or sample.metadata.get("font_size") is not None:
+        return sample
+    size = fit_figstep(str(sample.metadata["original_text"]).strip()) if font_size is None else font_size
+    # the key is replaced where it stands, so the metadata reads as typographic_attack(fit=True) writes it
+    return sample.model_copy(update={"metadata": {**sample.metadata, "font_size": size}})
+
+
+#: The modules whose code decides an attack image's pixels and PNG bytes (see :func:`render_key`), all imported here.
+_RENDER_MODULES = tuple(
+    f"visalign.evaluation.attacks.{name}" for name in ("figstep", "fonts", "mmsafetybench", "typographic")
+)
+
+
+def render_key(style: Style) -> str | None:
+    """A digest of everything an attack image depends on besides its text (and the FigStep size fitted from it).
+
+    The code that fits and draws it, the font file, and the Pillow build that lays text out and writes PNG
+    (FreeType, the layout engine, zlib): where this key, the text and the font size are unchanged, the image is
+    the same, byte for byte, so an image drawn before need not be drawn again to be digested. None when the code's
+    source cannot be read (no reuse then).
+    """
+    parts = [
+        style,
+        platform.python_version(),
+        PIL.__version__,
+        *(f"{name}={features.version(name)}" for name in ("freetype2", "raqm", "fribidi", "harfbuzz", "zlib")),
+        sha256_file(resolve_font(style).path),
+    ]
+    for name in _RENDER_MODULES:
+        path = Path(getattr(sys.modules.get(name), "__file__", None) or "")
+        if path.suffix != ".py" or not path.is_file():
+            return None
+        parts.append(sha256_file(path))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
 def attack_image(sample: Sample) -> Image.Image:
     """Draw the attack image of a sample made by :func:`typographic_attack` (its first image), from its metadata."""
     meta = sample.metadata
     text = str(meta["original_text"]).strip()
     if meta["attack"] == "figstep":
+        if meta.get("font_size") is None:
+            raise VisalignError(f"{sample.id}: fit its font size (fit_attack) before drawing it")
         return render_figstep_at(text, int(meta["font_size"]))
     return render_typo(text)
 
