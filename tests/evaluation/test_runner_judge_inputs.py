@@ -48,7 +48,9 @@ def test_the_refusal_judge_of_an_attacked_arm_is_given_each_rows_request(tmp_pat
     records = latest(tmp_path / "run")
     plain = {r["sample_id"]: r["prompt"] for r in records.values() if r["benchmark"] == "advbench"}
     attacked = [r for r in records.values() if r["benchmark"] == "advbench+figstep"]
-    assert len(attacked) == len(plain) == 3 and len(judge.requests) == 6
+    # the judge also labels the fixed answers its pin is made of (pinned_inputs.refusal_judge_digest): not rows
+    answers = {r["response"] for r in records.values()}
+    assert len(attacked) == len(plain) == 3 and len(answers & set(judge.requests)) == 6
     for record in attacked:
         assert record["prompt"].startswith("The image shows a list numbered 1, 2, and 3")  # the instruction
         assert judge.requests[record["response"]] == plain[record["sample_id"].removesuffix("+figstep")]

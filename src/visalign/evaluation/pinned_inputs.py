@@ -3,10 +3,12 @@
 A config names a magic image, an adapter or a benchmark file by path. Re-optimising the image into the same
 folder, retraining the adapter or editing the benchmark leaves the config as it was, so a resume would keep the
 old answers beside new ones and report the mixture as one system. :func:`pinned_inputs` digests the files
-behind each path, the prompts of the LLM judges, and the precision each local model runs in here;
+behind each path, the prompts of the LLM judges, the labels the refusal judge gives a fixed set of answers, and
+the precision each local model runs in here;
 :meth:`visalign.runs.RunDir.write_manifest` refuses a resume when one of them changed. A digest added after runs
 were recorded gets a name of its own, so that such a run resumes and gains it (``system:<name>:template``,
-``:dtype`` and ``:device`` came on 2026-11-24: a run begun before is checked against them from its next start).
+``:dtype`` and ``:device`` came on 2026-11-24, ``refusal_judge:<name>`` on 2026-11-24 too: a run begun before is
+checked against them from its next start).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from visalign.evaluation.benchmarks import Sample
 from visalign.evaluation.benchmarks.mmsafetybench import SCENARIOS
 from visalign.evaluation.config import SystemConfig
+from visalign.evaluation.judges.agreement import load_labelled_responses
 from visalign.evaluation.systems import configured_magic_image, local_precision
 from visalign.models import resolve_spec, weights_fingerprint
 from visalign.models.identity import processor_template_identity
@@ -72,6 +75,17 @@ def judge_digest(judge: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def refusal_judge_digest(judge: Any) -> str:
+    """A digest of the labels a refusal judge gives the packaged development set's 292 answers (0.1 s).
+
+    A run keeps the verdicts it stored, so a judge whose rules changed under the same name (a registered judge
+    widened, a built-in one edited) would leave old labels beside new ones. Its behaviour on a fixed set of
+    refusals and compliances stands for its rules: a change that moves none of these labels goes unseen.
+    """
+    labels = [judge.judge(row.response, row.prompt or "").label for row in load_labelled_responses()]
+    return hashlib.sha256(json.dumps(labels).encode()).hexdigest()[:16]
+
+
 def _folder_digest(folder: Path) -> str:
     """A digest of an adapter folder's weight and config files."""
     digest = hashlib.sha256()
@@ -107,6 +121,7 @@ def pinned_inputs(
     unusable: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     drawn: Mapping[Path, bytes] | None = None,
     llm_judges: Sequence[Any] = (),
+    refusal_judge: tuple[str, Any] | None = None,
 ) -> dict[str, str]:
     """Digest everything the run's answers and verdicts depend on beyond its config.
 
@@ -115,6 +130,7 @@ def pinned_inputs(
     rows asked), ``benchmark:<label>:unusable`` (the rows kept as error records) and ``llm_judge:<judge id>`` (its
     prompt). A judge's id names its prompt version: a new version pins a new name, and the runner judges again the
     verdicts of the old one, so a run survives a judge upgrade; a prompt changed under the same version is refused.
+    ``refusal_judge:<name>`` pins the refusal judge's labels on fixed answers (:func:`refusal_judge_digest`).
 
     Args:
         systems: the systems with their paths already resolved. An API system's model is not local: nothing of
@@ -123,6 +139,7 @@ def pinned_inputs(
         unusable: each arm's error records of unusable rows (after ``limit``).
         drawn: attack images not written yet, by path: their bytes.
         llm_judges: the run's LLM judges.
+        refusal_judge: the run's refusal judge, as its configured name and the judge.
     """
     pinned: dict[str, str] = {}
     for system in systems:
@@ -147,6 +164,9 @@ def pinned_inputs(
         pinned[f"benchmark:{label}:unusable"] = unusable_digest(errors)
     for judge in llm_judges:
         pinned[f"llm_judge:{judge.id}"] = judge_digest(judge)
+    if refusal_judge is not None:
+        name, judge = refusal_judge
+        pinned[f"refusal_judge:{name}"] = refusal_judge_digest(judge)
     return pinned
 
 

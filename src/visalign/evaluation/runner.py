@@ -613,7 +613,8 @@ def run_eval(config: EvalConfig, out: Path, *, config_dir: Path | None = None, s
     for system in systems:  # a missing key variable or adapter, or weights that do not match, fail here too
         factory.check(system)
     pinned = pinned_inputs(systems, {r.label: r.samples for r in rows}, unusable={r.label: r.errors for r in rows},
-                           drawn={path: data for r in rows for path, data in r.drawn.items()}, llm_judges=llm_judges)
+                           drawn={path: data for r in rows for path, data in r.drawn.items()}, llm_judges=llm_judges,
+                           refusal_judge=(config.refusal_judge, refusal_judge))
     run = RunDir(out)
     # before the manifest is read for the precision check: no other job may write it between check and write
     run.lock()
