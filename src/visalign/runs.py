@@ -100,10 +100,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets the mode open() would give it
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise _named(exc, path) from exc
         raise
     return path
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path``: a write or fsync on a full disk raises an OSError that names no file.
+
+    The CLI prints an OSError as one line with its file name; without it a full disk read only "No space left on
+    device", with no hint of which job's file could not be written.
+    """
+    return OSError(exc.errno, exc.strerror, str(path)) if exc.errno is not None else exc
 
 
 def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -> Path:
@@ -1029,9 +1040,14 @@ class JsonlStore:
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._handle = open(self.path, "ab")  # noqa: SIM115 - kept open across appends, closed in close()
-            self._handle.write(payload)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+            try:
+                self._handle.write(payload)
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            except OSError as exc:  # a full disk: name the store (a torn last line is cut on the next read)
+                if exc.filename is not None:
+                    raise
+                raise _named(exc, self.path) from exc
             self._index[record[self.key]] = json.loads(line)
 
     def close(self) -> None:

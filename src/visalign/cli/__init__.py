@@ -6,7 +6,10 @@ Every command parses its arguments, loads a config, calls one library function a
 
 from __future__ import annotations
 
+import errno
+import signal
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -61,8 +64,39 @@ def _mention_debug(typer_app: typer.Typer) -> None:
 _mention_debug(app)
 
 
+_TERMINATED: list[bool] = []  # set when a SIGTERM stopped the command
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    """Handle SIGTERM (what SLURM and Kubernetes send before they kill) as Ctrl-C.
+
+    A job stops through the same path as a KeyboardInterrupt: its ``finally`` blocks close stores and remove
+    temporary files, and the CLI prints one line and exits 143. By default a SIGTERM ends the process at once,
+    with no message.
+    """
+    _TERMINATED.append(True)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; turn a :class:`VisalignError` into one line on stderr and its exit code."""
+    """Run the CLI; turn a :class:`VisalignError` into one line on stderr and its exit code.
+
+    A SIGTERM stops a command as Ctrl-C does (exit code 143), where no other handler was set.
+    """
+    # only where nobody chose a handler (an embedding program's own stays), and only from the main thread
+    own = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if own:
+        _TERMINATED.clear()
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        _run(argv)
+    finally:
+        if own:  # main() called from Python (a test, a notebook) leaves the process's handling as it found it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _run(argv: list[str] | None) -> None:
+    """The body of :func:`main`."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
@@ -91,7 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        advice = {errno.ENOSPC: "; free space and re-run the same command to resume",
+                  errno.EDQUOT: "; free space (a disk quota is reached) and re-run the same command to resume",
+                  errno.EFBIG: "; raise the file size limit (ulimit -f) and re-run the same command to resume",
+                  }.get(exc.errno, "")  # fmt: skip
+        typer.echo(f"error: {where}{exc.strerror or exc}{advice}", err=True)
         sys.exit(2)
     except typer.TyperException as exc:
         # Usage errors (a missing option, an unknown command, a bad number). Typer >= 0.29 raises its own copy of
@@ -99,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     if isinstance(code, int) and not isinstance(code, bool) and code:
-        if code == 130:  # Typer's code for a KeyboardInterrupt
-            typer.echo("interrupted; finished work is kept: re-run the same command to resume", err=True)
+        if code == 130:  # Typer's code for a KeyboardInterrupt, which a SIGTERM is turned into (see below)
+            what = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
+            typer.echo(f"{what}; finished work is kept: re-run the same command to resume", err=True)
+            code = 128 + signal.SIGTERM if _TERMINATED else code
         sys.exit(code)
