@@ -228,6 +228,16 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _non_finite_message(name: str, step: int, loss: torch.Tensor, checkpoint: Path, vlm: VLM) -> str:
+    """The one-line error for a NaN or infinite objective value or pixel gradient at ``step``."""
+    what = f"loss {loss.item()}" if not torch.isfinite(loss) else "pixel gradient"
+    kept = (f"the last finite checkpoint {checkpoint} is kept" if checkpoint.is_file()
+            else "no checkpoint was written yet")  # fmt: skip
+    advice = "lower optim.lr" if vlm.model.dtype == torch.float32 else "lower optim.lr or use dtype: float32"
+    return (f"value system {name!r}: non-finite {what} at step {step}; optimisation stopped before the step, "
+            f"nothing non-finite was written and {kept}; {advice}, in a new --out folder")  # fmt: skip
+
+
 def optimize_pixels(vlm: VLM, config: MagicConfig, harmful: list[list[Row]], benign: list[list[Row]],
                     init: torch.Tensor, work_dir: Path, key: str,
                     on_step: Callable[[int, dict], None] | None = None,
@@ -294,6 +304,9 @@ def optimize_pixels(vlm: VLM, config: MagicConfig, harmful: list[list[Row]], ben
                                 unlikelihood_weight=config.targets.unlikelihood_weight)
         pixels.grad = None
         loss.backward()
+        if not (torch.isfinite(loss) and torch.isfinite(pixels.grad).all()):
+            # a step on a NaN/inf would turn every pixel NaN (an all-black PNG); stop before it, writing nothing
+            raise VisalignError(_non_finite_message(work_dir.name, step + 1, loss, checkpoint, vlm))
         with torch.no_grad():
             if adam is not None:
                 adam.step()

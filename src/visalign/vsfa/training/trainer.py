@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
+from safetensors import SafetensorError
 from transformers import get_scheduler
 
 from visalign.errors import VisalignError
@@ -244,6 +246,24 @@ def _non_finite_message(
             "new --out directory")  # fmt: skip
 
 
+def _save_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed write: torch.save reports one as a RuntimeError, safetensors as its own error."""
+    if isinstance(exc, (OSError, SafetensorError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        mark in text for mark in ("unexpected pos", "iostream error", "failed writing", "File too large"))
+
+
+def _save_failure_message(folder: Path, exc: BaseException, out: Path) -> str:
+    """The one-line error for a checkpoint or adapter save that could not write (a full or read-only disk)."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    kept = latest_checkpoint(out)
+    resume = f"it resumes from {kept}" if kept is not None else "no checkpoint was written yet, so it starts again"
+    return (f"{folder}: saving failed ({reason}); the disk may be full or not writable; free space and re-run the "
+            f"same command: {resume}")  # fmt: skip
+
+
 class _NonFinite(Exception):
     """A non-finite loss, gradient norm or update; ``clipping_helps`` says whether gradient clipping would help."""
 
@@ -274,7 +294,7 @@ def _optimizer_step(optimizer) -> None:
 
     AdamW divides ``lr`` by its bias correction (0.1 at step 1 with the default betas), so from about
     ``lr = 3.4e37`` the step size overflows float32: the for-loop and foreach AdamW raise a RuntimeError then,
-    where the fused one writes inf weights and the next step's loss check stops the run.
+    where the fused one writes inf weights, which the check after the step (:func:`_weights_finite`) stops.
     """
     try:
         optimizer.step()
@@ -283,6 +303,19 @@ def _optimizer_step(optimizer) -> None:
             raise
         # AdamW's update is about lr whatever the gradient's size: clipping cannot shrink it
         raise _NonFinite("AdamW update (its step size overflows the weights' dtype)", clipping_helps=False) from None
+
+
+def _weights_finite(optimizer, accelerator: Accelerator) -> bool:
+    """Whether every trainable parameter is finite on every process (each process decides the same way).
+
+    A LoRA-sized check after each optimiser step. It is a collective, as the loss check's reduce is: each
+    process's verdict is summed over the processes, so all of them stop together or none does (under FSDP or
+    DeepSpeed each process checks its own shards).
+    """
+    checks = [torch.isfinite(p.detach()).all() for group in optimizer.param_groups for p in group["params"]
+              if p.numel()]  # fmt: skip
+    bad = (~torch.stack(checks).all()).float() if checks else torch.tensor(0.0)
+    return accelerator.reduce(bad.to(accelerator.device), reduction="sum").item() == 0
 
 
 def _run_step(
@@ -327,6 +360,11 @@ def _run_step(
                 if not torch.isfinite(grad_norm):
                     raise _NonFinite(f"gradient norm {grad_norm.item()}")
             _optimizer_step(optimizer)
+            if accelerator.sync_gradients and not _weights_finite(optimizer, accelerator):
+                # the update overflowed without a RuntimeError (fused AdamW; or any AdamW with a huge lr): stop
+                # before the step's checkpoint or the adapter is written with inf/NaN weights
+                raise _NonFinite("weights after the AdamW update (its step overflowed the weights' dtype)",
+                                 clipping_helps=False)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
     total_tokens = accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum")
     return {"loss": loss_sum / step_labelled, "grad_norm": float(grad_norm), "tokens": int(total_tokens)}
@@ -490,9 +528,16 @@ def train(
             if logger is not None:
                 logger.log(metrics)
             if step % config.checkpoint_every == 0 or step == total_steps:
-                save_checkpoint(out, step, model=vlm.model, optimizer=optimizer, scheduler=scheduler,
-                                state={**state, "epoch": epoch, "loss": last_loss}, accelerator=accelerator,
-                                keep=config.keep_checkpoints)  # fmt: skip
+                try:
+                    save_checkpoint(out, step, model=vlm.model, optimizer=optimizer, scheduler=scheduler,
+                                    state={**state, "epoch": epoch, "loss": last_loss}, accelerator=accelerator,
+                                    keep=config.keep_checkpoints)  # fmt: skip
+                except Exception as exc:
+                    if not _save_failed(exc):
+                        raise
+                    if accelerator.is_main_process:
+                        remove_staging_folders(out)  # under the run's lock: the failed save's part frees its space
+                    raise VisalignError(_save_failure_message(out / "checkpoints", exc, out)) from None
             if on_step is not None and accelerator.is_main_process:
                 on_step(metrics)
     finally:
@@ -505,19 +550,25 @@ def train(
         full = accelerator.get_state_dict(loss_module)  # collective: every process takes part
         gathered = {"base_model." + k: v for k, v in full.items()}
     if accelerator.is_main_process:
-        save_adapter(peft_model, adapter, {
-            "base_model": _recorded_base(config.model),
-            "base_fingerprint": base_fingerprint,
-            "base_template": template,
-            "family": vlm.family.model_type,
-            **precision,  # what dtype: auto resolved to, and where
-            "data": {"path": str(config.data.path), "hash": training_set.data_hash,
-                     "examples": len(examples)},
-            "config": run_config.model_dump(mode="json"),
-            "config_hash": config_hash,
-            "steps": total_steps,
-            "final_loss": last_loss,
-        }, state_dict=gathered)  # fmt: skip
+        try:
+            save_adapter(peft_model, adapter, {
+                "base_model": _recorded_base(config.model),
+                "base_fingerprint": base_fingerprint,
+                "base_template": template,
+                "family": vlm.family.model_type,
+                **precision,  # what dtype: auto resolved to, and where
+                "data": {"path": str(config.data.path), "hash": training_set.data_hash,
+                         "examples": len(examples)},
+                "config": run_config.model_dump(mode="json"),
+                "config_hash": config_hash,
+                "steps": total_steps,
+                "final_loss": last_loss,
+                }, state_dict=gathered)  # fmt: skip
+        except Exception as exc:
+            if not _save_failed(exc):
+                raise
+            shutil.rmtree(adapter.with_name(adapter.name + ".tmp"), ignore_errors=True)  # save_adapter's staging
+            raise VisalignError(_save_failure_message(adapter, exc, out)) from None
     accelerator.wait_for_everyone()
     vlm.model.eval()
     return TrainResult(out=out, adapter=adapter, steps=total_steps, resumed_from=start, final_loss=last_loss,
