@@ -8,10 +8,12 @@ import torch
 from PIL import Image
 
 from visalign.errors import VisalignError
+from visalign.models import FAMILIES as REGISTERED_FAMILIES
 from visalign.models import IGNORE_INDEX, assistant, load_vlm, pil_to_tensor, user
 from visalign.models.processors import load_processor
 
-FAMILIES = ("qwen2_5_vl", "qwen3_vl", "llava", "llava_next")
+#: Every registered family (a new one needs its entries in the tables below, or its tests fail by name).
+FAMILIES = tuple(REGISTERED_FAMILIES)
 # Image sizes at which each tiny processor needs no resampling (Magic Image optimises at this size).
 NATIVE_SIZE = {"qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96), "llava": (32, 32), "llava_next": (32, 32)}
 # What the assistant's labelled tokens must decode to, written by hand from each family's chat format.

@@ -136,7 +136,8 @@ def load_vlm(
 
     Raises:
         VisalignError: a dtype name that names no weights dtype, a device this machine lacks (``cuda`` without
-            CUDA), or a checkpoint that cannot be read; one line each.
+            CUDA), a checkpoint that cannot be read, or one that lacks weights the model has (see
+            :func:`_check_loaded_keys`); one line each.
     """
     dtype = torch_dtype(dtype)  # a mistyped name or an absent GPU is one line, before anything is read
     if device is not None and device_map is None:
@@ -149,12 +150,14 @@ def load_vlm(
     if dtype is None:
         dtype = torch.float32 if _places_on_cpu(device, device_map) else torch.bfloat16
     try:
-        model = AutoModelForImageTextToText.from_pretrained(
-            source, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation
+        model, loading_info = AutoModelForImageTextToText.from_pretrained(
+            source, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation,
+            output_loading_info=True,
         )
         processor = load_processor(source)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # SafetensorError: a truncated file
         raise VisalignError(f"{spec}: cannot load the checkpoint ({str(exc).splitlines()[0]})") from None
+    _check_loaded_keys(spec, model, loading_info)
     if batched_vision_attention:
         batch_vision_attention(model, config.model_type)
     if adapter is not None:
@@ -163,6 +166,41 @@ def load_vlm(
         model.to(device)
     model.eval()
     return VLM(model=model, processor=processor, family=family, spec=spec)
+
+
+def _key_list(keys: list[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``: a few names of a long list, for a one-line message."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
+def _check_loaded_keys(spec: str, model: torch.nn.Module, loading_info: dict) -> None:
+    """Refuse a load that drew some weights at random; warn of checkpoint weights the model did not take.
+
+    ``loading_info`` is ``from_pretrained``'s ``output_loading_info``. transformers initialises a weight the checkpoint
+    lacks at random and only logs it, so two loads of one checkpoint would answer differently under one weights
+    fingerprint (a new family whose class names its weights otherwise than the checkpoint, a checkpoint saved
+    from a part of a model). transformers has already dropped from ``missing_keys`` the tied weights it filled from
+    their source (a tied ``lm_head``) and the keys the model class declares optional; buffers are left out here
+    (computed at init, such as rotary frequencies), so what remains are real weights with nothing to load.
+
+    Raises:
+        VisalignError: a weight is missing; the message names the checkpoint, a few of the keys and what to do.
+    """
+    buffers = {name for name, _ in model.named_buffers()}
+    missing = sorted(key for key in loading_info.get("missing_keys", ()) if key not in buffers)
+    if missing:
+        raise VisalignError(
+            f"{spec}: the checkpoint lacks {len(missing)} weight(s) that {type(model).__name__} has "
+            f"({_key_list(missing)}), which would load as random numbers, different on every load; use a "
+            "checkpoint saved whole by save_pretrained for this model class (a new family's class must name its "
+            "weights as the checkpoint does)"
+        )
+    unexpected = sorted(loading_info.get("unexpected_keys", ()))
+    if unexpected:
+        logger.warning("%s: the checkpoint has %d weight(s) that %s does not use (%s); they were ignored: check that "
+                       "its config's architecture matches the weights", spec, len(unexpected),
+                       type(model).__name__, _key_list(unexpected))
 
 
 def model_family(spec: str) -> Family:

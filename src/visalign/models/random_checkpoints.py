@@ -25,6 +25,9 @@ from transformers import (
     LlavaNextProcessor,
     LlavaProcessor,
     MistralConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    ProcessorMixin,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
@@ -33,10 +36,10 @@ from transformers import (
 )
 
 from visalign.errors import VisalignError
+from visalign.models.families import FAMILIES as REGISTERED
 from visalign.models.processors import _IMAGE_ONLY, save_qwen_processor
 from visalign.models.tokenizer_factory import build_bpe_tokenizer
 
-FAMILIES = ("qwen2_5_vl", "qwen3_vl", "llava", "llava_next")
 SHAPES = ("tiny", "7b")
 
 _QWEN_SPECIALS = [
@@ -202,7 +205,30 @@ def _llava_next(shape: str):
     return LlavaNextForConditionalGeneration, config, processor
 
 
+#: One builder per family of :data:`visalign.models.FAMILIES` (a test checks that every registered family has one):
+#: ``builder(shape) -> (model class, config, processor)``.
 _BUILDERS = {"qwen2_5_vl": _qwen2_5_vl, "qwen3_vl": _qwen3_vl, "llava": _llava, "llava_next": _llava_next}
+#: The families a random checkpoint can be written for, by ``model_type``.
+FAMILIES = tuple(_BUILDERS)
+
+
+def build_parts(
+    family: str, shape: str = "tiny"
+) -> tuple[type[PreTrainedModel], PretrainedConfig, ProcessorMixin]:
+    """The model class, config and processor of a random ``family`` checkpoint of ``shape``; no weights are drawn.
+
+    Raises:
+        VisalignError: an unknown family or shape; a family registered in :data:`visalign.models.FAMILIES` without a
+            builder here is named as such.
+    """
+    if family not in _BUILDERS:
+        if family in REGISTERED:
+            raise VisalignError(f"model family '{family}' is registered but has no random-checkpoint builder; add one "
+                                "to visalign.models.random_checkpoints._BUILDERS")
+        raise VisalignError(f"unknown model family '{family}'; choose one of {', '.join(FAMILIES)}")
+    if shape not in SHAPES:
+        raise VisalignError(f"unknown checkpoint shape '{shape}'; choose one of {', '.join(SHAPES)}")
+    return _BUILDERS[family](shape)
 
 
 def write_random_checkpoint(family: str, path: str | Path, *, shape: str = "tiny", seed: int = 0,
@@ -218,11 +244,7 @@ def write_random_checkpoint(family: str, path: str | Path, *, shape: str = "tiny
         device: where the weights are initialised; ``cuda`` draws a 7B model in seconds where a CPU takes
             minutes. The same seed gives different numbers on different devices.
     """
-    if family not in _BUILDERS:
-        raise VisalignError(f"unknown model family '{family}'; choose one of {', '.join(FAMILIES)}")
-    if shape not in SHAPES:
-        raise VisalignError(f"unknown checkpoint shape '{shape}'; choose one of {', '.join(SHAPES)}")
-    model_cls, config, processor = _BUILDERS[family](shape)
+    model_cls, config, processor = build_parts(family, shape)
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
