@@ -31,7 +31,7 @@ class JobConfig(BaseModel):
 ConfigT = TypeVar("ConfigT", bound=JobConfig)
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """What is wrong and where, in one line: ``line 3, column 7: mapping values are not allowed here``."""
     mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
     if mark is not None and problem:
@@ -39,10 +39,11 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """A safe loader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """Build a mapping as :class:`yaml.SafeLoader` does, first refusing a key that repeats an earlier one."""
         seen: set = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": merged keys may be overridden after it
@@ -61,6 +62,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def read_yaml(path: Path) -> object:
+    """Parse the YAML file ``path`` with :class:`UniqueKeyLoader` (a byte order mark is dropped).
+
+    Shared by every YAML file a user writes (job configs, value systems), so each refuses a repeated key alike.
+
+    Raises:
+        VisalignError: the file is not UTF-8 or not valid YAML (a repeated key included); one line naming the file,
+            the line and the problem.
+    """
+    try:
+        return yaml.load(path.read_text(encoding="utf-8-sig"), Loader=UniqueKeyLoader)
+    except UnicodeDecodeError as exc:
+        raise VisalignError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except yaml.YAMLError as exc:
+        raise VisalignError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
+
+
 def load_config(path: str | Path, model: type[ConfigT], overrides: dict | None = None) -> ConfigT:
     """Read a YAML file into ``model``, applying top-level ``overrides`` first.
 
@@ -71,12 +89,7 @@ def load_config(path: str | Path, model: type[ConfigT], overrides: dict | None =
     path = Path(path)
     if not path.is_file():
         raise VisalignError(f"{path}: config file not found")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader) or {}
-    except UnicodeDecodeError as exc:
-        raise VisalignError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
-    except yaml.YAMLError as exc:
-        raise VisalignError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise VisalignError(f"{path}: a config must be a YAML mapping of keys to values")
     data.update(overrides or {})

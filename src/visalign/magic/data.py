@@ -7,8 +7,10 @@ model's own answers without the image, generated once and cached in the work fol
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ from visalign.models import VLM, user, weights_fingerprint
 from visalign.models.identity import template_identity
 
 Kind = Literal["harmful", "benign"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,10 +127,33 @@ def _file_samples(path: Path) -> tuple[list[Sample], list[RowError]]:
     return samples, errors
 
 
-def _select(samples: list[Sample], source: SourceConfig) -> list[Sample]:
+def _categories(samples: list[Sample]) -> dict[str, str]:
+    """The categories of ``samples``, by slug, each as its first row spells it (rows with none left out)."""
+    named: dict[str, str] = {}
+    for sample in samples:
+        if slug(sample.category):
+            named.setdefault(slug(sample.category), sample.category)
+    return named
+
+
+def _select(samples: list[Sample], source: SourceConfig, label: str) -> list[Sample]:
+    """Apply ``source``'s filters to its loaded ``samples``; ``label`` names the source in errors.
+
+    Raises:
+        VisalignError: a name in ``categories`` matches no row (a misspelling would otherwise drop that category's
+            requests from training without a word).
+    """
     if source.expected is not None:
         samples = [s for s in samples if s.expected == source.expected]
     if source.categories is not None:
+        present = _categories(samples)
+        unmatched = [c for c in source.categories if slug(c) not in present]
+        if unmatched:
+            rows = f"row with expected: {source.expected}" if source.expected is not None else "row"
+            raise VisalignError(
+                f"{label}: categories filter names {', '.join(map(repr, unmatched))}, which no {rows} has; "
+                f"categories there: {', '.join(sorted(present.values())) or '(none)'}; fix the spelling or drop it"
+            )
         wanted = {slug(c) for c in source.categories}
         samples = [s for s in samples if slug(s.category) in wanted]
     if source.per_category is not None:
@@ -140,15 +167,34 @@ def _select(samples: list[Sample], source: SourceConfig) -> list[Sample]:
     return samples[: source.limit] if source.limit else samples
 
 
-def _source_samples(source: SourceConfig, root: Path, options: dict, errors: list[RowError]) -> list[Sample]:
-    """Load one source with loader ``options`` and filter it; its row errors join ``errors`` once each."""
+def _source_samples(source: SourceConfig, root: Path, options: dict, errors: list[RowError], label: str,
+                    categories: dict[str, str]) -> list[Sample]:  # fmt: skip
+    """Load one source with loader ``options`` and filter it; its row errors join ``errors`` once each.
+
+    ``categories`` gains the categories of every loaded row, before the filters (by slug, as first spelt).
+    """
     if source.file is not None:
         samples, found = _file_samples(source.file)
     else:
         loaded = load_benchmark(source.benchmark, _benchmark_path(source, root), **options)
         samples, found = loaded.samples, loaded.errors
     errors.extend(error for error in found if error not in errors)
-    return _select(samples, source)
+    for key, name in _categories(samples).items():
+        categories.setdefault(key, name)
+    return _select(samples, source, label)
+
+
+def _warn_unmatched(value_system: ValueSystem, file: Path, categories: dict[str, str]) -> None:
+    """Warn, in one line, of the categories ``value_system`` names that no row of its sources has.
+
+    A misspelt category decides nothing: its requests stop at a filter or as undecided, or the category is simply
+    absent; the warning names the spellings that exist. ``categories`` are those of the ``by_value_system`` sources.
+    """
+    unmatched = [c for c in [*value_system.refuse, *value_system.allow] if slug(c) not in categories]
+    if unmatched:
+        logger.warning("value system %r (%s) names %s, which no row of its by_value_system sources has; categories "
+                       "there: %s; check the spelling", value_system.name, file, ", ".join(map(repr, unmatched)),
+                       ", ".join(sorted(categories.values())) or "(none)")
 
 
 def _benchmark_path(source: SourceConfig, root: Path) -> Path:
@@ -178,9 +224,12 @@ def _kind(sample: Sample, source: SourceConfig, value_system: ValueSystem) -> Ki
         return source.role
     decided = value_system.decides(sample.category)
     if decided is None:
+        named = {slug(c): c for c in [*value_system.refuse, *value_system.allow]}
+        close = difflib.get_close_matches(slug(sample.category), named, n=1, cutoff=0.8)
+        hint = f" (it names {named[close[0]]!r}: a misspelling?)" if close else ""
         raise VisalignError(
             f"value system {value_system.name!r} neither refuses nor allows category {sample.category!r} "
-            f"({sample.id}); add it to the value system or filter the source's categories"
+            f"({sample.id}){hint}; add it to the value system or filter the source's categories"
         )
     return decided  # type: ignore[return-value]
 
@@ -203,10 +252,14 @@ def load_training_set(config: MagicConfig, value_system: ValueSystem, work_dir: 
     root = config.data.resolved_benchmarks_dir()
     result = TrainingSet([], [])
     refusals = config.targets.refusal_templates
+    decided: dict[str, str] = {}  # the categories a value system decides: those of the by_value_system sources
     for index, source in enumerate(config.data.sources):
         forms: list[Sample] = []
+        label = f"data.sources[{index}] ({source.benchmark or source.file})"
+        categories = decided if source.role == "by_value_system" else {}
         text_options = dict(source.options)
-        text_samples = _source_samples(source, root, text_options, result.errors) if "text" in source.forms else []
+        text_samples = (_source_samples(source, root, text_options, result.errors, label, categories)
+                        if "text" in source.forms else [])
         forms.extend(text_samples)
         if "figstep" in source.forms:
             # The drawing must show each request: a benchmark's own image form would draw its fixed image prompt.
@@ -214,7 +267,7 @@ def load_training_set(config: MagicConfig, value_system: ValueSystem, work_dir: 
                              else text_form_options(source.benchmark, text_options))
             # one read when both forms take the same loader options (every shipped config)
             samples = (text_samples if "text" in source.forms and drawn_options == text_options
-                       else _source_samples(source, root, drawn_options, result.errors))
+                       else _source_samples(source, root, drawn_options, result.errors, label, categories))
             attacked = typographic_attack(samples, work_dir / "typographic" / f"source{index}", style="figstep")
             forms.extend(attacked.samples)
             result.errors.extend(attacked.errors)
@@ -224,6 +277,8 @@ def load_training_set(config: MagicConfig, value_system: ValueSystem, work_dir: 
             example = Example(id=sample.id, kind=kind, prompt=sample.text, images=images, category=sample.category,
                               target=(sample.answer or "") if kind == "benign" else "")
             (result.harmful if kind == "harmful" else result.benign).append(example)
+    if any(source.role == "by_value_system" for source in config.data.sources):
+        _warn_unmatched(value_system, config.value_systems_file, decided)
     for number, example in enumerate(result.harmful):
         example.target = refusals[number % len(refusals)]
     sources = ", ".join(s.benchmark or str(s.file) for s in config.data.sources)

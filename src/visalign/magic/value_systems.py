@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from visalign.config import read_yaml
 from visalign.errors import VisalignError
 
 
@@ -66,15 +66,13 @@ def load_value_systems(path: str | Path) -> dict[str, ValueSystem]:
     """Read a value systems YAML file: ``value_systems: {name: {description, refuse: [...], allow: [...]}}``.
 
     Raises:
-        VisalignError: the file is missing, not YAML, or a value system is malformed; the message names it.
+        VisalignError: the file is missing, not YAML, gives a key twice, or a value system is malformed; the message
+            names the file and the offending key or system.
     """
     path = Path(path)
     if not path.is_file():
         raise VisalignError(f"{path}: value systems file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise VisalignError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path)  # refuses a key given twice (a copy-pasted system, a second 'refuse'): YAML keeps the last
     systems = data.get("value_systems") if isinstance(data, dict) else None
     if not isinstance(systems, dict) or not systems:
         raise VisalignError(f"{path}: expected a mapping 'value_systems: {{name: {{refuse: [...], allow: [...]}}}}'")
