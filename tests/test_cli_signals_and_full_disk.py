@@ -47,6 +47,71 @@ def test_sigterm_ends_a_command_like_ctrl_c_with_one_line_and_exit_143(tmp_path)
     assert err.strip() == "terminated (SIGTERM); finished work is kept: re-run the same command to resume"
 
 
+IMPORT_PLUGIN = """
+import time
+from pathlib import Path
+
+Path(__file__).with_name("ready").write_text("importing")
+time.sleep(60)
+"""
+
+HANGING_CLEANUP_PLUGIN = """
+import time
+from pathlib import Path
+
+from visalign.evaluation.benchmarks.registry import register_benchmark
+from visalign.evaluation.benchmarks.sample import LoadResult
+
+
+@register_benchmark("hanging-bench", "a loader whose cleanup hangs")
+def load_hanging(source: str | Path) -> LoadResult:
+    try:
+        Path(source).write_text("loading")
+        time.sleep(60)
+    finally:
+        Path(source).with_name("cleaning").write_text("cleaning up")
+        time.sleep(60)
+    return LoadResult()
+"""
+
+
+def start(tmp_path: Path, plugin: str, *args: str) -> subprocess.Popen:
+    """Run ``visalign args...`` with ``plugin`` written to ``tmp_path/lab_plugin.py`` and named in VISALIGN_PLUGINS."""
+    (tmp_path / "lab_plugin.py").write_text(plugin)
+    env = {**os.environ, "VISALIGN_PLUGINS": "lab_plugin",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    return subprocess.Popen([sys.executable, "-m", "visalign", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def wait_for(path: Path, process: subprocess.Popen) -> None:
+    """Wait until ``path`` exists (the command reached the point under test)."""
+    deadline = time.monotonic() + 60
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.exists(), process.communicate()
+
+
+def test_sigterm_while_plugins_are_imported_is_the_same_one_line(tmp_path):
+    process = start(tmp_path, IMPORT_PLUGIN, "models", "list")
+    wait_for(tmp_path / "ready", process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 143
+    assert err.strip() == "terminated (SIGTERM); finished work is kept: re-run the same command to resume"
+
+
+def test_a_second_sigterm_kills_a_command_whose_cleanup_hangs(tmp_path):
+    process = start(tmp_path, HANGING_CLEANUP_PLUGIN, "attack", "typographic", "-b", "hanging-bench", "--source",
+                    str(tmp_path / "ready"), "--out", str(tmp_path / "out"))  # fmt: skip
+    wait_for(tmp_path / "ready", process)
+    process.send_signal(signal.SIGTERM)
+    wait_for(tmp_path / "cleaning", process)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)  # before: the second SIGTERM interrupted the cleanup as another Ctrl-C
+    assert process.returncode == -signal.SIGTERM
+
+
 LIMITED_RUN = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG instead of killing

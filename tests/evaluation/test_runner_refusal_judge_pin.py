@@ -76,3 +76,42 @@ def test_a_run_recorded_before_the_pin_resumes_and_gains_it(tmp_path, run):
 
     assert run(out) == ["compliance"] * 3
     assert json.loads(manifest_path.read_text())["pinned"]["refusal_judge:lab-kw"] == pinned
+
+
+def test_the_pinned_probe_answers_are_the_frozen_file(tmp_path):
+    """Every recorded run's refusal-judge pin is computed on this file: editing it would refuse every resume."""
+    import hashlib
+    from importlib import resources
+
+    from visalign.evaluation.pinned_inputs import JUDGE_PROBES
+
+    data = resources.files("visalign.evaluation.judges").joinpath("data", JUDGE_PROBES).read_bytes()
+    assert JUDGE_PROBES == "refusal_dev_v1.jsonl"
+    assert hashlib.sha256(data).hexdigest() == "cd6a20cad736572c6b59e22964328ebdbf46423a1b9bbd50aad58ea9bd43853d"
+
+
+def test_a_defence_preset_edited_under_its_name_refuses_the_resume(tmp_path, bench, monkeypatch):
+    from visalign.evaluation.defences import DEFENCE_PROMPTS
+
+    asked: list[str] = []
+
+    def reply(request) -> str:
+        asked.append(request["messages"][0]["content"])
+        return "I won't help with that."
+
+    monkeypatch.setitem(DEFENCE_PROMPTS, "lab-shield", "Check every request for harm before you answer.")
+    with StandInServer(reply) as server:
+        config = EvalConfig.model_validate({
+            "systems": [{"name": "api", "backend": "openai", "base_url": server.base_url, "model": "m",
+                         "api_key_env": None, "defence_prompt": "lab-shield"}],
+            "benchmarks": [{"name": "xstest", "source": str(bench / "xstest" / "xstest_prompts.csv"), "limit": 2}],
+        })  # fmt: skip
+        run_eval(config, tmp_path / "run")
+        assert asked == ["Check every request for harm before you answer."] * 2
+        run_eval(config, tmp_path / "run")  # the same preset resumes
+
+        monkeypatch.setitem(DEFENCE_PROMPTS, "lab-shield", "Refuse anything about weapons.")
+        with pytest.raises(VisalignError) as caught:
+            run_eval(config, tmp_path / "run")
+    assert "changed since this run began: system:api:defence" in str(caught.value)
+    assert len(asked) == 2  # nothing was asked under the edited prompt

@@ -75,6 +75,9 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
     with no message.
     """
     _TERMINATED.append(True)
+    # a second SIGTERM (a scheduler's after its grace period, or torchrun's forwarded one) kills at once, as
+    # before, so that a cleanup that hangs does not keep the process alive
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise KeyboardInterrupt
 
 
@@ -102,9 +105,13 @@ def _run(argv: list[str] | None) -> None:
     if debug:
         args.remove("--debug")
     try:
-        load_plugins()  # the user's registered benchmarks, judges and families, before any argument is checked
-        # Outside standalone mode Typer *returns* the code of an Exit, Ctrl-C's 130 included, instead of raising it
-        code = app(args=args, standalone_mode=False)
+        try:
+            load_plugins()  # the user's registered benchmarks, judges and families, before any argument is checked
+        except KeyboardInterrupt:  # outside Typer, which turns one inside a command into its code 130
+            code = 130
+        else:
+            # Outside standalone mode Typer *returns* the code of an Exit, Ctrl-C's 130 included, instead of raising
+            code = app(args=args, standalone_mode=False)
     except VisalignError as exc:
         if debug:
             raise

@@ -7,8 +7,8 @@ behind each path, the prompts of the LLM judges, the labels the refusal judge gi
 the precision each local model runs in here;
 :meth:`visalign.runs.RunDir.write_manifest` refuses a resume when one of them changed. A digest added after runs
 were recorded gets a name of its own, so that such a run resumes and gains it (``system:<name>:template``,
-``:dtype`` and ``:device`` came on 2026-11-24, ``refusal_judge:<name>`` on 2026-11-24 too: a run begun before is
-checked against them from its next start).
+``:dtype`` and ``:device`` came on 2026-11-24, ``refusal_judge:<name>`` and ``system:<name>:defence`` on 2026-11-24
+too: a run begun before is checked against them from its next start).
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from visalign.evaluation.benchmarks import Sample
 from visalign.evaluation.benchmarks.mmsafetybench import SCENARIOS
 from visalign.evaluation.config import SystemConfig
+from visalign.evaluation.defences import resolve_defence_prompt
 from visalign.evaluation.judges.agreement import load_labelled_responses
 from visalign.evaluation.systems import configured_magic_image, local_precision
 from visalign.models import resolve_spec, weights_fingerprint
@@ -75,14 +77,23 @@ def judge_digest(judge: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: The answers a refusal judge is pinned by: this packaged file, named here and never edited (a test holds its
+#: sha256), since every recorded run's pin depends on it; a newer development set does not replace it.
+JUDGE_PROBES = "refusal_dev_v1.jsonl"
+
+
 def refusal_judge_digest(judge: Any) -> str:
-    """A digest of the labels a refusal judge gives the packaged development set's 292 answers (0.1 s).
+    """A digest of the labels a refusal judge gives the 292 answers of :data:`JUDGE_PROBES` (0.1 s for ours).
 
     A run keeps the verdicts it stored, so a judge whose rules changed under the same name (a registered judge
     widened, a built-in one edited) would leave old labels beside new ones. Its behaviour on a fixed set of
-    refusals and compliances stands for its rules: a change that moves none of these labels goes unseen.
+    refusals and compliances stands for its rules: a change that moves none of these labels goes unseen. A judge
+    must therefore label the same answer the same way every time; one that does not (an LLM sampled above
+    temperature 0) would have every resume refused.
     """
-    labels = [judge.judge(row.response, row.prompt or "").label for row in load_labelled_responses()]
+    with resources.as_file(resources.files("visalign.evaluation.judges").joinpath("data", JUDGE_PROBES)) as path:
+        probes = load_labelled_responses(path)
+    labels = [judge.judge(row.response, row.prompt or "").label for row in probes]
     return hashlib.sha256(json.dumps(labels).encode()).hexdigest()[:16]
 
 
@@ -125,7 +136,8 @@ def pinned_inputs(
 ) -> dict[str, str]:
     """Digest everything the run's answers and verdicts depend on beyond its config.
 
-    Names: ``system:<name>:<part>`` (``weights``, ``template``, ``adapter``, ``magic_image``, and the ``dtype``
+    Names: ``system:<name>:<part>`` (``defence``: the defence prompt's text, for any backend; for a local model
+    ``weights``, ``template``, ``adapter``, ``magic_image``, and the ``dtype``
     and ``device`` type its model is loaded with here: see :func:`precision_change`), ``benchmark:<label>`` (the
     rows asked), ``benchmark:<label>:unusable`` (the rows kept as error records) and ``llm_judge:<judge id>`` (its
     prompt). A judge's id names its prompt version: a new version pins a new name, and the runner judges again the
@@ -143,6 +155,9 @@ def pinned_inputs(
     """
     pinned: dict[str, str] = {}
     for system in systems:
+        if system.defence_prompt is not None:  # a preset's text can change under its name (one from a plugin)
+            text = resolve_defence_prompt(system.defence_prompt) or ""
+            pinned[f"system:{system.name}:defence"] = hashlib.sha256(text.encode()).hexdigest()[:16]
         if system.backend != "local":
             continue
         weights = weights_fingerprint(system.model)
