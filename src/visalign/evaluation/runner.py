@@ -39,7 +39,6 @@ from rich.progress import Progress
 
 from visalign.errors import VisalignError
 from visalign.evaluation.benchmarks import (
-    LoadResult,
     RowError,
     Sample,
     load_benchmark,
@@ -105,7 +104,10 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
     source = Path(config_path(config.source, base_dir))
     paths = set(path_options(config.name))
     options = {key: config_path(value, base_dir) if key in paths else value for key, value in config.options.items()}
-    result = _load_attacked(config, source, options, attack_dir / config.display_name)
+    # FigStep font sizes are left unfitted: which rows fit is checked for every row, as the draw and the unusable
+    # rows depend on it, but the size is fitted for the rows drawn only (see _draw_attacks)
+    result = load_benchmark(config.name, source, attack=config.attack, draw_attack=False, fit_attack=False,
+                            attack_dir=attack_dir / config.display_name if config.attack else None, **options)
     if not result.samples:
         first = " ".join(str(result.errors[0]).split()) if result.errors else ""
         found = f"none of its {len(result.errors)} rows is usable (first: {first})" if first else "it has no rows"
@@ -141,23 +143,6 @@ def load_rows(config: BenchmarkConfig, *, base_dir: Path, attack_dir: Path, seed
         return BenchmarkRows(config.display_name, samples, errors)
     samples, drawn, index = _draw_attacks(samples, attack_dir / config.display_name, config.attack)
     return BenchmarkRows(config.display_name, samples, errors, drawn, index)
-
-
-def _load_attacked(config: BenchmarkConfig, source: Path, options: dict[str, Any], attack_dir: Path) -> LoadResult:
-    """The benchmark's rows, attacked when the arm has an attack: ``load_benchmark(attack=...)``'s samples and errors.
-
-    Only the FigStep font sizes are left unfitted (None): which rows fit is checked for every row, as the draw and
-    the unusable rows depend on it, but the size is fitted for the rows drawn only (see :func:`_draw_attacks`).
-    """
-    if not config.attack:
-        return load_benchmark(config.name, source, **options)
-    # attacks build on benchmarks, as this does
-    from visalign.evaluation.attacks.typographic import typographic_attack
-    from visalign.evaluation.benchmarks.registry import text_form_options
-
-    loaded = load_benchmark(config.name, source, **text_form_options(config.name, options))
-    attacked = typographic_attack(loaded.samples, attack_dir, style=config.attack, draw=False, fit=False)
-    return LoadResult(attacked.samples, loaded.errors + attacked.errors)
 
 
 def _draw_attacks(samples: list[Sample], folder: Path, style: str

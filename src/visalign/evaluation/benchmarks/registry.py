@@ -226,6 +226,7 @@ def load_benchmark(
     attack: str | None = None,
     attack_dir: str | Path | None = None,
     draw_attack: bool = True,
+    fit_attack: bool = True,
     **options: Any,
 ) -> LoadResult:
     """Load a benchmark from a local path (or a Hugging Face dataset id where the loader supports one).
@@ -238,6 +239,9 @@ def load_benchmark(
         attack_dir: where typographic attack images are written (required with ``attack``).
         draw_attack: False names the attack images in ``attack_dir`` without drawing them (see
             :func:`visalign.evaluation.attacks.typographic_attack`).
+        fit_attack: with ``draw_attack=False``, False also leaves each FigStep font size unfitted (None), only
+            checking that the text fits: an evaluation fits the rows its ``limit`` keeps
+            (:func:`visalign.evaluation.attacks.typographic.fit_attack`).
         **options: loader-specific options (``split``, ``subset``, ``variant``, ...), see each loader.
 
     Returns:
@@ -259,5 +263,5 @@ def load_benchmark(
     # Attacks build on samples, so they import this package; importing them here keeps that direction.
     from visalign.evaluation.attacks.typographic import typographic_attack
 
-    attacked = typographic_attack(result.samples, attack_dir, style=attack, draw=draw_attack)
+    attacked = typographic_attack(result.samples, attack_dir, style=attack, draw=draw_attack, fit=fit_attack)
     return LoadResult(attacked.samples, result.errors + attacked.errors)
