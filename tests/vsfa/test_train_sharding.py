@@ -9,13 +9,13 @@ import pytest
 from accelerate.utils import FullyShardedDataParallelPlugin
 from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
 
-from visalign.models import load_vlm
+from visalign.models import FAMILIES, load_vlm
 from visalign.vsfa.training.config import LoraConfig
 from visalign.vsfa.training.lora import apply_lora
 from visalign.vsfa.training.trainer import LabelledLoss
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "llava", "llava_next"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))  # every registered family, a new one included
 def test_fsdp_wraps_every_decoder_layer_of_the_trained_model(tiny_checkpoints, family):
     vlm = load_vlm(str(tiny_checkpoints[family]))
     apply_lora(vlm, LoraConfig(rank=4, alpha=8))

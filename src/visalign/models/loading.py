@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -137,7 +138,8 @@ def load_vlm(
     Raises:
         VisalignError: a dtype name that names no weights dtype, a device this machine lacks (``cuda`` without
             CUDA), a checkpoint that cannot be read, or one that lacks weights the model has (see
-            :func:`_check_loaded_keys`); one line each.
+            :func:`_check_loaded_keys`), an adapter that cannot be read or does not fit the model (see
+            :func:`_check_adapter_keys`); one line each.
     """
     dtype = torch_dtype(dtype)  # a mistyped name or an absent GPU is one line, before anything is read
     if device is not None and device_map is None:
@@ -241,8 +243,13 @@ def _read_config(spec: str, source: str):
 
 
 def _apply_adapter(model, adapter: Path) -> None:
-    """Inject a saved peft adapter into ``model`` in place (the model object and its forward stay the same)."""
-    from peft import PeftModel
+    """Inject a saved peft adapter into ``model`` in place (the model object and its forward stay the same).
+
+    Raises:
+        VisalignError: the folder is no adapter, cannot be read, or does not fit the model (see
+            :func:`_check_adapter_keys`); one line each, naming the folder.
+    """
+    from peft import PeftConfig
 
     if not (adapter / "adapter_config.json").is_file():
         raise VisalignError(f"{adapter}: not an adapter folder (no adapter_config.json)")
@@ -250,9 +257,67 @@ def _apply_adapter(model, adapter: Path) -> None:
         # peft would go looking for the folder on the hub and report a repo-id format error instead
         raise VisalignError(f"{adapter}: adapter weights missing (no adapter_model.safetensors); copy the whole folder")
     try:
-        PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
-    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
+        config = PeftConfig.from_pretrained(str(adapter))
+        # from_pretrained builds the class it is called on only for a config without a task type; the wrapper is
+        # dropped anyway (the layers are injected into ``model``), so the task type changes nothing that is kept
+        config.task_type = None
+        loaded = _reporting_peft_model().from_pretrained(model, str(adapter), is_trainable=False, config=config)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
         raise VisalignError(f"{adapter}: cannot apply the adapter ({str(exc).splitlines()[0]})") from None
+    _check_adapter_keys(adapter, config, loaded.load_report)
+
+
+@functools.cache
+def _reporting_peft_model() -> type:
+    """``PeftModel`` keeping what its ``load_adapter`` reports, which ``from_pretrained`` only warns of or drops.
+
+    peft imports in seconds, so it is imported here, when an adapter is applied, not with this module.
+    """
+    from peft import PeftModel
+
+    class ReportingPeftModel(PeftModel):
+        load_report = None
+
+        def load_adapter(self, *args, **kwargs):
+            # peft's missing_keys are already this adapter's own (LoRA) weights; unexpected_keys are the file's
+            self.load_report = super().load_adapter(*args, **kwargs)
+            return self.load_report
+
+    return ReportingPeftModel
+
+
+def _check_adapter_keys(adapter: Path, config: Any, report: Any) -> None:
+    """Refuse an adapter whose files do not fill the LoRA weights peft put into the model, or name other modules.
+
+    A LoRA weight the files lack keeps its initial value (B = 0: the layer acts as the base; A alone: a random
+    change), and a tensor that names no module of the model is dropped; peft only warns of the first and says
+    nothing of the second, so an adapter with a tensor lost in a copy, trained on another family or with other
+    target modules would load and answer as (almost) the base model under the adapter's name. ``config`` is the
+    adapter's ``PeftConfig``, ``report`` what peft's ``load_adapter`` returns (``missing_keys``: only LoRA weights,
+    so a fully trained projector copy the files lack is not seen here; ``unexpected_keys``).
+
+    Raises:
+        VisalignError: one line naming the folder, how many tensors are missing or unexpected (a few of each) and
+            what to do.
+    """
+    def shown(keys) -> str:  # the names as in the adapter file: no peft prefix, no adapter name
+        return _key_list(sorted(k.removeprefix("base_model.model.").replace(".default.", ".") for k in keys))
+
+    missing, unexpected = list(report.missing_keys), list(report.unexpected_keys)
+    if not missing and not unexpected:
+        return
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} LoRA weight(s) the model takes are missing from the files ({shown(missing)})"
+                        " and would keep their initial values")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensor(s) in the files name no module of this model "
+                        f"({shown(unexpected)}) and would be dropped")
+    trained_on = getattr(config, "base_model_name_or_path", None)
+    raise VisalignError(
+        f"{adapter}: the adapter does not fit this model: {'; '.join(problems)}; apply it to the model it was "
+        f"trained on{f' ({trained_on})' if trained_on else ''} and copy its adapter_model.safetensors whole"
+    )
 
 
 def weights_fingerprint(spec: str) -> str | None:
