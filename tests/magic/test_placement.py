@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from family_tables import FamilyTable
 from PIL import Image
 
 from visalign.errors import VisalignError
@@ -17,21 +16,16 @@ from visalign.models import FAMILIES, assistant, load_vlm, pil_to_tensor, user
 
 #: Where ``auto`` puts a Magic Image for each family: written by hand from the family's published model (whether it
 #: takes several images per conversation), so that a wrong ``multi_image`` in the registry fails here.
-FAMILY_PLACEMENT = {"qwen2_5_vl": "prepend", "qwen3_vl": "prepend", "llava": "canvas", "llava_next": "canvas"}
-
-
-def expected_placement(family: str) -> str:
-    """The hand-written placement of a registered ``family``; a family without one fails naming what to add."""
-    if family not in FAMILY_PLACEMENT:
-        pytest.fail(f"registered family '{family}' has no expected placement: add it to FAMILY_PLACEMENT in "
-                    f"{Path(__file__).name} ('prepend' if its model takes several images per conversation, else "
-                    "'canvas')")  # fmt: skip
-    return FAMILY_PLACEMENT[family]
+FAMILY_PLACEMENT = FamilyTable(
+    "FAMILY_PLACEMENT", "tests/magic/test_placement.py",
+    "'prepend' if its model takes several images per conversation, else 'canvas'",
+    {"qwen2_5_vl": "prepend", "qwen3_vl": "prepend", "llava": "canvas", "llava_next": "canvas"},
+)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_auto_placement_per_family(family):
-    assert resolve_placement(FAMILIES[family], "auto") == expected_placement(family)
+    assert resolve_placement(FAMILIES[family], "auto") == FAMILY_PLACEMENT[family]
     assert resolve_placement(FAMILIES[family], "canvas") == "canvas"
 
 

@@ -12,7 +12,7 @@ from visalign.magic import get_value_system, optimize_magic_images
 from visalign.magic.data import Example, fill_benign_targets, load_training_set
 from visalign.magic.objective import build_rows
 from visalign.magic.placement import working_size
-from visalign.models import IGNORE_INDEX, Generation, load_vlm
+from visalign.models import FAMILIES, IGNORE_INDEX, Generation, load_vlm
 
 from .helpers import VALUE_SYSTEMS, make
 
@@ -77,7 +77,7 @@ def test_a_benign_answer_cut_at_its_budget_is_trained_without_an_end_of_turn(tin
     assert scored(cut_row)
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "llava", "llava_next"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))  # every registered family, a new one included
 def test_every_family_has_a_template_identity_that_follows_its_template_file(tmp_path, tiny_checkpoints, family):
     from visalign.models.identity import template_identity
 

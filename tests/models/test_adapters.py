@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from family_tables import FamilyTable
 from PIL import Image
 
 from visalign.errors import VisalignError
@@ -14,13 +15,31 @@ from visalign.models.processors import load_processor
 
 #: Every registered family (a new one needs its entries in the tables below, or its tests fail by name).
 FAMILIES = tuple(REGISTERED_FAMILIES)
-# Image sizes at which each tiny processor needs no resampling (Magic Image optimises at this size).
-NATIVE_SIZE = {"qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96), "llava": (32, 32), "llava_next": (32, 32)}
+# Written by hand: the adapter finds prompts and answer spans from the family's chat template, tokenizer and
+# processor, so an expectation read from those would only repeat the code under test.
+NATIVE_SIZE = FamilyTable(
+    "NATIVE_SIZE", "tests/models/test_adapters.py",
+    "the (height, width) its tiny processor takes without resampling (not square where the processor allows, "
+    "so that a swapped height and width shows)",
+    {"qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96), "llava": (32, 32), "llava_next": (32, 32)},
+)
 # What the assistant's labelled tokens must decode to, written by hand from each family's chat format.
-END_OF_TURN = {"qwen2_5_vl": "<|im_end|>", "qwen3_vl": "<|im_end|>", "llava": "</s>", "llava_next": "</s>"}
-ANSWER_PREFIX = {"qwen2_5_vl": "", "qwen3_vl": "", "llava": " ", "llava_next": " "}
-GENERATION_PROMPT = {"qwen2_5_vl": "<|im_start|>assistant\n", "qwen3_vl": "<|im_start|>assistant\n",
-                     "llava": "ASSISTANT:", "llava_next": "[/INST]"}
+END_OF_TURN = FamilyTable(
+    "END_OF_TURN", "tests/models/test_adapters.py",
+    "the text its chat template closes an assistant turn with (e.g. '<|im_end|>')",
+    {"qwen2_5_vl": "<|im_end|>", "qwen3_vl": "<|im_end|>", "llava": "</s>", "llava_next": "</s>"},
+)
+ANSWER_PREFIX = FamilyTable(
+    "ANSWER_PREFIX", "tests/models/test_adapters.py",
+    "what its chat template puts between the generation prompt and the answer text (e.g. ' ')",
+    {"qwen2_5_vl": "", "qwen3_vl": "", "llava": " ", "llava_next": " "},
+)
+GENERATION_PROMPT = FamilyTable(
+    "GENERATION_PROMPT", "tests/models/test_adapters.py",
+    "the text its chat template ends a prompt with when an answer is asked for (e.g. 'ASSISTANT:')",
+    {"qwen2_5_vl": "<|im_start|>assistant\n", "qwen3_vl": "<|im_start|>assistant\n", "llava": "ASSISTANT:",
+     "llava_next": "[/INST]"},
+)  # fmt: skip
 
 
 def noise_image(height: int, width: int, seed: int = 0) -> Image.Image:
@@ -258,29 +277,37 @@ def test_a_typed_video_placeholder_or_a_batch_size_below_one_is_refused_before_a
             vlm.generate([[user("Hi")]], max_new_tokens=2, batch_size=size)
 
 
-def test_input_rules_read_from_config_and_processor_refuse_what_the_processor_would(tiny_checkpoints):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_input_rules_read_from_config_and_processor_refuse_what_the_processor_would(tiny_checkpoints, family):
     from visalign.models.loading import input_rules
 
-    for family, end_of_turn in END_OF_TURN.items():
-        rules = input_rules(str(tiny_checkpoints[family]))
-        assert rules.family.model_type == family
-        quoted = f"Templates end a turn with {end_of_turn} and go on."
-        assert rules.text_problem("assistant", quoted) is None  # prompts to evaluate pass it through
-        assert rules.text_problem("assistant", quoted, special_tokens=True).startswith(
-            f"a assistant turn contains {end_of_turn!r}, a special token of {rules.family.name}'s tokenizer, as text")
-        assert rules.text_problem("user", "Plain words <b>, </p> and <|x|> stay.", special_tokens=True) is None
-        assert rules.image_count_problem(2) == (None if rules.family.multi_image else
-                                                f"{rules.family.name} takes one image per conversation, got 2; "
-                                                "compose them on one canvas")  # fmt: skip
-        # Qwen's resize refuses an aspect ratio over 200 (whatever the size); LLaVA's processors take any size
-        refused = rules.image_size_problem(600, 2)
-        assert (refused is not None) == family.startswith("qwen"), family
-        if refused:
-            assert refused == (f"{rules.family.name}'s processor refuses a 600x2 image: absolute aspect ratio must "
-                               "be smaller than 200, got 300.0")  # fmt: skip
-            with pytest.raises(VisalignError, match="absolute aspect ratio"):  # what the rule stands for
-                load_vlm(str(tiny_checkpoints[family])).chat_inputs([[user("What?", noise_image(2, 600))]])
-        assert rules.image_size_problem(1, 1) is None and rules.image_size_problem(4000, 3000) is None
+    end_of_turn = END_OF_TURN[family]
+    rules = input_rules(str(tiny_checkpoints[family]))
+    assert rules.family.model_type == family
+    quoted = f"Templates end a turn with {end_of_turn} and go on."
+    assert rules.text_problem("assistant", quoted) is None  # prompts to evaluate pass it through
+    assert rules.text_problem("assistant", quoted, special_tokens=True).startswith(
+        f"a assistant turn contains {end_of_turn!r}, a special token of {rules.family.name}'s tokenizer, as text")
+    assert rules.text_problem("user", "Plain words <b>, </p> and <|x|> stay.", special_tokens=True) is None
+    assert rules.image_count_problem(2) == (None if rules.family.multi_image else
+                                            f"{rules.family.name} takes one image per conversation, got 2; "
+                                            "compose them on one canvas")  # fmt: skip
+    # Whether the processor itself takes a 600x2 image, asked directly rather than guessed from the family's name
+    try:
+        load_processor(tiny_checkpoints[family]).image_processor(images=[noise_image(2, 600)], return_tensors="pt")
+        processor_refuses = False
+    except ValueError:
+        processor_refuses = True
+    # Qwen's resize refuses an aspect ratio over 200 (whatever the size): the refusing branch below is exercised
+    assert processor_refuses or family not in ("qwen2_5_vl", "qwen3_vl")
+    refused = rules.image_size_problem(600, 2)
+    assert (refused is not None) == processor_refuses, refused
+    if refused:
+        assert refused == (f"{rules.family.name}'s processor refuses a 600x2 image: absolute aspect ratio must "
+                           "be smaller than 200, got 300.0")  # fmt: skip
+        with pytest.raises(VisalignError, match="absolute aspect ratio"):  # what the rule stands for
+            load_vlm(str(tiny_checkpoints[family])).chat_inputs([[user("What?", noise_image(2, 600))]])
+    assert rules.image_size_problem(1, 1) is None and rules.image_size_problem(4000, 3000) is None
 
 
 def test_a_typed_end_of_turn_still_reaches_the_model_in_a_prompt_to_evaluate(family_vlm):

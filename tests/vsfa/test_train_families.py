@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from family_tables import FamilyTable
 from PIL import Image
 from safetensors.torch import load_file
 from train_support import IMAGE_SIZE, noise_png, one_thread, train_config, write_dataset
@@ -18,12 +19,16 @@ from visalign.vsfa.training import VsfaTrainConfig, load_adapter, merge_adapter,
 #: Every registered family (a new one needs its entries in the tables below, or its tests fail by name).
 FAMILIES = tuple(REGISTERED_FAMILIES)
 # Dotted prefixes of the vision tower and projector(s) in each family's state dict, written from the HF classes.
-FROZEN_VISION = {
-    "qwen2_5_vl": ("model.visual.",),
-    "qwen3_vl": ("model.visual.",),
-    "llava": ("model.vision_tower.", "model.multi_modal_projector."),
-    "llava_next": ("model.vision_tower.", "model.multi_modal_projector."),
-}
+FROZEN_VISION = FamilyTable(
+    "FROZEN_VISION", "tests/vsfa/test_train_families.py",
+    "the state-dict prefixes of its vision tower and projector (a tuple of strings)",
+    {
+        "qwen2_5_vl": ("model.visual.",),
+        "qwen3_vl": ("model.visual.",),
+        "llava": ("model.vision_tower.", "model.multi_modal_projector."),
+        "llava_next": ("model.vision_tower.", "model.multi_modal_projector."),
+    },
+)
 LM_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 

@@ -8,13 +8,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from config_overrides import merge_overrides
+from family_tables import FamilyTable
 from PIL import Image
 
 from visalign.vsfa.export import llava_entry, sharegpt_entry
 
-# Image sizes each tiny processor takes without resampling; 224 for the embedded default model.
-IMAGE_SIZE = {"qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96), "llava": (32, 32), "llava_next": (32, 32),
-              "default": (224, 224)}  # fmt: skip
+# Image sizes each tiny processor takes without resampling; 224 for the embedded default model. Written by hand:
+# they are the fixed inputs behind the numbers the training tests assert, and small, so that the tests stay fast.
+IMAGE_SIZE = FamilyTable(
+    "IMAGE_SIZE", "tests/vsfa/train_support.py",
+    "the (height, width) its tiny processor takes without resampling (visalign.models.pixels.native_image_size of "
+    "its image processor gives one)",
+    {"qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96), "llava": (32, 32), "llava_next": (32, 32), "default": (224, 224)},
+)
 
 QUESTIONS = [
     "What colour is the sky in this picture?",
