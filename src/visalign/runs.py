@@ -24,7 +24,6 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -35,6 +34,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from visalign.errors import VisalignError
+from visalign.temp_files import owned_temp_file
 
 try:
     import fcntl
@@ -43,15 +43,6 @@ except ImportError:  # Windows: no flock; run directories go unlocked there (see
 
 logger = logging.getLogger(__name__)
 
-
-def _read_umask() -> int:
-    """The process's umask; reading it means setting it, so it is read once, at import, before any thread runs."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
 
 MANIFEST_NAME = "manifest.json"
 #: In a run directory whose config has redacted values: the key of their digests in the manifest (never in it).
@@ -70,8 +61,9 @@ _KEY_SHAPED = re.compile(r"^(sk-|sk_|rk-|hf_|xai-|gsk_|AKIA)[A-Za-z0-9_\-]{12,}$
 
 # --------------------------------------------------------------------------------------------- atomic writes
 
-#: The name :func:`atomic_write_bytes` gives its temporary file: ``.<name>.<8 random characters>.tmp``
-#: (``tempfile.mkstemp`` with that prefix and suffix). A kill before the rename leaves one behind.
+#: The names of temporary files a kill before the rename leaves behind: ``.<name>.<8 random characters>.tmp``
+#: (``tempfile.mkstemp``'s, which earlier versions wrote) and ``.<name>.<pid>-<host>.<8 hex>.tmp``
+#: (:func:`visalign.temp_files.owned_temp_file`'s, which :func:`atomic_write_bytes` writes now).
 _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 #: Folders a temp-file sweep leaves alone: a response cache may be another run's (shards can name one
 #: ``cache_dir``), so another live process may be writing there; a temp file in it is never read anyway.
@@ -81,7 +73,9 @@ _UNSWEPT_DIRS = frozenset({"cache"})
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
 
-    The bytes go to a temporary file in the same directory, are fsynced, then renamed over ``path``.
+    The bytes go to a temporary file in the same directory (named for this process, see
+    :func:`visalign.temp_files.owned_temp_file`, so that a later run can sweep it after a kill), are fsynced, then
+    renamed over ``path``.
 
     Args:
         path: destination file; its parent directories are created.
@@ -92,16 +86,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    descriptor, temporary = owned_temp_file(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets the mode open() would give it
-        os.replace(tmp_name, path)
+            os.replace(temporary, path)  # before the close: the writer's lock is held until the name is gone
     except BaseException as exc:
-        Path(tmp_name).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:
             raise _named(exc, path) from exc
         raise

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -49,16 +51,27 @@ def refusal(
         str | None, typer.Option("--split", help="with --evaluate: dev or test split of the packaged set")
     ] = None,
 ) -> None:
-    """Label responses as refusal, compliance or unknown; or, with --evaluate, print each judge's agreement."""
+    """Label responses as refusal, compliance or unknown; or, with --evaluate, print each judge's agreement.
+
+    --out is written whole or not at all (so it may be the input itself): an interrupted run keeps nothing.
+    """
     from visalign.errors import VisalignError
     from visalign.evaluation.judges import evaluate_refusal_judges, get_refusal_judge, judge_refusal_file
 
     if evaluate:
-        _print_agreement(evaluate_refusal_judges(labelled, split))
+        try:
+            _print_agreement(evaluate_refusal_judges(labelled, split))
+        except KeyboardInterrupt:
+            _stop_interrupted("nothing was printed: re-run the same command")
         return
     if input_path is None:
         raise VisalignError("judge refusal: pass --input FILE.jsonl (or --evaluate)")
-    counts = judge_refusal_file(input_path, get_refusal_judge(preset), out)
+    try:
+        counts = judge_refusal_file(input_path, get_refusal_judge(preset), out)
+    except KeyboardInterrupt:
+        kept = (f"{out} is written only once every line is judged, so it is left as it was" if out else
+                "the labels on standard output are incomplete")  # fmt: skip
+        _stop_interrupted(f"nothing is kept ({kept}): re-run the same command to judge {input_path} from the start")
     if counts["error"]:
         # every good line is judged and written first, so the work is kept; the exit code tells a script
         raise VisalignError(_bad_lines_message(input_path, out, counts))
@@ -67,6 +80,17 @@ def refusal(
         f"{counts['error']} error lines",
         err=True,
     )
+
+
+def _stop_interrupted(what_now: str) -> NoReturn:
+    """End a Ctrl-C or a SIGTERM with one line that says what is kept, and the CLI's exit code (130 or 143).
+
+    The CLI's own line ("finished work is kept: re-run the same command to resume") would be untrue here.
+    """
+    from visalign.cli import _TERMINATED  # set by visalign.cli.main when the interrupt was a SIGTERM
+
+    typer.echo(f"{'terminated (SIGTERM)' if _TERMINATED else 'interrupted'}; {what_now}", err=True)
+    sys.exit(128 + signal.SIGTERM if _TERMINATED else 130)
 
 
 def _bad_lines_message(input_path: Path, out: Path | None, counts: Counter) -> str:

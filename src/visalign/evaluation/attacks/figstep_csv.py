@@ -11,8 +11,11 @@ from visalign.evaluation.attacks.fonts import load_font, resolve_font
 from visalign.evaluation.benchmarks.figstep import read_safebench
 from visalign.evaluation.benchmarks.sample import RowError
 from visalign.runs import atomic_write_bytes
+from visalign.temp_files import sweep_stale_temp_files
 
 FONT_SIZE = 80
+#: The names :func:`figstep_filename` gives, as a pattern: the files whose killed writes a new render clears.
+FIGSTEP_NAMES = r"query_ForbidQI_.+_.+_6\.png"
 
 
 @dataclass
@@ -30,7 +33,8 @@ def render_figstep_csv(csv_path: str | Path, out_dir: str | Path) -> FigStepRend
 
     Args:
         csv_path: a SafeBench CSV (``dataset,category_id,task_id,category_name,question,instruction``).
-        out_dir: the output folder (created if missing; existing files of the same name are overwritten).
+        out_dir: the output folder (created if missing; existing files of the same name are overwritten, and the
+            temporary files of images whose render was killed are deleted first).
 
     Returns:
         The files written, one error per malformed row, and the font used (with whether it is FreeMonoBold).
@@ -41,6 +45,7 @@ def render_figstep_csv(csv_path: str | Path, out_dir: str | Path) -> FigStepRend
     rows, errors = read_safebench(csv_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temp_files(out, FIGSTEP_NAMES)
     choice = resolve_font("figstep")
     font = load_font("figstep", FONT_SIZE)
     report = FigStepRenderReport(errors=errors, font=choice.path, faithful_font=choice.faithful)

@@ -19,7 +19,8 @@ from visalign.evaluation.attacks.figstep import FIGSTEP_PROMPT, FIT_SIZES, figst
 from visalign.evaluation.attacks.fonts import resolve_font
 from visalign.evaluation.attacks.mmsafetybench import render_typo
 from visalign.evaluation.benchmarks.sample import LoadResult, RowError, Sample
-from visalign.runs import atomic_write_bytes, atomic_write_text, sha256_file
+from visalign.runs import atomic_write_bytes, sha256_file
+from visalign.temp_files import sweep_stale_temp_files
 
 Style = Literal["figstep", "typo"]
 
@@ -34,6 +35,10 @@ def image_file_name(sample_id: str) -> str:
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", sample_id)[:80]
     digest = hashlib.sha256(sample_id.encode()).hexdigest()[:8]
     return f"{readable}-{digest}.png"
+
+
+#: The names :func:`image_file_name` gives, as a pattern: the images whose killed writes a new set clears.
+IMAGE_NAMES = r"[A-Za-z0-9_.-]{1,80}-[0-9a-f]{8}\.png"
 
 
 def typographic_attack(
@@ -200,7 +205,8 @@ def write_typographic_set(
     """Load a benchmark, render it as a typographic attack and write it out as a reusable sample set.
 
     Writes ``out_dir/images/*.png``, ``out_dir/samples.jsonl`` (one :class:`Sample` per line) and
-    ``out_dir/errors.jsonl`` (one :class:`RowError` per line: rows that could not be loaded or rendered).
+    ``out_dir/errors.jsonl`` (one :class:`RowError` per line: rows that could not be loaded or rendered). The
+    temporary files that a killed earlier run left for these files are deleted first.
 
     Args:
         benchmark: a registered benchmark name (``advbench``, ``strongreject``, ...).
@@ -212,9 +218,11 @@ def write_typographic_set(
     from visalign.evaluation.benchmarks.registry import load_benchmark, text_form_options
 
     out = Path(out_dir)
+    sweep_stale_temp_files(out / "images", IMAGE_NAMES)
+    sweep_stale_temp_files(out, r"samples\.jsonl|errors\.jsonl")
     loaded = load_benchmark(benchmark, source, **text_form_options(benchmark, options))
     attacked = typographic_attack(loaded.samples, out / "images", style=style)
     result = LoadResult(attacked.samples, loaded.errors + attacked.errors)
-    atomic_write_text(out / "samples.jsonl", "".join(sample.model_dump_json() + "\n" for sample in result.samples))
-    atomic_write_text(out / "errors.jsonl", "".join(error.model_dump_json() + "\n" for error in result.errors))
+    for name, records in (("samples.jsonl", result.samples), ("errors.jsonl", result.errors)):
+        atomic_write_bytes(out / name, "".join(record.model_dump_json() + "\n" for record in records).encode())
     return result

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import BinaryIO, TextIO
 
 from visalign.errors import VisalignError
 from visalign.evaluation.judges.verdict import RefusalJudge
+from visalign.temp_files import owned_temp_file, sweep_stale_temp_files
 
 
 def _judge_line(judge: RefusalJudge, number: int, line: str) -> dict:
@@ -45,7 +46,9 @@ def judge_refusal_file(input_path: str | Path, judge: RefusalJudge, out: str | P
         Counts of ``refusal``, ``compliance``, ``unknown`` and ``error`` lines.
 
     The file is read a line at a time, so its size does not matter (a pipe works too). ``out`` is written under a
-    temporary name and renamed into place at the end, so it may name the input file itself (judged in place).
+    temporary name and renamed into place at the end, so it may name the input file itself (judged in place); the
+    temporary file a killed run left is deleted by the next run that writes ``out`` (see
+    :func:`~visalign.temp_files.sweep_stale_temp_files`).
 
     Raises:
         VisalignError: the input file is missing or unreadable, or a line of it is not UTF-8 text (the message
@@ -64,8 +67,9 @@ def judge_refusal_file(input_path: str | Path, judge: RefusalJudge, out: str | P
             _judge_lines(source, raw, judge, sys.stdout, counts)
             return counts
         target = Path(out)
+        sweep_stale_temp_files(target.parent, re.escape(target.name))
         # a name of its own beside ``out``: opening ``out`` itself would empty the input when they are one file
-        descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        descriptor, name = owned_temp_file(target)
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 try:
@@ -76,7 +80,7 @@ def judge_refusal_file(input_path: str | Path, judge: RefusalJudge, out: str | P
                     raise
             os.replace(name, target)
         finally:
-            Path(name).unlink(missing_ok=True)
+            name.unlink(missing_ok=True)
     return counts
 
 
