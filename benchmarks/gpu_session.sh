@@ -21,6 +21,9 @@
 #   train-bench  training throughput alone, with --profile (top operators of each variant); the default variants
 #                include compile-loop, the 2026-11-22 headline, beside the batched vision attention ones
 #   gen-bench    generation throughput on the embedded model alone
+#   weights-check  the trainer's finite-weights check after each optimiser step, foreach norms against the
+#                per-tensor isfinite it replaced, on Qwen2.5-7B's r=16 LoRA shapes (benchmarks/weights_check.py;
+#                after setup; no model, seconds)
 #   fsdp-check   vsfa train under configs/accelerate/fsdp.yaml (one process) against a plain run, with a resume
 #                from the sharded checkpoint; a tiny model, about a minute (benchmarks/distributed_check.py)
 #   magic-bench  Magic Image throughput (7B shape); generation throughput on the embedded model
@@ -128,6 +131,10 @@ step_train_bench() {
 step_gen_bench() {
   timed generation_throughput $PY benchmarks/generation_throughput.py \
     --out "$RESULTS/generation_throughput_gpu.json"
+}
+
+step_weights_check() {
+  timed weights_check $PY benchmarks/weights_check.py --device cuda --json "$RESULTS/weights_check_gpu.json"
 }
 
 step_fsdp_check() {

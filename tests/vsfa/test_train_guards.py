@@ -127,7 +127,10 @@ def test_an_adapter_refuses_other_base_weights_on_load_and_merge(tmp_path, capsy
 def test_a_non_finite_loss_gives_advice_that_works(tiny_checkpoints, tmp_path):
     data = write_dataset(tmp_path / "data", "llava")
     checkpoint = tiny_checkpoints["llava"]
-    bad = validated_config(checkpoint, data, epochs=1, checkpoint_every=1, optim={"lr": 1e30, "max_grad_norm": None})
+    # float16 weights and lr 1e4: the forward of step 2 overflows (a float32 overflow of the weights themselves stops
+    # at step 1, see test_train_lr_overflow)
+    bad = validated_config(checkpoint, data, epochs=1, checkpoint_every=1, dtype="float16",
+                           optim={"lr": 1e4, "max_grad_norm": None})
     run = tmp_path / "run"
     with pytest.raises(VisalignError) as first:
         train(bad, run)
@@ -135,8 +138,8 @@ def test_a_non_finite_loss_gives_advice_that_works(tiny_checkpoints, tmp_path):
     kept = run / "checkpoints" / "step-00000001"
     assert message == (
         f"non-finite loss nan at step 2; training stopped, the last good checkpoint is {kept} (it resumes only this "
-        "config, which fails the same way again); lower optim.lr (now 1e+30) or set optim.max_grad_norm: 1.0, and "
-        "train into a new --out directory"
+        "config, which fails the same way again); lower optim.lr (now 10000) or set optim.max_grad_norm: 1.0 or use "
+        "dtype: bfloat16 instead of float16, and train into a new --out directory"
     )
     # what the message says: the same command fails the same way, and a changed config needs a new --out
     with pytest.raises(VisalignError) as again:
@@ -147,11 +150,13 @@ def test_a_non_finite_loss_gives_advice_that_works(tiny_checkpoints, tmp_path):
         train(fixed, run)
     done = train(fixed, tmp_path / "new")
     # stopped before its first checkpoint: nothing is said to resume
-    early = validated_config(checkpoint, data, epochs=1, checkpoint_every=4, optim={"lr": 1e30, "max_grad_norm": 1.0})
+    early = validated_config(checkpoint, data, epochs=1, checkpoint_every=4, dtype="float16",
+                             optim={"lr": 1e4, "max_grad_norm": 1.0})
     with pytest.raises(VisalignError) as none_kept:
         train(early, tmp_path / "early")
     assert str(none_kept.value) == ("non-finite loss nan at step 2; training stopped, no checkpoint was written yet; "
-                                    "lower optim.lr (now 1e+30), and train into a new --out directory")  # fmt: skip
+                                    "lower optim.lr (now 10000) or use dtype: bfloat16 instead of float16, and train "
+                                    "into a new --out directory")  # fmt: skip
     losses = [m["loss"] for m in read_metrics(tmp_path / "new")]
     assert done.steps == 4 and len(losses) == 4 and all(math.isfinite(loss) and 0 < loss < 20 for loss in losses)
 

@@ -1,7 +1,8 @@
 """The ``visalign`` command line: a thin Typer app. Each command group lives in its own module here.
 
 Every command parses its arguments, loads a config, calls one library function and prints. Errors of type
-:class:`visalign.errors.VisalignError` become one line on stderr and exit code 2 (a traceback with ``--debug``).
+:class:`visalign.errors.VisalignError` become one line on stderr and exit code 2 (a traceback with ``--debug``), as
+do the errors of memory that ran out (CPU RAM or GPU memory) and of files the system refuses.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from visalign.cli import models as _models
 from visalign.cli import quickstart as _quickstart
 from visalign.cli import vsfa as _vsfa
 from visalign.errors import VisalignError
+from visalign.out_of_memory import CPU_RAM, failed_allocation, memory_exhausted
 from visalign.plugins import load_plugins
 
 app = typer.Typer(
@@ -81,6 +83,15 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _memory_message(memory: str, exc: BaseException) -> str:
+    """The one line for memory that ran out in any command: what ran out, how large a request failed, what to do."""
+    free = ("free memory (close other programs) or use a machine with more RAM" if memory == CPU_RAM else
+            "free the GPU (nvidia-smi lists what holds it) or use one with more memory")  # fmt: skip
+    failed = failed_allocation(exc)
+    return (f"{memory} ran out{f' ({failed})' if failed else ''}; {free}; in a job config, lower its batch sizes or "
+            "set dtype: bfloat16; finished work is kept: re-run the same command to resume")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn a :class:`VisalignError` into one line on stderr and its exit code.
 
@@ -128,9 +139,18 @@ def _run(argv: list[str] | None) -> None:
             sys.exit(2)
         typer.echo("aborted", err=True)
         sys.exit(130)
+    except (MemoryError, RuntimeError) as exc:  # after Abort (a RuntimeError): torch raises RuntimeErrors for memory
+        memory = memory_exhausted(exc)
+        if memory is None or debug:
+            raise
+        typer.echo(f"error: {_memory_message(memory, exc)}", err=True)
+        sys.exit(2)
     except OSError as exc:  # a path that is a folder, a missing parent, no permission: the user's to fix
         if debug:
             raise
+        if exc.errno == errno.ENOMEM:  # a failed mmap or fork
+            typer.echo(f"error: {_memory_message(CPU_RAM, exc)}", err=True)
+            sys.exit(2)
         where = f"{exc.filename}: " if exc.filename else ""
         advice = {errno.ENOSPC: "; free space and re-run the same command to resume",
                   errno.EDQUOT: "; free space (a disk quota is reached) and re-run the same command to resume",

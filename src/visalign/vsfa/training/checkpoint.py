@@ -12,7 +12,9 @@ the batch plan is recomputed from the seed, so ``state.json`` records what else 
 per step, total steps) and a resume under another process count is refused. It also records what the config does
 not fix but the steps depend on: the weights dtype ``dtype: auto`` resolved to, the device type, and the base
 model's chat template identity; a resume that finds another is refused. The ``.pt`` files are read with torch's
-weights-only unpickler: a run folder from elsewhere cannot run code through a planted file.
+weights-only unpickler: a run folder from elsewhere cannot run code through a planted file. Under several processes
+a save that fails on one of them (a full disk, a file size limit) fails on all of them, with the same error: the
+processes agree on their writes before the rename (see :func:`save_checkpoint`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from accelerate.utils import DistributedType, broadcast_object_list
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 from numpy._core.multiarray import _reconstruct
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -227,6 +229,26 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
+class CheckpointWriteError(Exception):
+    """A checkpoint that could not be written on one of the processes; every process raises it, with the same text.
+
+    The text is the failing write's first line, prefixed with ``process N:`` when there are several processes.
+    """
+
+
+def write_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed write: torch.save reports one as a RuntimeError, safetensors as its own error."""
+    if isinstance(exc, (OSError, SafetensorError, CheckpointWriteError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        mark in text for mark in ("unexpected pos", "iostream error", "failed writing", "File too large"))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def save_checkpoint(out: Path, step: int, *, model, optimizer, scheduler, state: dict, accelerator, keep: int) -> Path:
     """Write the checkpoint of ``step`` (all processes call this) and prune all but the ``keep`` newest.
 
@@ -239,26 +261,42 @@ def save_checkpoint(out: Path, step: int, *, model, optimizer, scheduler, state:
         state: JSON-able trainer state (config hash, epoch ...), written last.
         accelerator: the ``accelerate.Accelerator`` of the run.
         keep: checkpoints to keep.
+
+    Raises:
+        CheckpointWriteError: a write failed on one of the processes (every process raises it, with the same text,
+            and the staging folder is gone); any other error is raised as it is on the process it happened on.
     """
     target = checkpoint_dir(out, step)
     # A folder of this save's own, named so that no reader takes it for a checkpoint: a fixed name would be one that
-    # another process's save (or clean-up) writes or deletes too. Its name goes to every process (they write into it).
-    staging_name = [f"{_STAGING_PREFIX}{target.name}-{secrets.token_hex(8)}"]
+    # another process's save (or clean-up) writes or deletes too. Its name goes to every process (they write into it),
+    # and so does a failure to make it, which would otherwise leave the other processes waiting for the name.
+    staging_name: list[str | None] = [f"{_STAGING_PREFIX}{target.name}-{secrets.token_hex(8)}", None]
     if accelerator.is_main_process:
-        # mkdir, not mkdtemp: the folder becomes the checkpoint, and keeps the mode the umask gives as it always did
-        (target.parent / staging_name[0]).mkdir(parents=True)
+        try:
+            # mkdir, not mkdtemp: the folder becomes the checkpoint, and keeps the mode the umask gives as it always did
+            (target.parent / staging_name[0]).mkdir(parents=True)
+        except OSError as exc:
+            staging_name[1] = _first_line(exc)
     broadcast_object_list(staging_name)  # collective under torchrun / accelerate launch; nothing in one process
+    if staging_name[1] is not None:
+        where = "process 0: " if accelerator.num_processes > 1 else ""
+        raise CheckpointWriteError(where + staging_name[1])
     staging = target.parent / staging_name[0]
-    torch.save(rng_state(), staging / f"rng-{accelerator.process_index}.pt")
-    if accelerator.distributed_type in _SHARDED:
-        accelerator.save_state(str(staging / "accelerate"))  # collective; sharded model and optimiser state
+    try:
+        if accelerator.distributed_type in _SHARDED:
+            # collective, so first: a process whose own write failed before it would leave the others inside it
+            accelerator.save_state(str(staging / "accelerate"))  # sharded model and optimiser state
+        torch.save(rng_state(), staging / f"rng-{accelerator.process_index}.pt")
         if accelerator.is_main_process:
+            if accelerator.distributed_type not in _SHARDED:
+                save_file(trainable_state(model), str(staging / "trainable.safetensors"))
+                torch.save(optimizer.state_dict(), staging / "optimizer.pt")
             torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-    elif accelerator.is_main_process:
-        save_file(trainable_state(model), str(staging / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-    accelerator.wait_for_everyone()
+    except Exception as exc:  # every process must hear of it first (below), or the others wait for this one for ever
+        failure: Exception | None = exc
+    else:
+        failure = None
+    _agree_on_writes(failure, staging, accelerator)  # also the barrier before the rename
     if accelerator.is_main_process:
         _flush_files(staging)
         atomic_write_json(staging / "state.json", {**state, "step": step})
@@ -270,6 +308,33 @@ def save_checkpoint(out: Path, step: int, *, model, optimizer, scheduler, state:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return target
+
+
+def _agree_on_writes(failure: Exception | None, staging: Path, accelerator) -> None:
+    """Return when every process wrote its part of ``staging``; else, on every process, raise the same error.
+
+    A collective (it gathers each process's outcome), so it is the barrier before the main process renames the
+    folder. A process whose write failed used to raise alone, and the others waited at that barrier for ever
+    (or until torchrun killed them, leaving the staging folder behind).
+    """
+    mine = None if failure is None else (write_failed(failure), _first_line(failure))
+    outcomes = gather_object([mine])  # one per process, in rank order, the same list on every process
+    failed = [(rank, outcome) for rank, outcome in enumerate(outcomes) if outcome is not None]
+    if not failed:
+        return
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)  # the other processes are done with it: they are here too
+    # every process waits for the clean-up: one that raised first would exit, and torchrun would stop the main process
+    # mid-way, leaving the folder behind
+    accelerator.wait_for_everyone()
+    if failure is not None and not write_failed(failure):
+        raise failure  # not the disk: its own traceback, on the process where it happened
+    writes = [(rank, text) for rank, (is_write, text) in failed if is_write]
+    if not writes:
+        rank, (_, text) = failed[0]
+        raise RuntimeError(f"saving the checkpoint failed on process {rank} ({text}); its traceback says why")
+    rank, text = writes[0]
+    raise CheckpointWriteError((f"process {rank}: " if len(outcomes) > 1 else "") + text) from failure
 
 
 def _flush_files(folder: Path) -> None:

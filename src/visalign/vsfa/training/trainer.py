@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
-from safetensors import SafetensorError
 from transformers import get_scheduler
 
 from visalign.errors import VisalignError
@@ -27,6 +26,7 @@ from visalign.models import VLM, load_vlm, scored_token_count, weights_fingerpri
 from visalign.models.adapter import InputRules
 from visalign.models.identity import processor_template_identity
 from visalign.models.loading import input_rules
+from visalign.out_of_memory import GPU_MEMORY, failed_allocation, memory_exhausted
 from visalign.runs import RunDir, atomic_write_text, releases_run_locks
 from visalign.vsfa.training.artefact import save_adapter
 from visalign.vsfa.training.batching import BatchPlan
@@ -38,6 +38,7 @@ from visalign.vsfa.training.checkpoint import (
     load_checkpoint,
     remove_staging_folders,
     save_checkpoint,
+    write_failed,
 )
 from visalign.vsfa.training.compilation import compile_blocks
 from visalign.vsfa.training.config import VsfaTrainConfig
@@ -203,21 +204,51 @@ def _warmup_steps(config: VsfaTrainConfig, total: int) -> int:
     return math.ceil(config.optim.warmup_ratio * total)
 
 
-def oom_advice(config: VsfaTrainConfig) -> str:
-    """Concrete ways out of a CUDA out-of-memory error for this config."""
+def oom_advice(config: VsfaTrainConfig, memory: str = GPU_MEMORY, exc: BaseException | None = None) -> str:
+    """Concrete ways out of an out-of-memory error in a training step for this config.
+
+    Args:
+        config: the job config.
+        memory: what ran out, as :func:`visalign.out_of_memory.memory_exhausted` names it.
+        exc: the error, for the size of the allocation that failed.
+    """
+    failed = failed_allocation(exc) if exc is not None else None
+    detail = f" ({failed})" if failed else ""
     tips = []
     if config.batch_size > 1:
         tips.append(f"batch_size: {max(1, config.batch_size // 2)} with grad_accum: {config.grad_accum * 2} "
                     "(same effective batch)")  # fmt: skip
     if not config.gradient_checkpointing:
         tips.append("gradient_checkpointing: true (about half the activation memory, ~30% slower)")
-    if config.dtype in ("auto", "float32"):
+    if config.dtype in ("auto", "float32") and memory == GPU_MEMORY:
         tips.append("dtype: bfloat16")
+    elif config.dtype in ("auto", "float32"):  # auto is float32 on a CPU
+        tips.append("dtype: bfloat16 (half the memory of float32; slower on most CPUs)")
     if config.lora.train_projector:
         tips.append("lora.train_projector: false")
     tips.append("shorter examples or smaller images (max_pixels in the processor)")
-    tips.append("shard the model over GPUs: accelerate launch --config_file configs/accelerate/fsdp.yaml")
-    return "CUDA out of memory; try " + "; ".join(tips)
+    if memory == GPU_MEMORY:
+        tips.append("shard the model over GPUs: accelerate launch --config_file configs/accelerate/fsdp.yaml")
+        return f"CUDA out of memory{detail}; try " + "; ".join(tips)
+    tips.append("close other programs, or train on a machine with more RAM or a GPU")
+    return f"CPU RAM ran out{detail}; try " + "; ".join(tips)
+
+
+def _load_oom_message(config: VsfaTrainConfig, memory: str, failed: str | None, dtype: torch.dtype, out: Path) -> str:
+    """The one-line error for memory that ran out while the model loaded: no step ran, so no batch tip helps.
+
+    ``failed`` is :func:`visalign.out_of_memory.failed_allocation` of the error.
+    """
+    name = str(dtype).removeprefix("torch.")
+    tips = ["dtype: bfloat16 (half the memory of float32)"] if dtype == torch.float32 else []
+    if memory == GPU_MEMORY:
+        tips.append("shard the model over GPUs: accelerate launch --config_file configs/accelerate/fsdp.yaml")
+        tips.append("a GPU with more memory")
+    else:
+        tips.append("close other programs, or train on a machine with more RAM or a GPU")
+    kept = _kept(out, "the same command resumes from it; a changed config trains into a new --out directory")
+    return (f"{memory} ran out while loading the model {config.model} in {name}{f' ({failed})' if failed else ''}; try "
+            f"{'; '.join(tips)}; training did not start, {kept}")  # fmt: skip
 
 
 def _kept(out: Path, note: str) -> str:
@@ -244,15 +275,6 @@ def _non_finite_message(
     kept = _kept(out, "it resumes only this config, which fails the same way again")
     return (f"non-finite {what} at step {step}; training stopped, {kept}; {' or '.join(tips)}, and train into a "
             "new --out directory")  # fmt: skip
-
-
-def _save_failed(exc: BaseException) -> bool:
-    """Whether ``exc`` is a failed write: torch.save reports one as a RuntimeError, safetensors as its own error."""
-    if isinstance(exc, (OSError, SafetensorError)):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and any(
-        mark in text for mark in ("unexpected pos", "iostream error", "failed writing", "File too large"))
 
 
 def _save_failure_message(folder: Path, exc: BaseException, out: Path) -> str:
@@ -311,11 +333,27 @@ def _weights_finite(optimizer, accelerator: Accelerator) -> bool:
     A LoRA-sized check after each optimiser step. It is a collective, as the loss check's reduce is: each
     process's verdict is summed over the processes, so all of them stop together or none does (under FSDP or
     DeepSpeed each process checks its own shards).
+
+    One ``torch._foreach_norm`` per device and dtype (one multi-tensor launch on a GPU, as ``clip_grad_norm_``
+    does) rather than an ``isfinite(...).all()`` per tensor: a 7B LoRA has 392 tensors, and 392 pairs of tiny
+    kernels cost more than the reads. A NaN or inf weight gives a non-finite norm; so do weights so large that
+    their float32 norm overflows (one value of 2e19, or 3e16 across the 303,104 values of a 7B LoRA's largest
+    tensor), which a huge ``lr`` leaves behind without any inf, and which overflow the next forward anyway.
     """
-    checks = [torch.isfinite(p.detach()).all() for group in optimizer.param_groups for p in group["params"]
-              if p.numel()]  # fmt: skip
-    bad = (~torch.stack(checks).all()).float() if checks else torch.tensor(0.0)
-    return accelerator.reduce(bad.to(accelerator.device), reduction="sum").item() == 0
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            local = param.detach()
+            local = local.to_local() if hasattr(local, "to_local") else local  # FSDP2's DTensor: this shard
+            if local.numel():
+                groups.setdefault((local.device, local.dtype), []).append(local)
+    bad = torch.zeros((), device=accelerator.device)
+    for (_, dtype), tensors in groups.items():
+        # float32 norms of half weights: float16's norm overflows at 65504, long before any weight does
+        wider = torch.float32 if dtype in (torch.float16, torch.bfloat16) else None
+        norms = torch.stack(torch._foreach_norm(tensors, 2.0, dtype=wider))
+        bad += (~torch.isfinite(norms).all()).to(bad.device, torch.float32)
+    return accelerator.reduce(bad, reduction="sum").item() == 0
 
 
 def _run_step(
@@ -362,7 +400,8 @@ def _run_step(
             _optimizer_step(optimizer)
             if accelerator.sync_gradients and not _weights_finite(optimizer, accelerator):
                 # the update overflowed without a RuntimeError (fused AdamW; or any AdamW with a huge lr): stop
-                # before the step's checkpoint or the adapter is written with inf/NaN weights
+                # before the step's checkpoint or the adapter is written with inf/NaN weights, or weights whose
+                # float32 norm overflows
                 raise _NonFinite("weights after the AdamW update (its step overflowed the weights' dtype)",
                                  clipping_helps=False)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
@@ -406,7 +445,8 @@ def train(
         VisalignError: bad data (including records the model cannot take), a config, training data, base weights,
             chat template, weights dtype, device type or process count that differ from the run's checkpoint, a
             non-finite loss (the last good checkpoint is kept and named), an input the model refuses during a step
-            (naming its records), or CUDA out of memory (with advice).
+            (naming its records), or GPU memory or CPU RAM that ran out while the model loaded or in a step (with
+            advice and the checkpoint a re-run resumes from).
     """
     out = Path(out)
     check_logging_backends(config.logging)
@@ -465,9 +505,18 @@ def train(
                         precision=precision)  # fmt: skip
 
     set_seed(config.seed)
-    vlm = _load_model(config, accelerator, dtype)
-    peft_model = apply_lora(vlm, config.lora)
-    set_train_mode(vlm, train_projector=config.lora.train_projector)
+    short_of: tuple[str, str | None] | None = None  # what ran out while loading, and the allocation that failed
+    try:
+        vlm = _load_model(config, accelerator, dtype)
+        peft_model = apply_lora(vlm, config.lora)
+        set_train_mode(vlm, train_projector=config.lora.train_projector)
+    except Exception as exc:
+        memory = memory_exhausted(exc)
+        if memory is None:
+            raise
+        short_of = (memory, failed_allocation(exc))
+    if short_of is not None:  # out of the except clause, whose traceback holds the half-loaded weights
+        raise VisalignError(_load_oom_message(config, *short_of, dtype, out))
     if config.compile:
         compile_blocks(vlm)
     params = [p for p in vlm.model.parameters() if p.requires_grad]
@@ -499,6 +548,7 @@ def train(
             window = epoch_cache[epoch][in_epoch * config.grad_accum : (in_epoch + 1) * config.grad_accum]
             micro_batches = [[examples[i] for i in per_rank[accelerator.process_index]] for per_rank in window]
             started = time.perf_counter()
+            out_of_memory: str | None = None
             try:
                 metrics = _run_step(loss_module, micro_batches, vlm=vlm, accelerator=accelerator,
                                     optimizer=optimizer, params=params, max_grad_norm=config.optim.max_grad_norm,
@@ -512,11 +562,18 @@ def train(
                 kept = _kept(out, "it resumes only with the data unchanged")
                 raise VisalignError(f"step {step}: {exc}; training stopped, {kept}; fix or remove the record and "
                                     "train into a new --out directory") from None
-            except torch.OutOfMemoryError:
-                # each tip changes the config hash, which this --out refuses: only the same command resumes here
+            except Exception as exc:
+                memory = memory_exhausted(exc)
+                if memory is None:
+                    raise
+                out_of_memory = oom_advice(config, memory, exc)
+            if out_of_memory is not None:
+                # Out of the except clause, whose traceback holds the step's tensors: looking at the checkpoints
+                # (their files are mapped) needs memory. Each tip changes the config hash, which this --out
+                # refuses: only the same command resumes here.
                 kept = _kept(out, "the same command resumes from it; a changed config trains into a new --out "
                                   "directory")  # fmt: skip
-                raise VisalignError(f"{oom_advice(config)}; stopped at step {step}, {kept}") from None
+                raise VisalignError(f"{out_of_memory}; stopped at step {step}, {kept}")
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
             elapsed = time.perf_counter() - started
@@ -533,7 +590,7 @@ def train(
                                     state={**state, "epoch": epoch, "loss": last_loss}, accelerator=accelerator,
                                     keep=config.keep_checkpoints)  # fmt: skip
                 except Exception as exc:
-                    if not _save_failed(exc):
+                    if not write_failed(exc):
                         raise
                     if accelerator.is_main_process:
                         remove_staging_folders(out)  # under the run's lock: the failed save's part frees its space
@@ -565,7 +622,7 @@ def train(
                 "final_loss": last_loss,
                 }, state_dict=gathered)  # fmt: skip
         except Exception as exc:
-            if not _save_failed(exc):
+            if not write_failed(exc):
                 raise
             shutil.rmtree(adapter.with_name(adapter.name + ".tmp"), ignore_errors=True)  # save_adapter's staging
             raise VisalignError(_save_failure_message(adapter, exc, out)) from None
