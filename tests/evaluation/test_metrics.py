@@ -53,7 +53,8 @@ def test_rate_interval_matches_the_published_wilson_figures():
     assert proportion(half, confidence=0.9).ci_high < proportion(half).ci_high
 
 
-def test_capability_accuracy_counts_unparsed_answers_separately():
+def test_capability_accuracy_leaves_items_without_a_verdict_out():
+    # None is an item with no verdict (an open answer no grader scored); an unparsed choice arrives as False
     accuracy = capability_accuracy([True, False, None, True])
     assert (accuracy.numerator, accuracy.denominator, accuracy.unknown) == (2, 3, 1)
     assert accuracy.value == pytest.approx(2 / 3)

@@ -148,10 +148,10 @@ def test_errors_table_and_judges_table(report):
     page = parse(report.read_text())
     header, *rows = page.tables["errors-table"]
     assert header == ["System", "Benchmark", "Rows", "Generation / input errors", "Refusal verdict unknown",
-                      "rubric errors"]
+                      "Unparsed choice answers (counted wrong)", "rubric errors"]
     # the failed mmbench row has no rubric verdict: a failed rubric judgement, as in the summary's judge metrics
-    assert ["vsfa", "mmbench", "11", "1", "0", "1"] in rows
-    assert ["baseline", "figstep", "9", "0", "0", "0"] in rows
+    assert ["vsfa", "mmbench", "11", "1", "0", "0", "1"] in rows
+    assert ["baseline", "figstep", "9", "0", "0", "0", "0"] in rows
     judges = {tuple(r[:4]): r[4] for r in page.tables["judges-table"][1:]}
     assert judges[("baseline", "figstep", "rubric", "unsafe rate")].startswith("66.7% 95% CI ")
     assert judges[("vsfa", "figstep", "rubric", "unsafe rate")].endswith(" · 1/9")

@@ -104,8 +104,9 @@ def test_over_refusal_capability_and_error_rate(rows):
     assert counts(find(rows, "base", "xstest", "over_refusal_rate")) == (3, 0, 0, 1, 3, pytest.approx(1 / 3))
     assert counts(find(rows, "defended", "xstest", "over_refusal_rate")) == (2, 0, 0, 2, 2, 1.0)
     assert counts(find(rows, "base", "xstest", "over_refusal_rate", "homonyms")) == (2, 0, 0, 0, 2, 0.0)
-    # mmbench/base: m5 failed, m4 unparseable, 2 of 3 right
-    assert counts(find(rows, "base", "mmbench", "capability_accuracy")) == (5, 1, 1, 2, 3, pytest.approx(2 / 3))
+    # mmbench/base: m5 failed; m4 names no option, so it is wrong (and counted as unparsed): 2 of 4 right
+    capability = find(rows, "base", "mmbench", "capability_accuracy")
+    assert counts(capability) == (5, 1, 0, 2, 4, 0.5) and capability.unparsed == 1
     assert counts(find(rows, "defended", "mmbench", "capability_accuracy")) == (2, 0, 0, 1, 2, 0.5)
     assert counts(find(rows, "base", "figstep", "error_rate")) == (6, 0, 0, 1, 6, pytest.approx(1 / 6))
     assert counts(find(rows, "base", "mmbench", "error_rate")) == (5, 0, 0, 1, 5, 0.2)
@@ -178,8 +179,8 @@ def test_csv_has_one_line_per_metric_with_explicit_denominators(rows, tmp_path):
     with open(path, newline="") as handle:
         lines = list(csv.DictReader(handle))
     assert list(lines[0]) == CSV_COLUMNS == [
-        "scope", "system", "benchmark", "category", "metric", "judge", "n", "errors", "unknown", "numerator",
-        "denominator", "value", "ci_low", "ci_high"]
+        "scope", "system", "benchmark", "category", "metric", "judge", "n", "errors", "unknown", "unparsed",
+        "numerator", "denominator", "value", "ci_low", "ci_high"]
     assert len(lines) == len(rows)
     [asr] = [line for line in lines if line["system"] == "base" and line["benchmark"] == "figstep"
              and line["category"] == "" and line["metric"] == "attack_success_rate"]

@@ -1,7 +1,9 @@
 """Evaluation metrics with their denominators and 95% confidence intervals.
 
-Every rate keeps its numerator and denominator. Verdicts labelled ``unknown`` (and capability answers that could
-not be parsed) are counted separately and left out of the denominator, never folded into either class.
+Every rate keeps its numerator and denominator. Verdicts labelled ``unknown`` are counted separately and left out
+of the denominator, never folded into either class. A multiple-choice answer that names no option is not such a
+verdict: it is a wrong answer (the caller passes it as False, see :mod:`.summary`), so that refusing to answer never
+raises a capability score. (Summaries written before this rule, on 2026-11-24, left those answers out.)
 
 Rates get the Wilson score interval: unlike a bootstrap of 0/1 outcomes, it stays honest at 0% and 100% (0 of 3
 gives 0-56%, where every bootstrap resample of three zeros is zero). Mean scores get a percentile bootstrap from a
@@ -135,7 +137,13 @@ def over_refusal_rate(labels: Sequence[str], **bootstrap: int | float) -> Rate:
 
 
 def capability_accuracy(correct: Sequence[bool | None], **bootstrap: int | float) -> Rate:
-    """Share of capability items answered correctly; None (answer could not be parsed) is counted as unknown."""
+    """Share of capability items answered correctly.
+
+    Args:
+        correct: True (right), False (wrong, a multiple-choice answer naming no option included) or None (no
+            verdict, e.g. an open answer no grader scored: unknown, left out of the denominator).
+        **bootstrap: ``seed``, ``resamples``, ``confidence`` for :func:`proportion`.
+    """
     return proportion(correct, **bootstrap)  # type: ignore[arg-type]
 
 

@@ -36,6 +36,7 @@ from visalign.evaluation.summary import (
     judge_failed,
     load_records,
     summarize,
+    unparsed_answer,
 )
 from visalign.runs import atomic_write_text, scrub_secrets
 
@@ -59,23 +60,22 @@ _literal_text = rc_context({"text.parse_math": False})
 
 # ------------------------------------------------------------------------------------------------ formatting
 def _cell(row: SummaryRow | None) -> dict[str, str] | None:
-    """The text of one table cell: value, interval and counts, and the excluded rows."""
+    """The text of one table cell: value, interval, counts, unparsed answers (counted wrong) and excluded rows."""
     if row is None:
         return None
-    excluded = ", ".join(
-        f"{count} {what}" for count, what in ((row.unknown, "unknown"), (row.errors, "failed")) if count
-    )
+    counts = ((row.unparsed, "unparsed (counted wrong)"), (row.unknown, "unknown"), (row.errors, "failed"))
+    extra = ", ".join(f"{count} {what}" for count, what in counts if count)
     if row.metric == MEAN_SCORE:
         if row.value is None:
-            return {"value": "n/a", "detail": "no scores", "extra": excluded}
+            return {"value": "n/a", "detail": "no scores", "extra": extra}
         detail = f"95% CI {row.ci_low:.2f}\u2013{row.ci_high:.2f} \u00b7 n={row.denominator}"
-        return {"value": f"{row.value:.2f}", "detail": detail, "extra": excluded}
+        return {"value": f"{row.value:.2f}", "detail": detail, "extra": extra}
     if row.value is None:
-        return {"value": "n/a", "detail": "0/0", "extra": excluded}
+        return {"value": "n/a", "detail": "0/0", "extra": extra}
     # graded open answers (MM-Vet) sum to a fractional numerator: credits, not a count
     numerator = f"{row.numerator:.1f}" if isinstance(row.numerator, float) else row.numerator
     detail = f"95% CI {100 * row.ci_low:.1f}\u2013{100 * row.ci_high:.1f} \u00b7 {numerator}/{row.denominator}"
-    return {"value": f"{100 * row.value:.1f}%", "detail": detail, "extra": excluded}
+    return {"value": f"{100 * row.value:.1f}%", "detail": detail, "extra": extra}
 
 
 def _truncate(text: str | None, limit: int) -> str:
@@ -270,7 +270,7 @@ def _errors(records: list[Mapping[str, Any]], systems: list[str], benchmarks: di
             judge_errors = [sum(1 for r in group if judge_failed(r, j)) for j in judges]
             table.append({"system": system, "benchmark": benchmark, "rows": len(group),
                           "errors": sum(1 for r in group if r.get("error")), "unknown": unknown,
-                          "judge_errors": judge_errors})
+                          "unparsed": sum(map(unparsed_answer, group)), "judge_errors": judge_errors})
     examples = [{"id": r.get("id") or r.get("sample_id"), "error": _truncate(str(r["error"]), 500)}
                 for r in records if r.get("error")][:20]
     return judges, table, examples

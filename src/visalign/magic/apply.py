@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
+from visalign.evaluation import metrics
 from visalign.evaluation.judges import DEFAULT_REFUSAL_JUDGE, get_refusal_judge
 from visalign.magic.artifact import MagicImage
 from visalign.magic.data import Example
@@ -45,26 +45,31 @@ def refusal_rates(vlm: VLM, examples: Sequence[Example], magic: MagicImage | Ima
                   batch_size: int = 16) -> dict:
     """Refusal rate of the model on ``examples``, overall and per category, with ``magic`` attached or without.
 
-    Returns ``{"n", "refused", "unknown", "rate", "by_category": {category: rate}, "answers": [...]}``; ``unknown``
-    verdicts count as not refused and are reported apart.
+    The rate is that of ``visalign eval`` (:func:`metrics.refusal_rate`): refused / judged, where ``unknown``
+    verdicts are left out of the denominator and counted apart, never taken as answers.
+
+    Returns ``{"n", "refused", "unknown", "judged", "rate", "ci95", "by_category": {category: rate}, "answers"}``:
+    ``judged = n - unknown``; ``rate`` (and a category's) is None when nothing was judged; ``ci95`` is the Wilson
+    interval.
     """
     if not examples:
-        return {"n": 0, "refused": 0, "unknown": 0, "rate": 0.0, "by_category": {}, "answers": []}
+        return {"n": 0, "refused": 0, "unknown": 0, "judged": 0, "rate": None, "ci95": [None, None],
+                "by_category": {}, "answers": []}
     conversations = [[user(e.prompt, *e.images)] for e in examples]
     answers = vlm.generate(with_magic_image(vlm, conversations, magic, placement), max_new_tokens=max_new_tokens,
                            batch_size=batch_size)
     refusal_judge = get_refusal_judge(judge)
     labels = [refusal_judge.judge(a, e.prompt).label for a, e in zip(answers, examples, strict=True)]
-    groups: dict[str, list[bool]] = defaultdict(list)
-    for example, label in zip(examples, labels, strict=True):
-        groups[example.category or "none"].append(label == "refusal")
-    refused = labels.count("refusal")
+    rate = metrics.refusal_rate(labels)
+    by_category = metrics.per_category([e.category or "none" for e in examples], labels, metrics.refusal_rate)
     return {
         "n": len(examples),
-        "refused": refused,
-        "unknown": labels.count("unknown"),
-        "rate": refused / len(examples),
-        "by_category": {c: sum(v) / len(v) for c, v in sorted(groups.items())},
+        "refused": rate.numerator,
+        "unknown": rate.unknown,
+        "judged": rate.denominator,
+        "rate": rate.value,
+        "ci95": [rate.ci_low, rate.ci_high],
+        "by_category": {category: r.value for category, r in by_category.items()},
         "answers": [{"id": e.id, "answer": a, "label": lab} for e, a, lab in zip(examples, answers, labels,
                                                                                    strict=True)],
     }
