@@ -6,9 +6,12 @@ at a time, the vision tower run for each sample, the adapter's plain ``loss`` ov
 accumulated on the pixels. Both see the same rows (tokenised once, outside the timing) and the same image.
 
 GPU (the reported figure): a random Qwen2.5-VL-7B-shaped model in bfloat16, a 448 px magic image (256 image
-tokens), prompts of about 64 text tokens and 32-token targets. ``--tiny``: the tiny random Qwen2.5-VL on CPU, a
-smoke test of the same code path. Writes benchmarks/results/magic_throughput.json (GPU) or
-magic_throughput_tiny.json (``--tiny``); ``--out`` to change.
+tokens), synthetic requests of 56 words (after a "Request N:" prefix) with 28-word targets. The recorded run's
+rows held 652 tokens on average, 116 of them target tokens (``sequence_tokens_mean``, ``target_tokens_mean`` in the
+result file): longer rows than the design notes' naive step (96 text tokens, 32 target tokens), so the two naive
+figures are not the same workload. ``--tiny``: the tiny random Qwen2.5-VL on CPU, a smoke test of the same code
+path. Writes benchmarks/results/magic_throughput.json (GPU) or magic_throughput_tiny.json (``--tiny``); ``--out``
+to change.
 
     .venv/bin/python benchmarks/magic_throughput.py            # GPU
     .venv/bin/python benchmarks/magic_throughput.py --tiny     # CPU smoke test
