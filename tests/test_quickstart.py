@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from visalign.evaluation.summary import read_summary_json
+from visalign.evaluation.summary import read_summary_json, unparsed_answer
+from visalign.quickstart import summary_cell
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +20,8 @@ SYSTEMS = ["base", "vsfa", "magic-standard", "magic-strict", "adashield-s"]
 def test_quickstart_runs_every_stage_and_resumes(tmp_path, default_model_dir):
     out = tmp_path / "qs"
     command = [sys.executable, "-m", "visalign", "quickstart", "--scale", "tiny", "--out", str(out)]
-    first = subprocess.run(command, capture_output=True, text=True)
+    # wide enough that the console table's cells are printed whole, not wrapped
+    first = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stdout.strip().splitlines()[-1] == f"report: {out / 'eval' / 'report.html'}"
 
@@ -54,6 +57,14 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, default_model_dir):
     borderline = next(r for r in rows if r.system == "magic-strict" and r.benchmark == "benign-borderline"
                       and r.category is None and r.metric == "over_refusal_rate" and r.judge is None)
     assert summary["magic-strict"]["benign_refusal_rate"]["denominator"] == borderline.denominator
+    # capability answers naming no option are counted wrong and shown apart, in summary.json and on the console
+    for system, metrics in summary.items():
+        capability = [r for r in records if r["system"] == system and r["benchmark"] == "capability"]
+        assert metrics["capability_score"]["unparsed"] == sum(map(unparsed_answer, capability))
+        assert metrics["capability_score"]["denominator"] == len(capability)
+        cell = summary_cell(metrics["capability_score"])
+        assert cell in first.stdout
+        assert ("unparsed" in cell) == (metrics["capability_score"]["unparsed"] > 0)
 
     # a re-run resumes: every stage finds its work done and the records are unchanged
     before = (out / "eval" / "records.jsonl").read_text()

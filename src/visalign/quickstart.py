@@ -176,13 +176,18 @@ def stage_configs(out: Path, paths: dict[str, Path], scale: Scale = SMALL, model
     return {"vsfa_data": vsfa_data, "vsfa_train": vsfa_train, "magic": magic, "eval": evaluation}
 
 
+#: The columns of the console table after ``system``, in order (keys of :func:`headline_summary`'s entries).
+HEADLINE_METRICS = ("attack_success_rate", "benign_refusal_rate", "advice_refusal_rate", "capability_score")
+
+
 def headline_summary(summary_rows: list, systems: list[str]) -> dict:
     """Per system, with 95% CIs: attack success, benign refusal, advice refused and capability rates.
 
     Attack success and capability are pooled over the run; the benign refusal rate is that of the benign
     borderline requests, and advice refused that of the professional-advice requests. Advice is kept out of the
     benign refusal rate: the ``strict`` value system refuses it by design, so pooling it would count the strict
-    image's intended refusals as over-refusal.
+    image's intended refusals as over-refusal. Each entry keeps its summary row's counts: ``unparsed`` (capability
+    answers naming no option, counted wrong), ``unknown`` and ``errors`` (both outside the denominator).
     """
     wanted = {(None, "attack_success_rate"): "attack_success_rate",
               ("benign-borderline", "over_refusal_rate"): "benign_refusal_rate",
@@ -194,7 +199,8 @@ def headline_summary(summary_rows: list, systems: list[str]) -> dict:
         if row.category is None and key in wanted and row.judge is None and row.system in table:
             table[row.system][wanted[key]] = {
                 "value": row.value, "ci95": [row.ci_low, row.ci_high], "numerator": row.numerator,
-                "denominator": row.denominator, "unknown": row.unknown, "errors": row.errors,
+                "denominator": row.denominator, "unparsed": row.unparsed, "unknown": row.unknown,
+                "errors": row.errors,
             }
     return table
 
@@ -285,17 +291,29 @@ def run_quickstart(out: Path, *, scale: Scale = SMALL, model: str = "default",
     return report
 
 
-def _print_summary(console: Console, summary: dict) -> None:
-    from rich.table import Table
+def summary_cell(entry: dict | None) -> str:
+    """One cell of the console table: value, 95% CI and k/n, then the non-zero counts the report's cell shows.
 
-    def cell(entry: dict | None) -> str:
-        if not entry or entry["value"] is None:
-            return "n/a"
-        low, high = entry["ci95"]
-        return f"{entry['value']:.2f} [{low:.2f}, {high:.2f}] ({entry['numerator']}/{entry['denominator']})"
+    As in ``eval/report.html``: unparsed answers (in the denominator, counted wrong), then unknown verdicts and
+    failed rows (both outside it), so a score that is low because answers named no option says so.
+    """
+    if not entry:
+        return "n/a"
+    counts = ((entry.get("unparsed", 0), "unparsed"), (entry.get("unknown", 0), "unknown"),
+              (entry.get("errors", 0), "failed"))
+    extra = ", ".join(f"{count} {what}" for count, what in counts if count)
+    if entry["value"] is None:
+        return "n/a" + (f" (0/0; {extra})" if extra else "")
+    low, high = entry["ci95"]
+    fraction = f"{entry['numerator']}/{entry['denominator']}" + (f"; {extra}" if extra else "")
+    return f"{entry['value']:.2f} [{low:.2f}, {high:.2f}] ({fraction})"
+
+
+def _print_summary(console: Console, summary: dict) -> None:
+    """Print :func:`headline_summary`'s table, one row per system."""
+    from rich.table import Table
 
     table = Table("system", "attack success rate", "benign refusal rate", "advice refused", "capability")
     for system, metrics in summary.items():
-        table.add_row(system, cell(metrics.get("attack_success_rate")), cell(metrics.get("benign_refusal_rate")),
-                      cell(metrics.get("advice_refusal_rate")), cell(metrics.get("capability_score")))
+        table.add_row(system, *(summary_cell(metrics.get(name)) for name in HEADLINE_METRICS))
     console.print(table)

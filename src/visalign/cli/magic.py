@@ -30,8 +30,22 @@ def optimize(
 
     for result in optimize_magic_images(job, out, on_step=progress):
         evaluation = result.metadata.get("evaluation", {})
-        rates = " ".join(f"{k}={v['rate']:.0%}" for k, v in evaluation.items() if isinstance(v, dict))
+        rates = " ".join(f"{k}={rate_text(v)}" for k, v in evaluation.items() if isinstance(v, dict))
         typer.echo(f"{result.value_system}: {result.png} {rates}".rstrip())
+
+
+def rate_text(figures: dict) -> str:
+    """One refusal rate of a Magic Image evaluation as the job prints it.
+
+    ``40%`` when every verdict was known; ``40% (2/5, 1 unknown)`` when some were not (they are outside the
+    denominator); ``n/a (0/0, 3 unknown)`` when nothing was judged, so there is no rate.
+    """
+    rate, unknown = figures.get("rate"), figures.get("unknown", 0)
+    if rate is not None and not unknown:
+        return f"{rate:.0%}"
+    judged = figures.get("judged", figures["n"] - unknown)
+    counts = f"{figures['refused']}/{judged}" + (f", {unknown} unknown" if unknown else "")
+    return ("n/a" if rate is None else f"{rate:.0%}") + f" ({counts})"
 
 
 @magic_app.command("apply")

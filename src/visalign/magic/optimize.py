@@ -5,7 +5,8 @@ system's training requests, optimises the pixels (Adam or signed-gradient PGD, o
 straight-through), checks the hashes again, and writes ``out_dir/<value system>.png`` + ``.json``. Work files live
 in ``out_dir/work/<value system>/``; re-running the same config resumes from the last checkpoint, and a value
 system found finished keeps its recorded evaluation (a run that would replace it because an ``eval`` default
-changed is refused, naming the setting). ``out_dir/manifest.json`` records the config, versions and input hashes
+changed is refused, naming the setting; one recorded under the old refusal-rate definition is measured again, or
+with ``eval.enabled`` off converted). ``out_dir/manifest.json`` records the config, versions and input hashes
 of the latest run.
 """
 
@@ -26,6 +27,7 @@ from transformers import AutoConfig
 
 from visalign.devices import require_device
 from visalign.errors import VisalignError
+from visalign.evaluation import metrics
 from visalign.evaluation.judges import get_refusal_judge
 from visalign.images import load_image
 from visalign.magic.apply import refusal_rates
@@ -56,6 +58,10 @@ from visalign.unpickling import LOAD_ERRORS, describe, refused_object
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+#: How a recorded evaluation's refusal rates are defined, recorded beside its settings: refused / judged, unknown
+#: verdicts outside the denominator (:func:`refusal_rates`, as ``visalign eval``). Evaluations recorded before
+#: 2026-11-24 carry no such entry: their rates are refused / all requests, an unknown verdict counted as an answer.
+RATE_DEFINITION = "refused/judged"
 
 
 @dataclass
@@ -411,9 +417,37 @@ def optimize_value_system(vlm: VLM, config: MagicConfig, value_system: ValueSyst
 
 
 def _evaluation_settings(config: MagicConfig) -> dict:
-    """What the recorded refusal rates depend on besides the image: judge, answer length and generation batch."""
+    """What the recorded refusal rates depend on besides the image.
+
+    Judge, answer length, generation batch, and the rates' definition (``rate_definition``, no config setting: an
+    evaluation recorded under another is not today's figures, so it is measured again like one recorded under other
+    settings).
+    """
     return {"judge": config.eval.judge, "max_new_tokens": config.eval.max_new_tokens,
-            "batch_size": config.eval.batch_size}
+            "batch_size": config.eval.batch_size, "rate_definition": RATE_DEFINITION}
+
+
+def _redefined(evaluation: dict) -> dict:
+    """An evaluation recorded under the old rate definition, converted to :data:`RATE_DEFINITION` where it can be.
+
+    Each rate recorded its counts (``n``, ``refused``, ``unknown``), so its rate and interval are recomputed
+    exactly, with ``judged`` added. Its per-category rates cannot be (their unknown counts were not recorded) and are
+    left out, as is a rate without its counts.
+    """
+    converted = {**evaluation, "rate_definition": RATE_DEFINITION}
+    for name, figures in evaluation.items():
+        if not isinstance(figures, dict):
+            continue
+        counts = [figures.get(key) for key in ("n", "refused", "unknown")]
+        if not all(isinstance(count, int) for count in counts):
+            del converted[name]
+            continue
+        n, refused, unknown = counts
+        rate = metrics.refusal_rate(["refusal"] * refused + ["unknown"] * unknown
+                                    + ["compliance"] * (n - refused - unknown))
+        converted[name] = {"n": n, "refused": refused, "unknown": unknown, "judged": rate.denominator,
+                           "rate": rate.value, "ci95": [rate.ci_low, rate.ci_high]}
+    return converted
 
 
 def _finished_evaluation(sidecar: Path, steps: int, keys: Collection[str] | None = None) -> dict | None:
@@ -440,14 +474,27 @@ def _recorded_evaluation(sidecar: Path, keys: Collection[str], steps: int, confi
     """The evaluation in the sidecar of a value system finished earlier, if it holds for this run; else None.
 
     It holds when the PNG and sidecar were written from this very checkpoint (one of its resume ``keys`` and the
-    same step count, so the same image) under the evaluation settings of this config; with ``eval.enabled`` off,
-    under any (it still describes the image, and the run measures nothing to replace it with).
+    same step count, so the same image) under the evaluation settings of this config, its rate definition
+    included; with ``eval.enabled`` off, under any (it still describes the image, and the run measures nothing to
+    replace it with), one recorded under the old rate definition converted (:func:`_redefined`) so that no sidecar
+    mixes the two.
     """
     evaluation = _finished_evaluation(sidecar, steps, keys)
-    if evaluation is None or not config.eval.enabled:
+    if evaluation is None:
+        return None
+    old_definition = evaluation.get("rate_definition") != RATE_DEFINITION
+    if not config.eval.enabled:
+        if old_definition:
+            logger.warning("%s: its recorded refusal rates counted unknown verdicts as answers; converted to refused "
+                           "/ judged, per-category rates dropped (enable eval to measure them again)", sidecar)
+            return _redefined(evaluation)
         return evaluation
     settings = _evaluation_settings(config)
-    return evaluation if {name: evaluation.get(name) for name in settings} == settings else None
+    if {name: evaluation.get(name) for name in settings} == settings:
+        return evaluation
+    if old_definition:
+        logger.info("%s: its recorded refusal rates counted unknown verdicts as answers; measuring again", sidecar)
+    return None
 
 
 def _changed_evaluation_default(config: MagicConfig, out_dir: Path) -> str | None:
@@ -460,7 +507,10 @@ def _changed_evaluation_default(config: MagicConfig, out_dir: Path) -> str | Non
     """
     if not config.eval.enabled:
         return None
-    unnamed = {k: v for k, v in _evaluation_settings(config).items() if k not in config.eval.model_fields_set}
+    # config settings only: the rate definition is no setting a config could name, and a change of it is measured
+    # again (:func:`_recorded_evaluation`), not refused
+    unnamed = {k: v for k, v in _evaluation_settings(config).items()
+               if k in type(config.eval).model_fields and k not in config.eval.model_fields_set}
     for name in config.value_systems:
         sidecar = out_dir / f"{name}.json"
         evaluation = _finished_evaluation(sidecar, config.optim.steps) or {}
