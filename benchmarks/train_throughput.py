@@ -16,6 +16,10 @@ batch 4 x (one 448x448 image + ~512 text tokens); LoRA r=16 on every linear laye
   to transformers' forward. The headline is the fastest variant within the stock step's peak memory; every
   variant is kept, and a variant that fails is recorded with its error.
 
+Before timing, each variant of ours is checked against stock on the first batch: one forward and backward from the
+same seeded LoRA weights (stock's LoRA dropout off for the check only), the loss and every LoRA gradient compared;
+a variant that computes something else stops the run (exit 1, figures in ``<result>_check_failed.json``).
+
 Both run in one process, one after the other, on the same batch; the script prints tokens/s (non-padding tokens),
 peak memory and the ratios, and writes benchmarks/results/train_throughput.json (``--tiny``: a tiny checkpoint on
 the CPU, a smoke test of the script, written to train_throughput_tiny.json).
@@ -56,6 +60,96 @@ SETTINGS = {
     "gpu": dict(shape="7b", batch=4, image=448, text_tokens=512, warmup=2, steps=10),
     "tiny": dict(shape="tiny", batch=2, image=112, text_tokens=64, warmup=1, steps=3),
 }
+STOCK_LORA_DROPOUT = 0.05  # the stock recipe as timed (issue #5); the equivalence check runs it with 0
+# Equivalence check tolerances by dtype: float32 on the CPU agrees to rounding; in bfloat16 every matmul rounds
+# to 8 mantissa bits, and the two steps order their reductions differently (full-vocabulary logits vs labelled
+# positions only, batched vs per-window vision attention, bf16 autocast of the LoRA matmuls in some variants).
+CHECK_TOLERANCE = {torch.float32: {"loss_rel": 1e-5, "grad_rel": 1e-4},
+                   torch.bfloat16: {"loss_rel": 1e-2, "grad_rel": 1e-1}}  # fmt: skip
+CHECK_LORA_B_STD = 0.01  # non-zero B in the check: the adapters then change the loss and A gets a gradient
+
+
+class CheckFailed(Exception):
+    """A fast path's first-batch loss or LoRA gradients disagree with the stock step's."""
+
+    def __init__(self, figures: dict) -> None:
+        super().__init__(figures["summary"])
+        self.figures = figures
+
+
+def lora_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """LoRA parameters by their path in the base model (peft's and torch.compile's wrapper prefixes removed)."""
+    found = {}
+    for name, parameter in model.named_parameters():
+        if "lora_" in name:
+            found[name.removeprefix("base_model.model.").replace("_orig_mod.", "")] = parameter
+    return found
+
+
+def check_lora_weights(names_shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """The same LoRA weights for both steps of the check, drawn from a fixed seed in a fixed (sorted) order."""
+    generator = torch.Generator().manual_seed(0)
+    weights = {}
+    for name in sorted(names_shapes):
+        shape = names_shapes[name]
+        scale = CHECK_LORA_B_STD if ".lora_B." in name else shape[1] ** -0.5
+        weights[name] = torch.randn(shape, generator=generator) * scale
+    return weights
+
+
+def first_step_figures(model: torch.nn.Module, forward_backward, *, disable_dropout: bool = False) -> dict:
+    """Loss and LoRA gradients of one forward+backward from :func:`check_lora_weights`; the weights are restored.
+
+    With ``disable_dropout`` the LoRA dropout modules are set to p=0 for this step only (stock's recipe keeps 0.05).
+    """
+    params = lora_parameters(model)
+    if not params:
+        raise SystemExit("train_throughput.py: the model has no LoRA parameters to check; apply LoRA first")
+    originals = {name: p.detach().clone() for name, p in params.items()}
+    dropouts = [m for name, m in model.named_modules() if "lora_dropout" in name and isinstance(m, torch.nn.Dropout)]
+    saved_p = [m.p for m in dropouts]
+    with torch.no_grad():
+        for name, weight in check_lora_weights({n: p.shape for n, p in params.items()}).items():
+            params[name].copy_(weight)
+    if disable_dropout:
+        for m in dropouts:
+            m.p = 0.0
+    try:
+        loss = float(forward_backward().detach())
+        grads = {name: (p.grad.detach().float().cpu() if p.grad is not None else torch.zeros(p.shape))
+                 for name, p in params.items()}  # fmt: skip
+    finally:
+        for m, p in zip(dropouts, saved_p, strict=True):
+            m.p = p
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(originals[name])
+                p.grad = None  # the timing then starts exactly as it did without the check
+    return {"loss": loss, "grads": grads, "grad_norm": float(flat_gradient(grads).norm())}
+
+
+def flat_gradient(grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    """All LoRA gradients as one float64 vector, in name order (the same order for both steps)."""
+    return torch.cat([grads[name].flatten().double() for name in sorted(grads)])
+
+
+def compare_first_step(reference: dict, candidate: dict, tolerance: dict, name: str) -> dict:
+    """Figures comparing a variant's first step with the stock step's; ``passed`` when within ``tolerance``."""
+    if set(reference["grads"]) != set(candidate["grads"]):
+        missing = sorted(set(reference["grads"]) ^ set(candidate["grads"]))[:3]
+        raise SystemExit(f"train_throughput.py: ours[{name}] and stock put LoRA on different layers ({missing} ...);"
+                         " both must target the same linears")
+    ref_norm, got_norm = reference["grad_norm"], candidate["grad_norm"]
+    difference = flat_gradient(candidate["grads"]) - flat_gradient(reference["grads"])
+    grad_rel = float(difference.norm()) / max(ref_norm, 1e-30)
+    loss_rel = abs(candidate["loss"] - reference["loss"]) / max(abs(reference["loss"]), 1e-30)
+    passed = loss_rel <= tolerance["loss_rel"] and grad_rel <= tolerance["grad_rel"]
+    summary = (f"loss {candidate['loss']:.6f} vs stock {reference['loss']:.6f} (rel diff {loss_rel:.2e}, "
+               f"tolerance {tolerance['loss_rel']:.0e}); LoRA gradient norm {got_norm:.6g} vs {ref_norm:.6g}, "
+               f"rel L2 diff {grad_rel:.2e} (tolerance {tolerance['grad_rel']:.0e})")  # fmt: skip
+    return {"loss": candidate["loss"], "loss_rel_diff": loss_rel, "lora_grad_norm": got_norm,
+            "lora_grad_rel_l2_diff": grad_rel, "lora_tensors_compared": len(reference["grads"]), "passed": passed,
+            "summary": summary}  # fmt: skip
 
 
 def conversations(vlm, batch: int, image_size: int, words: int) -> list:
@@ -101,21 +195,28 @@ def measure(step, batch: dict, warmup: int, steps: int, device: torch.device) ->
             "tokens_per_step": tokens, "last_loss": losses[-1]}  # fmt: skip
 
 
-def stock_step(path: Path, batch: dict, target: str, dtype, device, settings: dict) -> dict:
+def stock_step(path: Path, batch: dict, target: str, dtype, device, settings: dict) -> tuple[dict, dict]:
+    """Time the stock step; also return its first-batch check figures (LoRA dropout off), taken before timing."""
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, attn_implementation="sdpa").to(device)
-    model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=target))
+    lora = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=STOCK_LORA_DROPOUT, target_modules=target)
+    model = peft.get_peft_model(model, lora)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
-    def step() -> float:
+    def forward_backward() -> torch.Tensor:
         loss = model(**batch).loss
         loss.backward()
+        return loss
+
+    def step() -> float:
+        loss = forward_backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    return measure(step, batch, settings["warmup"], settings["steps"], device)  # model freed on return
+    reference = first_step_figures(model, forward_backward, disable_dropout=True)
+    return measure(step, batch, settings["warmup"], settings["steps"], device), reference  # model freed on return
 
 
 def profile_steps(step, steps: int, out: Path) -> None:
@@ -132,9 +233,11 @@ def profile_steps(step, steps: int, out: Path) -> None:
     out.write_text(profiler.key_averages().table(sort_by=sort_by, row_limit=40) + "\n")
 
 
-def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool = False,
-             compile_vision: bool = False, autocast: bool = False, checkpointing: bool = False,
-             vision_graphs: bool = False, hf_rope: bool = False, profile_to: Path | None = None) -> dict:
+def our_step(vlm, batch: dict, device, settings: dict, *, reference: dict, tolerance: dict, name: str,
+             compile_layers: bool = False, compile_vision: bool = False, autocast: bool = False,
+             checkpointing: bool = False, vision_graphs: bool = False, hf_rope: bool = False,
+             profile_to: Path | None = None) -> dict:
+    """Check our step's first batch against the stock ``reference`` (raises :class:`CheckFailed`), then time it."""
     if hf_rope:  # leave the rotary positions to transformers, inside the forward (attribution only)
         vlm.rope_positions = lambda inputs: None
     if checkpointing:
@@ -150,17 +253,25 @@ def our_step(vlm, batch: dict, device, settings: dict, *, compile_layers: bool =
     half = vlm.model.dtype in (torch.bfloat16, torch.float16)  # the trainer's rule: no autocast for float32
     loss_module = LabelledLoss(vlm, vlm.model.dtype if autocast and half else None)
 
-    def step() -> float:
+    def forward_backward() -> torch.Tensor:
         if vision_graphs:  # tells the graph pool that the previous step's tower outputs are dead
             torch.compiler.cudagraph_mark_step_begin()
         loss = loss_module(**batch)
         loss.backward()
+        return loss
+
+    def step() -> float:
+        loss = forward_backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
+    check = compare_first_step(reference, first_step_figures(vlm.model, forward_backward), tolerance, name)
+    if not check["passed"]:
+        raise CheckFailed(check)
     result = measure(step, batch, settings["warmup"], settings["steps"], device)
+    result["check"] = check
     if profile_to is not None:
         profile_steps(step, 3, profile_to)
     return result
@@ -189,6 +300,8 @@ def main() -> None:
     parser.add_argument("--variants", default=None,
                         help=f"comma-separated variants of our step among {', '.join(VARIANTS)} "
                              f"(default: {DEFAULT_GPU_VARIANTS} on a GPU, plain with --tiny)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: results/train_throughput.json, _tiny.json with --tiny)")
     args = parser.parse_args()
     settings = SETTINGS["tiny" if args.tiny else "gpu"]
     variants = (args.variants or ("plain" if args.tiny else DEFAULT_GPU_VARIANTS)).split(",")
@@ -216,9 +329,18 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    stock = stock_step(path, batch, target, dtype, device, settings)
+    out = args.out or RESULTS / ("train_throughput_tiny.json" if args.tiny else "train_throughput.json")
+    tolerance = CHECK_TOLERANCE[dtype]
+    stock, reference = stock_step(path, batch, target, dtype, device, settings)
     release()
     print(f"stock: {stock['tokens_per_s']:,.0f} tok/s, peak {stock['peak_memory_gib'] or 0:.1f} GiB", flush=True)
+    check = {"what": "one forward+backward on the timed batch from the same seeded LoRA weights (B != 0), before "
+                     "any timing: loss and every LoRA gradient of each variant of ours vs stock",
+             "stock_lora_dropout": f"0 during the check; {STOCK_LORA_DROPOUT} as timed",
+             "tolerance": {"loss_rel_diff": tolerance["loss_rel"], "lora_grad_rel_l2_diff": tolerance["grad_rel"]},
+             "stock_loss": reference["loss"],
+             "stock_lora_grad_norm": reference["grad_norm"],
+             "ours": {}}  # fmt: skip
     ours_by_variant, failed = {}, {}
     for name in variants:
         options = dict(VARIANTS[name])
@@ -226,7 +348,18 @@ def main() -> None:
                        batched_vision_attention=not options.pop("vision_loop", False))  # fmt: skip
         profile_to = RESULTS / f"train_throughput_profile_{name.replace('+', '_')}.txt" if args.profile else None
         try:
-            ours_by_variant[name] = our_step(vlm, batch, device, settings, profile_to=profile_to, **options)
+            ours_by_variant[name] = our_step(vlm, batch, device, settings, reference=reference, tolerance=tolerance,
+                                             name=name, profile_to=profile_to, **options)  # fmt: skip
+        except CheckFailed as exc:  # a fast path that computes something else is not timed, and stops the run
+            check["ours"][name] = exc.figures
+            check["passed"] = False
+            # beside the result file, not over it: a recorded result stays until a run that passes replaces it
+            failed_to = out.with_name(f"{out.stem}_check_failed.json")
+            failed_to.parent.mkdir(parents=True, exist_ok=True)
+            failed_to.write_text(json.dumps({"benchmark": "train_throughput", "equivalence_check": check}, indent=2)
+                                 + "\n")  # fmt: skip
+            raise SystemExit(f"train_throughput.py: equivalence check failed, ours[{name}] vs stock on the first batch "
+                             f"(stock LoRA dropout off): {exc}; not timed, figures in {failed_to}") from None
         except Exception as exc:  # noqa: BLE001 - one failing lever must not cost the others' figures
             failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             print(f"ours ({name}) failed: {failed[name]}", flush=True)
@@ -234,10 +367,13 @@ def main() -> None:
         finally:
             del vlm
             release()
+        check["ours"][name] = ours_by_variant[name].pop("check")
+        print(f"check ours[{name}] vs stock, stock LoRA dropout off: {check['ours'][name]['summary']}: ok", flush=True)
         print(f"ours ({name}): {ours_by_variant[name]['tokens_per_s']:,.0f} tok/s, "
               f"peak {ours_by_variant[name]['peak_memory_gib'] or 0:.1f} GiB", flush=True)
     if not ours_by_variant:
         raise SystemExit(f"every variant failed: {failed}")
+    check["passed"] = True  # every variant that ran agreed with stock (a disagreement exits above)
 
     def within_memory(result: dict) -> bool:
         return stock["peak_memory_gib"] is None or result["peak_memory_gib"] <= stock["peak_memory_gib"]
@@ -252,7 +388,8 @@ def main() -> None:
         "benchmark": "train_throughput",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/train_throughput.py" + (" --tiny" if args.tiny else "")
-                   + (f" --variants {args.variants}" if args.variants else ""),
+                   + (f" --variants {args.variants}" if args.variants else "")
+                   + (f" --out {args.out}" if args.out else ""),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or 'cpu'})",
         "versions": {name: metadata.version(name) for name in ("torch", "transformers", "peft", "accelerate")},
         "setup": {"shape": settings["shape"], "dtype": str(dtype), "batch": settings["batch"],
@@ -263,14 +400,14 @@ def main() -> None:
         "ours_variants": ours_by_variant,
         "ours_failed_variants": failed,
         "ours_best_variant": best,
+        "equivalence_check": check,
         "ours": ours,
         "tokens_per_s_ratio": ratio,
         "peak_memory_ratio": memory_ratio,
         "target": "ours >= 2x stock tokens/s at <= stock peak memory (GPU, 7B shape)",
         "target_met": None if args.tiny else bool(ratio >= 2 and memory_ratio is not None and memory_ratio <= 1),
     }  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("train_throughput_tiny.json" if args.tiny else "train_throughput.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     memory = ("" if memory_ratio is None
               else f", peak {ours['peak_memory_gib']:.1f} vs {stock['peak_memory_gib']:.1f} GiB")  # fmt: skip
