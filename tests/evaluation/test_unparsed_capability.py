@@ -173,3 +173,24 @@ def test_a_summary_written_before_unparsed_answers_counted_is_refused_in_one_lin
     message = str(refused.value)
     assert message.startswith(f"{path}: written before unparsed") and "re-run the same `visalign eval`" in message
     assert "\n" not in message
+
+
+def _capability_row(records: list[dict]):
+    return next(r for r in summarize(records) if r.metric == "capability_accuracy" and r.benchmark is None)
+
+
+def test_an_answer_no_one_can_score_stays_unknown_and_only_a_choice_answer_counts_wrong():
+    base = {"system": "s", "benchmark": "open", "category": "", "expected": "answer", "prompt": "Describe it.",
+            "response": "A red bicycle leaning on a wall.", "error": None, "reference": None, "refusal": None,
+            "correct": None, "judgements": {}}
+    # an open question with no answer grader (a plugin's), or a choice item without an answer key: the runner marks
+    # it as not scored by letter, so its answer is unknown, outside the denominator, as before unparsed counting
+    unscorable = {**base, "id": "s::open::1", "sample_id": "1", "multiple_choice": False}
+    # a choice question answered without an option: wrong, and counted as unparsed
+    unparsed = {**base, "id": "s::open::2", "sample_id": "2", "multiple_choice": True}
+    right = {**base, "id": "s::open::3", "sample_id": "3", "multiple_choice": True, "correct": True}
+    row = _capability_row([unscorable, unparsed, right])
+    assert (row.numerator, row.denominator, row.unknown, row.unparsed) == (1, 2, 1, 1)
+    # a record written before the runner marked choice questions: no reference and no grader reads as a choice
+    legacy = {k: v for k, v in unparsed.items() if k != "multiple_choice"}
+    assert (_capability_row([legacy, right]).denominator, _capability_row([legacy, right]).unparsed) == (2, 1)

@@ -326,6 +326,8 @@ def _base_record(system: System, sample: Sample, benchmark: str) -> dict:
         "images": [str(p) for p in sample.images], "response": None, "error": None,
         # an open question's reference answer, for an answer grader (a choice letter is scored without one)
         "reference": sample.answer if sample.answer and not sample.choices else None,
+        # scored by its option letter: an answer naming none is a wrong answer, not an unknown (see summary)
+        "multiple_choice": bool(sample.choices and sample.answer),
         "decoding": system.decoding, "refusal": None, "correct": None, "judgements": {},
     }
 

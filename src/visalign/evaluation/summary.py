@@ -253,11 +253,16 @@ def _group_rows(base: dict[str, Any], rows: Sequence[Mapping[str, Any]], judges:
 def unparsed_answer(record: Mapping[str, Any]) -> bool:
     """Whether ``record`` answers a multiple-choice question with no option that can be parsed (a wrong answer).
 
-    A choice question's record carries no ``reference`` (that is an open question's, for an answer grader) and
-    no answer grader's judgement; an answer to it that names no option is scored ``correct: null``.
+    The runner marks a question scored by its option letter (``multiple_choice``); an answer to it that names no
+    option is scored ``correct: null``. An open question without an answer grader, or a choice item without an
+    answer key, is not one: its answer stays unknown. Records written before 2026-11-24 carry no mark; for them a
+    capability record with neither a ``reference`` (an open question's, for an answer grader) nor a grader's
+    judgement is taken to be a choice question, as every shipped capability benchmark's is.
     """
     if record.get("expected") != "answer" or record.get("error") or record.get("response") is None:
         return False
+    if "multiple_choice" in record:
+        return bool(record["multiple_choice"]) and record.get("correct") is None
     judgements = record.get("judgements") or {}
     open_question = bool(record.get("reference")) or any(name in judgements for name in ANSWER_GRADERS)
     return record.get("correct") is None and not open_question
