@@ -96,3 +96,13 @@ def test_sweep_temp_files_returns_what_it_deleted(tmp_path):
     left = killed_write(tmp_path / "a" / "b.json")
     assert sweep_temp_files(tmp_path) == [left]
     assert sweep_temp_files(tmp_path) == []
+
+
+def test_a_file_whose_name_is_near_the_length_limit_is_written_atomically(tmp_path):
+    from visalign.runs import atomic_write_bytes
+
+    # 250 bytes: legal (the limit is 255), but the temporary name's pid, host and random parts would pass it uncut
+    target = tmp_path / ("a" * 246 + ".png")
+    atomic_write_bytes(target, b"x")
+    assert target.read_bytes() == b"x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]

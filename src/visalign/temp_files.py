@@ -46,7 +46,9 @@ def owned_temp_file(target: str | Path) -> tuple[int, Path]:
     """
     target = Path(target)
     while True:
-        path = target.with_name(f".{target.name}.{os.getpid()}-{HOST_TAG}.{secrets.token_hex(4)}.tmp")
+        # a name near the 255-byte limit is cut, so that the temporary name still fits (its leftover, not matching
+        # its target's name, is then left to the run folders' sweep)
+        path = target.with_name(f".{_cut(target.name)}.{os.getpid()}-{HOST_TAG}.{secrets.token_hex(4)}.tmp")
         try:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:  # one chance in four billion per try
@@ -55,6 +57,11 @@ def owned_temp_file(target: str | Path) -> tuple[int, Path]:
             with contextlib.suppress(OSError):  # a file system without flock: the pid and host still protect it
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return descriptor, path
+
+
+def _cut(name: str, limit: int = 200) -> str:
+    """``name``, cut to ``limit`` bytes of UTF-8 (on a character boundary): the temporary name adds up to 35 bytes."""
+    return name.encode()[:limit].decode(errors="ignore")
 
 
 def sweep_stale_temp_files(folder: str | Path, targets: str) -> list[Path]:

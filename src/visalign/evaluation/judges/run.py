@@ -71,14 +71,17 @@ def judge_refusal_file(input_path: str | Path, judge: RefusalJudge, out: str | P
         # a name of its own beside ``out``: opening ``out`` itself would empty the input when they are one file
         descriptor, name = owned_temp_file(target)
         try:
+            # renamed before the close: the writer's lock on the temporary file is held until its name is gone, so
+            # no sweep (another pid namespace's included) takes it for a killed run's
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 try:
                     _judge_lines(source, raw, judge, handle, counts)
                 except VisalignError:  # a line that is not UTF-8: the lines before it are kept, as documented
-                    handle.close()
+                    handle.flush()
                     os.replace(name, target)
                     raise
-            os.replace(name, target)
+                handle.flush()
+                os.replace(name, target)
         finally:
             name.unlink(missing_ok=True)
     return counts
