@@ -12,7 +12,7 @@ import pytest
 class TinyCheckpoints(Mapping[str, Path]):
     """Every registered family's (``visalign.models.FAMILIES``) tiny random checkpoint, by ``model_type``.
 
-    All are written up front, before any test runs (writing seeds torch's global generator), except a family
+    All are written together, when the fixture is first used (writing seeds torch's global generator), except a family
     registered without a random-checkpoint builder: asking for it raises the builder's message naming what to add,
     so only the tests that use that family fail, and the other families' tests still run.
     """

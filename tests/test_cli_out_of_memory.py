@@ -1,4 +1,4 @@
-"""Any command that runs out of CPU RAM ends with one line: what ran out, what to do, that finished work is kept.
+"""Any command that runs out of CPU RAM ends with one line: what ran out, what to do, what a job keeps.
 
 Real faults: the CLI runs in a child process whose address space is capped (RLIMIT_AS) at what it holds after its
 imports plus a margin, so the kernel refuses the allocation. Before, a traceback and exit 1.
@@ -24,7 +24,8 @@ _CAPPED_CLI = textwrap.dedent("""
     main(sys.argv[2:])
 """)
 ADVICE = ("; free memory (close other programs) or use a machine with more RAM; in a job config, lower its batch sizes "
-          "or set dtype: bfloat16; finished work is kept: re-run the same command to resume")  # fmt: skip
+          "or set dtype: bfloat16; a job (data, train, optimize, eval) keeps its finished work: re-run the same "
+          "command to resume")  # fmt: skip
 
 
 def _capped(margin_mib: int, *args: str) -> subprocess.CompletedProcess:

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from visalign.errors import VisalignError
-from visalign.temp_files import owned_temp_file
+from visalign.temp_files import RENAME_BEFORE_CLOSE, owned_temp_file
 
 try:
     import fcntl
@@ -92,7 +92,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-            os.replace(temporary, path)  # before the close: the writer's lock is held until the name is gone
+            if RENAME_BEFORE_CLOSE:
+                os.replace(temporary, path)  # before the close: the writer's lock is held until the name is gone
+        if not RENAME_BEFORE_CLOSE:
+            os.replace(temporary, path)
     except BaseException as exc:
         temporary.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:

@@ -29,6 +29,10 @@ except ImportError:  # Windows: no flock, so no sweep (and os.kill there would e
 
 logger = logging.getLogger(__name__)
 
+#: Whether a writer renames its temporary file before closing it, so that its lock is held until the name is gone.
+#: Not on Windows: it refuses to rename an open file, and it has no flock to hold anyway.
+RENAME_BEFORE_CLOSE = fcntl is not None
+
 #: This machine, as temporary file names carry it: a digest, so that the name holds no host name.
 HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 #: ``.<target>.<pid>-<host>.<8 random>.tmp``: the random part is hex, so the whole matches the run folders' sweep.

@@ -89,7 +89,8 @@ def _memory_message(memory: str, exc: BaseException) -> str:
             "free the GPU (nvidia-smi lists what holds it) or use one with more memory")  # fmt: skip
     failed = failed_allocation(exc)
     return (f"{memory} ran out{f' ({failed})' if failed else ''}; {free}; in a job config, lower its batch sizes or "
-            "set dtype: bfloat16; finished work is kept: re-run the same command to resume")  # fmt: skip
+            "set dtype: bfloat16; a job (data, train, optimize, eval) keeps its finished work: re-run the same "
+            "command to resume")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import BinaryIO, TextIO
 
 from visalign.errors import VisalignError
 from visalign.evaluation.judges.verdict import RefusalJudge
-from visalign.temp_files import owned_temp_file, sweep_stale_temp_files
+from visalign.temp_files import RENAME_BEFORE_CLOSE, owned_temp_file, sweep_stale_temp_files
 
 
 def _judge_line(judge: RefusalJudge, number: int, line: str) -> dict:
@@ -29,6 +29,17 @@ def _judge_line(judge: RefusalJudge, number: int, line: str) -> dict:
         return {"line": number, "id": record.get("id"), "error": reason}
     verdict = judge.judge(record["response"], str(record.get("prompt") or ""))
     return {"id": record["id"], "label": verdict.label, "raw": verdict.raw, "judge": verdict.judge}
+
+
+def _rename_into_place(handle: TextIO, temporary: Path, target: Path) -> None:
+    """Rename the written ``temporary`` over ``target``, before its close where locks exist.
+
+    Its lock is then held until the name is gone; on Windows (which refuses to rename an open file) it is closed first.
+    """
+    handle.flush()
+    if not RENAME_BEFORE_CLOSE:
+        handle.close()
+    os.replace(temporary, target)
 
 
 def judge_refusal_file(input_path: str | Path, judge: RefusalJudge, out: str | Path | None = None) -> Counter:
@@ -77,11 +88,9 @@ def judge_refusal_file(input_path: str | Path, judge: RefusalJudge, out: str | P
                 try:
                     _judge_lines(source, raw, judge, handle, counts)
                 except VisalignError:  # a line that is not UTF-8: the lines before it are kept, as documented
-                    handle.flush()
-                    os.replace(name, target)
+                    _rename_into_place(handle, name, target)
                     raise
-                handle.flush()
-                os.replace(name, target)
+                _rename_into_place(handle, name, target)
         finally:
             name.unlink(missing_ok=True)
     return counts
