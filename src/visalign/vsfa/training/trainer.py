@@ -33,6 +33,7 @@ from visalign.vsfa.training.batching import BatchPlan
 from visalign.vsfa.training.checkpoint import (
     adopt_pre_split_hashes,
     check_resumable,
+    checkpoint_folders,
     continued_config,
     latest_checkpoint,
     load_checkpoint,
@@ -246,14 +247,23 @@ def _load_oom_message(config: VsfaTrainConfig, memory: str, failed: str | None, 
         tips.append("a GPU with more memory")
     else:
         tips.append("close other programs, or train on a machine with more RAM or a GPU")
-    kept = _kept(out, "the same command resumes from it; a changed config trains into a new --out directory")
+    kept = _kept(out, "the same command resumes from it; a changed config trains into a new --out directory",
+                 open_files=False)
     return (f"{memory} ran out while loading the model {config.model} in {name}{f' ({failed})' if failed else ''}; try "
             f"{'; '.join(tips)}; training did not start, {kept}")  # fmt: skip
 
 
-def _kept(out: Path, note: str) -> str:
-    """Where a stopped run's finished work is, with ``note`` on what it is good for, for its error message."""
-    kept = latest_checkpoint(out)
+def _kept(out: Path, note: str, *, open_files: bool = True) -> str:
+    """Where a stopped run's finished work is, with ``note`` on what it is good for, for its error message.
+
+    ``open_files=False`` (memory that ran out): the newest checkpoint with its ``state.json``, without opening its
+    files to check them (:func:`latest_checkpoint` loads them, which needs the memory that is short; a checkpoint
+    reaches its name whole, see ``save_checkpoint``).
+    """
+    if open_files:
+        kept = latest_checkpoint(out)
+    else:
+        kept = next((p for p in reversed(checkpoint_folders(out)) if (p / "state.json").is_file()), None)
     if kept is None:
         return "no checkpoint was written yet"
     return f"the last good checkpoint is {kept} ({note})"
@@ -572,7 +582,7 @@ def train(
                 # (their files are mapped) needs memory. Each tip changes the config hash, which this --out
                 # refuses: only the same command resumes here.
                 kept = _kept(out, "the same command resumes from it; a changed config trains into a new --out "
-                                  "directory")  # fmt: skip
+                                  "directory", open_files=False)  # fmt: skip
                 raise VisalignError(f"{out_of_memory}; stopped at step {step}, {kept}")
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
