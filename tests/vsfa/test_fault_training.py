@@ -10,24 +10,15 @@ import textwrap
 
 import pytest
 import torch
-import yaml
-from cli_in_process import run_in_process as run_cli
 from safetensors.torch import load_file
-from train_support import one_thread, train_config, write_dataset
+from train_support import train_config, train_past_float32, write_dataset
 
 
 def test_a_fused_adamw_update_that_overflows_writes_no_inf_checkpoint_or_adapter(tiny_checkpoints, tmp_path,
                                                                                  capsys):  # fmt: skip
-    one_thread()
-    data = write_dataset(tmp_path / "data", "llava", count=4)
     # step 1 runs at lr 0 (one warmup step) and is checkpointed; at step 2 the fused AdamW raises nothing and
     # writes inf weights (before the fix: checkpoint step 2 and the adapter full of inf, exit 0)
-    config = train_config(tiny_checkpoints["llava"], data, epochs=1, checkpoint_every=1,
-                          optim={"lr": 1.0e38, "max_grad_norm": None, "warmup_steps": 1, "fused": True})  # fmt: skip
-    path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(config))
-    run = tmp_path / "run"
-    code, _, err = run_cli(["vsfa", "train", "--config", str(path), "--out", str(run)], capsys)
+    code, err, run = train_past_float32(tiny_checkpoints["llava"], tmp_path, capsys, fused=True)
     assert code == 2 and "Traceback" not in err
     kept = run / "checkpoints" / "step-00000001"
     assert err.strip().splitlines()[-1] == (

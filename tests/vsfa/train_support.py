@@ -121,3 +121,25 @@ def validated_config(model: str | Path, data: Path, **overrides):
     from visalign.vsfa.training import VsfaTrainConfig
 
     return VsfaTrainConfig.model_validate(train_config(model, data, **overrides))
+
+
+def train_past_float32(checkpoint: str | Path, tmp_path: Path, capsys, **optim) -> tuple[int, str, Path]:
+    """``vsfa train`` (in process) on 4 tiny-llava examples whose step 2 runs at lr 1e38, past float32's range.
+
+    One warm-up step, so step 1 runs at lr 0 and is checkpointed; ``optim`` adds to the optimiser settings.
+
+    Returns:
+        The exit code, the standard error and the run folder.
+    """
+    import yaml
+    from cli_in_process import run_in_process
+
+    one_thread()
+    data = write_dataset(tmp_path / "data", "llava", count=4)
+    config = train_config(checkpoint, data, epochs=1, checkpoint_every=1,
+                          optim={"lr": 1.0e38, "max_grad_norm": None, "warmup_steps": 1, **optim})  # fmt: skip
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    code, _, err = run_in_process(["vsfa", "train", "--config", str(path), "--out", str(run)], capsys)
+    return code, err, run
